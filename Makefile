@@ -1,0 +1,64 @@
+# Miras / test-time-regression reproduction. `make` lists the targets.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH ?= torch==2.13.0
+SCALE ?= tiny
+EXP ?= experiments/miras/table2.py
+RUN ?= transformer-340m
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install corpus test test-gpu test-all lint train dry-run reproduce-table2 harvest report tensorboard clean
+
+help: ## show this help
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
+
+$(PY):
+	python3 -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(PY)
+	$(PIP) install --quiet "$(TORCH)"
+	$(PIP) install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed corpus ## venv, torch (TORCH=torch==2.13.0), the package, offline corpus + tokenizer
+
+corpus: | $(VENV)/.installed ## prepare the offline corpus and BPE tokenizer under data/cache/ (idempotent)
+	$(PY) -m data.corpus
+
+test: ## fast CPU test suite (no slow, no gpu tests)
+	$(PY) -m pytest -q -m "not slow and not gpu" $(PYTEST_ARGS)
+
+test-gpu: ## gpu-marked tests (needs CUDA)
+	$(PY) -m pytest -q -m gpu $(PYTEST_ARGS)
+
+test-all: ## every CPU test, slow ones included
+	$(PY) -m pytest -q -m "not gpu" $(PYTEST_ARGS)
+
+lint: ## ruff
+	$(PY) -m ruff check .
+
+dry-run: ## parameter counts of every run of EXP (scale paper unless SCALE=... is given)
+	$(PY) -m miras dry-run $(EXP) --scale $(if $(filter command line,$(origin SCALE)),$(SCALE),paper)
+
+train: ## train RUN of EXP at SCALE (e.g. make train RUN=transformer-340m SCALE=tiny)
+	$(PY) -m miras train $(EXP) --run $(RUN) --scale $(SCALE)
+
+reproduce-table2: ## train every available row of Miras Table 2 at SCALE (default tiny), harvest, render the report
+	$(PY) -m miras train experiments/miras/table2.py --all --scale $(SCALE) --skip-done
+	$(PY) -m reports harvest
+	$(PY) -m reports render experiments/miras/table2.py --scale $(SCALE)
+
+harvest: ## copy finished run summaries from runs/ into reports/
+	$(PY) -m reports harvest
+
+report: ## render every table from the harvested summaries
+	$(PY) -m reports render
+
+tensorboard: ## serve runs/ on localhost:6006
+	$(VENV)/bin/tensorboard --logdir runs --host 127.0.0.1 --port 6006
+
+clean: ## remove caches and lightning_logs (keeps .venv, runs/ and data/cache/)
+	rm -rf .pytest_cache .ruff_cache lightning_logs
+	find . -name __pycache__ -not -path "./$(VENV)/*" -prune -exec rm -rf {} +

@@ -1,0 +1,144 @@
+"""``python -m miras {list,train,dry-run}``: experiments in, run folders out."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from miras.config import ConfigError, config_hash
+from miras.experiment import Run, Table, experiment_files, load_experiment
+from miras.scales import SCALES
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_dir(runs_dir: str | Path, scale: str, table: Table, run: Run, seed: int) -> Path:
+    """``<runs_dir>/<scale>/<paper>/<table>/<run>/seed<k>``: the folder is fixed by the declaration."""
+    return Path(runs_dir) / scale / table.paper / table.key / run.name / f"seed{seed}"
+
+
+def _cmd_list(args) -> int:
+    paths = args.experiments or experiment_files(REPO / "experiments")
+    for path in paths:
+        table = load_experiment(path)
+        print(f"{path}  [{table.paper}/{table.key}] {table.title}")
+        for run in table.runs:
+            reason = run.unavailable()
+            status = "available" if reason is None else f"unavailable: {reason}"
+            print(f"  {run.name:28s} {run.label:22s} {run.group:28s} {status}")
+    return 0
+
+
+def _cmd_dry_run(args) -> int:
+    import torch
+
+    from miras.models import LanguageModel, count_parameters
+
+    table = load_experiment(args.experiment)
+    print(f"{table.paper}/{table.key} at scale {args.scale}: parameters (built on the meta device)")
+    print(f"  {'run':28s} {'params':>10s} {'paper':>8s} {'delta':>8s}")
+    for run in table.select(args.only):
+        reason = run.unavailable()
+        if reason:
+            print(f"  {run.name:28s} unavailable: {reason}")
+            continue
+        with torch.device("meta"):
+            model = LanguageModel(run.config(args.scale, tuple(args.set)).model)
+        n = count_parameters(model)
+        if run.params and args.scale == "paper":
+            paper, delta = f"{run.params / 1e6:.0f}M", f"{100 * (n - run.params) / run.params:+.1f}%"
+        else:
+            paper, delta = "-", "-"
+        print(f"  {run.name:28s} {n / 1e6:9.2f}M {paper:>8s} {delta:>8s}")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from miras.train import train
+
+    table = load_experiment(args.experiment)
+    if args.all == bool(args.run):
+        raise SystemExit("train: give either --run NAME (repeatable, globs allowed) or --all")
+    runs = table.select(args.run)
+    failures = 0
+    for run in runs:
+        reason = run.unavailable()
+        if reason:
+            if not args.all:
+                print(f"train: run {run.name!r} is unavailable: {reason}", file=sys.stderr)
+                return 2
+            print(f"skip {run.name}: unavailable ({reason})")
+            continue
+        config = run.config(args.scale, tuple(args.set))
+        for seed in args.seeds or run.seeds:
+            import dataclasses
+
+            seeded = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
+            out = run_dir(args.runs_dir, args.scale, table, run, seed)
+            summary = out / "summary.json"
+            if args.skip_done and summary.exists():
+                if json.loads(summary.read_text()).get("config_hash") == config_hash(seeded):
+                    print(f"skip {run.name} seed{seed}: done ({summary})")
+                    continue
+            meta = {"paper": table.paper, "table": table.key, "run": run.name, "seed": seed, "scale": args.scale}
+            print(f"train {run.name} seed{seed} at scale {args.scale} -> {out}")
+            result = train(
+                seeded, out, meta, resume=args.resume or (args.all and (out / "checkpoints/last.ckpt").exists()),
+                force=args.force, accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes,
+                progress=sys.stdout.isatty(),
+            )
+            if not result:
+                failures += 1
+            else:
+                metrics = result["metrics"]
+                print(f"done {run.name} seed{seed}: val/ppl {metrics.get('val/ppl', float('nan')):.2f} "
+                      f"in {result['wall_s']:.0f}s")
+    return 1 if failures else 0
+
+
+def _devices(value: str) -> int | str:
+    return int(value) if value.isdigit() else value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m miras", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ls = sub.add_parser("list", help="experiments and their runs, with availability")
+    ls.add_argument("experiments", nargs="*", type=Path)
+    ls.set_defaults(func=_cmd_list)
+
+    dry = sub.add_parser("dry-run", help="build every run on the meta device; print parameter counts")
+    dry.add_argument("experiment", type=Path)
+    dry.add_argument("--scale", choices=SCALES, default="paper")
+    dry.add_argument("--only", nargs="*", help="run-name globs")
+    dry.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    dry.set_defaults(func=_cmd_dry_run)
+
+    tr = sub.add_parser("train", help="train runs of an experiment into runs/<scale>/<paper>/<table>/<run>/seed<k>")
+    tr.add_argument("experiment", type=Path)
+    tr.add_argument("--run", action="append", default=[], help="run name or glob (repeatable)")
+    tr.add_argument("--all", action="store_true", help="every available run of the table")
+    tr.add_argument("--scale", choices=SCALES, default="tiny")
+    tr.add_argument("--seed", dest="seeds", type=int, action="append", help="seed(s); default: the run's")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    tr.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    tr.add_argument("--force", action="store_true", help="delete the run folder and start over")
+    tr.add_argument("--skip-done", action="store_true", help="skip runs whose summary has the same config hash")
+    tr.add_argument("--runs-dir", default=str(REPO / "runs"))
+    tr.add_argument("--accelerator", default="auto")
+    tr.add_argument("--devices", type=_devices, default="auto")
+    tr.add_argument("--num-nodes", type=int, default=1)
+    tr.set_defaults(func=_cmd_train)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, FileNotFoundError, FileExistsError, KeyError, NotImplementedError) as err:
+        print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,300 @@
+"""The one configuration schema: frozen dataclasses, validated at construction.
+
+Every field has a type, a default and a docstring below it. Choices are strings (``mixer="transformer"``)
+resolved by registries, so a config serialises to JSON and greps. A resolved :class:`RunConfig` is written
+next to every result as ``config.json`` together with :func:`config_hash`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import typing
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config value is invalid; the message names the field and the allowed values."""
+
+
+def _check_choice(owner: str, name: str, value: Any, allowed: Iterable[Any]) -> None:
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise ConfigError(f"{owner}.{name}={value!r} is invalid; allowed values: {', '.join(map(repr, allowed))}")
+
+
+def _check_positive(owner: str, name: str, value: float, *, zero_ok: bool = False) -> None:
+    if value < 0 or (value == 0 and not zero_ok):
+        bound = ">= 0" if zero_ok else "> 0"
+        raise ConfigError(f"{owner}.{name}={value!r} is invalid; allowed values: a number {bound}")
+
+
+# Every mixer of the papers' tables. A name here but not in `miras.layers.MIXERS` is declared, not yet
+# implemented: experiments list such runs as unavailable instead of faking them.
+KNOWN_MIXERS = (
+    "transformer",
+    "swa",
+    "retnet",
+    "gla",
+    "mamba",
+    "mamba2",
+    "deltanet",
+    "gated_deltanet",
+    "ttt",
+    "samba",
+    "gated_deltanet_h2",
+    "moneta",
+    "yaad",
+    "memora",
+    "miras",
+    "moneta_h",
+    "yaad_h",
+    "memora_h",
+    "linear_attention",
+    "rls",
+    "higher_order_attention",
+)
+BACKENDS = ("auto", "torch", "triton", "fla")
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "64-true")
+
+
+@dataclass(frozen=True)
+class MixerConfig:
+    """Token mixer of every block (the attention slot of a Llama block)."""
+
+    name: str = "transformer"
+    """Registry name of the mixer; one of ``KNOWN_MIXERS``."""
+    n_head: int = 16
+    """Number of heads; ``d_model`` must be divisible by it."""
+    backend: str = "auto"
+    """Kernel path: ``auto`` (fast path on CUDA, torch elsewhere), ``torch``, ``triton`` or ``fla``."""
+    window: int | None = None
+    """Sliding-window size for attention mixers (``None``: full causal attention)."""
+    rope: bool = True
+    """Apply rotary position embeddings to q and k (mixers that use positions)."""
+    rope_theta: float = 10_000.0
+    """RoPE base; 10k is Llama-2's value (the papers do not state one)."""
+
+    def __post_init__(self) -> None:
+        _check_choice("mixer", "name", self.name, KNOWN_MIXERS)
+        _check_choice("mixer", "backend", self.backend, BACKENDS)
+        _check_positive("mixer", "n_head", self.n_head)
+        if self.window is not None:
+            _check_positive("mixer", "window", self.window)
+        _check_positive("mixer", "rope_theta", self.rope_theta)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Llama-style pre-norm decoder: embedding -> n_layer x (mixer, SwiGLU MLP) -> RMSNorm -> LM head."""
+
+    vocab_size: int = 32_000
+    """Vocabulary size; 32000 is the Llama-2 tokenizer of the Titans/Miras recipe (Miras does not state it)."""
+    d_model: int = 1024
+    """Residual stream width."""
+    n_layer: int = 24
+    """Number of blocks."""
+    mixer: MixerConfig = field(default_factory=MixerConfig)
+    """The token mixer used in every block."""
+    mlp_ratio: float = 4.0
+    """SwiGLU hidden size is ``mlp_ratio * 2/3 * d_model`` rounded up to ``mlp_multiple_of`` (fla's rule)."""
+    mlp_multiple_of: int = 256
+    """Rounding multiple of the SwiGLU hidden size."""
+    norm_eps: float = 1e-6
+    """RMSNorm epsilon."""
+    tie_embeddings: bool = True
+    """Share the input embedding with the LM head (not stated by the paper; see ``miras.presets``)."""
+    init_std: float = 0.02
+    """Standard deviation of the normal initialisation of linear and embedding weights."""
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "d_model", "n_layer", "mlp_ratio", "mlp_multiple_of", "norm_eps", "init_std"):
+            _check_positive("model", name, getattr(self, name))
+        if self.d_model % self.mixer.n_head:
+            raise ConfigError(
+                f"model.d_model={self.d_model} is invalid; allowed values: a multiple of "
+                f"mixer.n_head={self.mixer.n_head}"
+            )
+
+    @property
+    def mlp_hidden(self) -> int:
+        hidden = int(self.d_model * self.mlp_ratio * 2 / 3)
+        return self.mlp_multiple_of * math.ceil(hidden / self.mlp_multiple_of)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with linear warmup and cosine decay (the Titans recipe that Miras follows; Miras states only LRs)."""
+
+    lr: float = 3e-4
+    """Peak learning rate (Miras Table 5 gives it per size)."""
+    weight_decay: float = 0.1
+    """Decoupled weight decay on matrices; norms, biases and embeddings are not decayed."""
+    beta1: float = 0.9
+    """AdamW beta1."""
+    beta2: float = 0.95
+    """AdamW beta2."""
+    eps: float = 1e-8
+    """AdamW epsilon."""
+    warmup_fraction: float = 0.01
+    """Fraction of the optimizer steps spent in linear warmup."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate of the cosine schedule as a fraction of ``lr``."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value (0 disables)."""
+
+    def __post_init__(self) -> None:
+        _check_positive("optim", "lr", self.lr)
+        _check_positive("optim", "weight_decay", self.weight_decay, zero_ok=True)
+        _check_positive("optim", "grad_clip", self.grad_clip, zero_ok=True)
+        for name in ("beta1", "beta2", "warmup_fraction"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise ConfigError(f"optim.{name}={value!r} is invalid; allowed values: a number in [0, 1)")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError(f"optim.min_lr_ratio={self.min_lr_ratio!r} is invalid; allowed values: a number in [0, 1]")
+
+
+DATASETS = ("offline", "local")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Text data: parquet/jsonl shards with a ``text`` column, tokenised and packed to ``seq_len``."""
+
+    dataset: str = "offline"
+    """``offline``: the corpus ``make install`` prepares; ``local``: parquet/jsonl shards under ``path``."""
+    path: str | None = None
+    """Folder of ``train-*``/``validation-*`` shards (``local``); ``None`` uses the offline corpus folder."""
+    tokenizer: str | None = None
+    """Path of a ``tokenizer.json``; ``None`` uses the BPE tokenizer of the offline corpus."""
+    seq_len: int = 4096
+    """Tokens per training sequence (the papers' context length is 4096)."""
+    batch_size: int = 8
+    """Sequences per device per micro-batch."""
+    num_workers: int = 0
+    """DataLoader worker processes per rank."""
+    shuffle_buffer: int = 1000
+    """Documents held in the shuffle buffer (0 disables shuffling)."""
+    val_batches: int = 16
+    """Validation batches per evaluation (per rank)."""
+
+    def __post_init__(self) -> None:
+        _check_choice("data", "dataset", self.dataset, DATASETS)
+        if self.dataset == "local" and not self.path:
+            raise ConfigError("data.path is required when data.dataset='local'; allowed values: a folder of shards")
+        for name in ("seq_len", "batch_size", "val_batches"):
+            _check_positive("data", name, getattr(self, name))
+        for name in ("num_workers", "shuffle_buffer"):
+            _check_positive("data", name, getattr(self, name), zero_ok=True)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How long and on what the run trains."""
+
+    tokens: int = 15_000_000_000
+    """Training tokens; optimizer steps = tokens / batch_tokens (rounded up)."""
+    batch_tokens: int = 524_288
+    """Tokens per optimizer step over all devices (0.5M, the Titans recipe); gradient accumulation fills it."""
+    precision: str = "bf16-mixed"
+    """Lightning precision."""
+    val_every: int = 1000
+    """Validate every this many optimizer steps (and at the end)."""
+    ckpt_every: int = 1000
+    """Save a checkpoint every this many optimizer steps (``last.ckpt`` is kept for resume)."""
+    log_every: int = 10
+    """Log training metrics every this many optimizer steps."""
+    seed: int = 0
+    """Seed of initialisation and data order."""
+
+    def __post_init__(self) -> None:
+        _check_choice("train", "precision", self.precision, PRECISIONS)
+        for name in ("tokens", "batch_tokens", "val_every", "ckpt_every", "log_every"):
+            _check_positive("train", name, getattr(self, name))
+        _check_positive("train", "seed", self.seed, zero_ok=True)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a training run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def steps(self) -> int:
+        """Optimizer steps to train ``train.tokens``."""
+        return max(1, math.ceil(self.train.tokens / self.train.batch_tokens))
+
+    def accumulation(self, world_size: int = 1) -> int:
+        """Micro-batches per optimizer step so that one step sees ``train.batch_tokens`` tokens."""
+        micro = self.data.batch_size * self.data.seq_len * world_size
+        if self.train.batch_tokens % micro:
+            raise ConfigError(
+                f"train.batch_tokens={self.train.batch_tokens} is invalid; allowed values: a multiple of "
+                f"data.batch_size * data.seq_len * world_size = {micro}"
+            )
+        return self.train.batch_tokens // micro
+
+
+def to_dict(config: Any) -> dict:
+    """A config as plain JSON-able data."""
+    return dataclasses.asdict(config)
+
+
+def config_hash(config: Any) -> str:
+    """Short stable hash of a config's content (12 hex digits of sha256 over sorted JSON)."""
+    blob = json.dumps(to_dict(config), sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def from_dict(cls: type, data: dict) -> Any:
+    """Rebuild a (nested) config dataclass from :func:`to_dict` output; unknown keys are errors."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ConfigError(f"unknown field(s) {sorted(unknown)} for {cls.__name__}; allowed values: {sorted(names)}")
+    kwargs = {}
+    for key, value in data.items():
+        hint = hints[key]
+        kwargs[key] = from_dict(hint, value) if dataclasses.is_dataclass(hint) else value
+    return cls(**kwargs)
+
+
+def override(config: Any, assignments: Iterable[str]) -> Any:
+    """Apply ``section.field=value`` overrides (values parsed as Python literals, else kept as strings).
+
+    >>> override(RunConfig(), ["model.d_model=64", "optim.lr=1e-3"]).model.d_model
+    64
+    """
+    import ast
+
+    for assignment in assignments:
+        key, sep, raw = assignment.partition("=")
+        if not sep:
+            raise ConfigError(f"override {assignment!r} is invalid; allowed values: 'section.field=value'")
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw
+        config = _replace_path(config, key.strip().split("."), value)
+    return config
+
+
+def _replace_path(config: Any, path: list[str], value: Any) -> Any:
+    names = [f.name for f in fields(config)]
+    head = path[0]
+    if head not in names:
+        raise ConfigError(
+            f"{type(config).__name__} has no field {head!r}; allowed values: {', '.join(names)}"
+        )
+    if len(path) > 1:
+        value = _replace_path(getattr(config, head), path[1:], value)
+    return dataclasses.replace(config, **{head: value})

@@ -1,0 +1,134 @@
+"""Experiments as data: one file per paper table declares its runs, columns and the paper's numbers.
+
+An experiment file (``experiments/<paper>/<table>.py``) defines a module-level ``TABLE``; nothing runs at
+import. ``load_experiment(path)`` loads it by path. A run is a preset plus overrides; a scale profile
+(``miras.scales``) resizes it for the machine at hand, and every report prints the scale.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib.util
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from miras.config import RunConfig, override
+from miras.presets import preset
+from miras.scales import apply_scale
+
+REDUCTIONS = ("mean over seeds",)
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column: the metric key in ``summary.json`` and how the paper reports it."""
+
+    key: str
+    """Metric name as logged, e.g. ``eval/piqa/acc`` or ``val/ppl``."""
+    title: str
+    """Header as printed in the paper, e.g. ``PIQA acc``."""
+    higher_is_better: bool = True
+    """Direction of improvement (arrows in the report)."""
+    scale: float = 1.0
+    """Multiply our metric by this before comparing (lm-eval accuracies are fractions, papers print %)."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """A row of a table."""
+
+    name: str
+    """Unique within its table, e.g. ``transformer-340m``."""
+    label: str
+    """Row label as printed in the paper, e.g. ``Transformer++``."""
+    group: str
+    """Block of rows the run belongs to, e.g. ``340M params / 15B tokens``."""
+    preset: str
+    """Preset the run starts from (``miras.presets``)."""
+    overrides: tuple[str, ...] = ()
+    """``section.field=value`` changes on top of the preset (applied at paper scale, before scaling)."""
+    params: float | None = None
+    """Parameter count the paper states for this row (compared by ``dry-run``)."""
+    seeds: tuple[int, ...] = (0,)
+    """Seeds to train; cells reduce over them."""
+
+    def config(self, scale: str = "paper", extra: tuple[str, ...] = ()) -> RunConfig:
+        """The resolved config at ``scale``, with ``extra`` overrides applied after scaling."""
+        return override(apply_scale(preset(self.preset, self.overrides), scale), extra)
+
+    def unavailable(self) -> str | None:
+        """Why the run cannot be built yet, or None when it can."""
+        from miras.layers import MIXERS
+
+        mixer = preset(self.preset, self.overrides).model.mixer.name
+        if mixer not in MIXERS:
+            return f"mixer {mixer!r} is not implemented yet"
+        return None
+
+
+@dataclass(frozen=True)
+class Table:
+    """A paper table: its runs (rows), columns and the paper's numbers."""
+
+    paper: str
+    """Short paper key, the first folder under ``runs/`` and ``reports/`` (``miras``, ``ttr``)."""
+    key: str
+    """Table key, e.g. ``table2``."""
+    title: str
+    source: str
+    """Where the numbers come from (paper version, table number)."""
+    columns: tuple[Column, ...]
+    runs: tuple[Run, ...]
+    paper_numbers: dict[tuple[str, str], float] = field(default_factory=dict)
+    """``(run name, column key) -> value`` as printed in the paper."""
+    reduce: str = "mean over seeds"
+    """How a cell combines several summaries."""
+    notes: tuple[str, ...] = ()
+    """Caveats printed under the rendered table."""
+
+    def __post_init__(self) -> None:
+        names = [r.name for r in self.runs]
+        if len(names) != len(set(names)):
+            raise ValueError(f"{self.paper}/{self.key}: duplicate run names")
+        keys = {c.key for c in self.columns}
+        unknown = {k for k in self.paper_numbers if k[0] not in names or k[1] not in keys}
+        if unknown:
+            raise ValueError(f"{self.paper}/{self.key}: paper numbers for unknown cells {sorted(unknown)}")
+        if self.reduce not in REDUCTIONS:
+            raise ValueError(f"reduce={self.reduce!r} is invalid; allowed values: {REDUCTIONS}")
+
+    def run(self, name: str) -> Run:
+        for r in self.runs:
+            if r.name == name:
+                return r
+        raise KeyError(f"no run {name!r} in {self.paper}/{self.key}; runs: {', '.join(r.name for r in self.runs)}")
+
+    def select(self, patterns: list[str] | None) -> list[Run]:
+        """Runs whose names match any glob in ``patterns`` (all runs when None)."""
+        if not patterns:
+            return list(self.runs)
+        chosen = [r for r in self.runs if any(fnmatch.fnmatch(r.name, p) for p in patterns)]
+        if not chosen:
+            raise KeyError(f"no run of {self.paper}/{self.key} matches {patterns}")
+        return chosen
+
+
+def load_experiment(path: str | Path) -> Table:
+    """Load the ``TABLE`` declared by an experiment file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"experiment file {path} not found")
+    name = "_experiment_" + "_".join(path.resolve().with_suffix("").parts[-3:])
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    if not isinstance(getattr(module, "TABLE", None), Table):
+        raise TypeError(f"{path} does not define TABLE = Table(...)")
+    return module.TABLE
+
+
+def experiment_files(root: str | Path) -> list[Path]:
+    """Every experiment file under ``root`` (``experiments/<paper>/<table>.py``)."""
+    return sorted(p for p in Path(root).glob("*/*.py") if not p.name.startswith("_"))

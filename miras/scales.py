@@ -1,0 +1,88 @@
+"""Scale profiles: map a paper-scale run to what a machine can afford, by one declared rule per scale.
+
+| scale | where | rule |
+| --- | --- | --- |
+| ``paper`` | SLURM, many GPUs | unchanged |
+| ``small`` | one GPU, < 1 h | width / 2, depth / 2 (>= 4), context 2048, 200M tokens in 256K-token steps |
+| ``tiny`` | a laptop CPU, minutes | width / 8, depth / 6 (>= 2), 32-wide heads, context 256, 1M tokens, offline corpus |
+| ``smoke`` | tests and CI, seconds | width 32, 2 blocks, context 64, 8 steps, offline corpus |
+
+Sizes keep their order under ``small`` and ``tiny`` (340M > 760M > 1.3B stay ordered). The tiny and smoke
+scales train on the offline corpus with its BPE tokenizer (vocabulary 8192) in fp32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from miras.config import ConfigError, RunConfig
+
+SCALES = ("paper", "small", "tiny", "smoke")
+OFFLINE_VOCAB = 8192
+
+
+def _round(x: float, multiple: int) -> int:
+    return max(multiple, int(round(x / multiple)) * multiple)
+
+
+def apply_scale(config: RunConfig, scale: str) -> RunConfig:
+    """``config`` (paper scale) resized by the rule of ``scale``."""
+    if scale not in SCALES:
+        raise ConfigError(f"scale={scale!r} is invalid; allowed values: {', '.join(SCALES)}")
+    if scale == "paper":
+        return config
+    m, d, t, o = config.model, config.data, config.train, config.optim
+    if scale == "small":
+        width = _round(m.d_model / 2, 64)
+        model = dataclasses.replace(
+            m,
+            d_model=width,
+            n_layer=max(4, m.n_layer // 2),
+            mixer=dataclasses.replace(m.mixer, n_head=width // 64),
+        )
+        data = dataclasses.replace(d, seq_len=2048, batch_size=16)
+        train = dataclasses.replace(
+            t, tokens=200_000_000, batch_tokens=262_144, val_every=250, ckpt_every=250
+        )
+        optim = o
+    elif scale == "tiny":
+        width = _round(m.d_model / 8, 32)
+        model = dataclasses.replace(
+            m,
+            d_model=width,
+            n_layer=max(2, m.n_layer // 6),
+            vocab_size=OFFLINE_VOCAB,
+            mixer=dataclasses.replace(m.mixer, n_head=width // 32),
+        )
+        data = dataclasses.replace(
+            d, dataset="offline", path=None, tokenizer=None, seq_len=256, batch_size=16, val_batches=8
+        )
+        train = dataclasses.replace(
+            t,
+            tokens=1_048_576,
+            batch_tokens=4096,
+            precision="32-true",
+            val_every=64,
+            ckpt_every=64,
+            log_every=8,
+        )
+        optim = dataclasses.replace(o, warmup_fraction=0.05)
+    else:
+        model = dataclasses.replace(
+            m, d_model=32, n_layer=2, vocab_size=OFFLINE_VOCAB, mixer=dataclasses.replace(m.mixer, n_head=2)
+        )
+        data = dataclasses.replace(
+            d,
+            dataset="offline",
+            path=None,
+            tokenizer=None,
+            seq_len=64,
+            batch_size=4,
+            val_batches=2,
+            num_workers=0,
+        )
+        train = dataclasses.replace(
+            t, tokens=2048, batch_tokens=256, precision="32-true", val_every=4, ckpt_every=4, log_every=1
+        )
+        optim = dataclasses.replace(o, warmup_fraction=0.25)
+    return dataclasses.replace(config, model=model, data=data, train=train, optim=optim)

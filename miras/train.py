@@ -1,0 +1,133 @@
+"""Build data, model and Trainer from a :class:`RunConfig` and train one run into its run folder.
+
+A run folder is ``runs/<paper>/<table>/<run>/seed<k>/`` and holds ``config.json``, the TensorBoard event
+files, ``checkpoints/last.ckpt`` and, once finished, ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from miras.config import ConfigError, RunConfig, config_hash, to_dict
+from miras.lit import LanguageModelModule, RunSummary, Throughput
+from miras.models import LanguageModel
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def offline_corpus_dir() -> Path:
+    """Where ``make install`` writes the offline corpus and its tokenizer."""
+    return REPO / "data" / "cache" / "offline"
+
+
+def build_datamodule(config: RunConfig):
+    from data.text import TextDataModule
+
+    d = config.data
+    folder = Path(d.path) if d.path else offline_corpus_dir()
+    tokenizer = Path(d.tokenizer) if d.tokenizer else offline_corpus_dir() / "tokenizer.json"
+    dm = TextDataModule(
+        folder, tokenizer, seq_len=d.seq_len, batch_size=d.batch_size, num_workers=d.num_workers,
+        shuffle_buffer=d.shuffle_buffer, val_batches=d.val_batches, seed=config.train.seed,
+    )
+    if dm.vocab_size() > config.model.vocab_size:
+        raise ConfigError(
+            f"model.vocab_size={config.model.vocab_size} is invalid for tokenizer {tokenizer}; allowed values: "
+            f">= {dm.vocab_size()}"
+        )
+    return dm
+
+
+def _world_size(accelerator: str, devices: int | str, num_nodes: int) -> int:
+    if isinstance(devices, int):
+        return devices * num_nodes
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.cuda.device_count() * num_nodes
+    return num_nodes
+
+
+def train(
+    config: RunConfig,
+    out_dir: str | Path,
+    meta: dict,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    accelerator: str = "auto",
+    devices: int | str = "auto",
+    num_nodes: int = 1,
+    callbacks: Sequence[L.Callback] = (),
+    progress: bool = True,
+) -> dict:
+    """Train ``config`` into ``out_dir`` and return its summary.
+
+    Args:
+        config: the resolved run config (scale already applied).
+        out_dir: the run folder ``.../<run>/seed<k>``.
+        meta: identity written into ``summary.json`` (paper, table, run, seed, scale).
+        resume: continue from ``out_dir/checkpoints/last.ckpt`` (a killed run ends as if never stopped).
+        force: delete an existing run folder first.
+    """
+    out_dir = Path(out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    if force and out_dir.exists():
+        shutil.rmtree(out_dir)
+    if last.exists() and not resume:
+        raise FileExistsError(f"{out_dir} already has checkpoints; pass --resume to continue or --force to restart")
+    chash = config_hash(config)
+    if resume and (out_dir / "config.json").exists():
+        saved = json.loads((out_dir / "config.json").read_text())
+        if saved.get("config_hash") != chash:
+            raise ConfigError(f"--resume: {out_dir} was trained with config {saved.get('config_hash')}, not {chash}")
+
+    L.seed_everything(config.train.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(config)
+    module = LanguageModelModule(LanguageModel(config.model), config)
+    world = _world_size(accelerator, devices, num_nodes)
+    accumulate, steps = config.accumulation(world), config.steps()
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.json").write_text(
+        json.dumps({"config_hash": chash, "meta": meta, "config": to_dict(config)}, indent=2) + "\n"
+    )
+    logger = TensorBoardLogger(save_dir=out_dir.parent.parent, name=out_dir.parent.name, version=out_dir.name,
+                               default_hp_metric=False)
+    t = config.train
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=num_nodes,
+        precision=t.precision,
+        max_steps=steps,
+        max_epochs=-1,
+        accumulate_grad_batches=accumulate,
+        gradient_clip_val=config.optim.grad_clip or None,
+        val_check_interval=t.val_every * accumulate,
+        check_val_every_n_epoch=None,
+        limit_val_batches=config.data.val_batches,
+        num_sanity_val_steps=0,
+        log_every_n_steps=t.log_every,
+        logger=logger,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        callbacks=[
+            *callbacks,
+            Throughput(t.batch_tokens, t.log_every),
+            RunSummary(out_dir, meta, chash, steps, t.batch_tokens),
+            ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=t.ckpt_every, save_top_k=0, save_last=True),
+        ],
+    )
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume and last.exists() else None)
+    if trainer.global_step % t.val_every:
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+    summary_path = out_dir / "summary.json"
+    return json.loads(summary_path.read_text()) if summary_path.exists() else {}

@@ -1,0 +1,1 @@
+"""Report generation: harvested run summaries + experiment declarations -> Markdown and CSV tables."""

@@ -1,0 +1,3 @@
+from reports.render import main
+
+raise SystemExit(main())

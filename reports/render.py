@@ -1,0 +1,181 @@
+"""Harvest run summaries into ``reports/`` and render every table from them (ours | paper | delta).
+
+``harvest`` copies ``runs/<scale>/<paper>/<table>/<run>/seed<k>/summary.json`` to the tracked
+``reports/<paper>/<table>/summaries/<scale>/<run>.seed<k>.json``. ``render`` reads only those tracked copies
+and the experiment file, so any clone regenerates every report; rendering twice changes nothing.
+
+Cells: ``-`` where there is no number (run unavailable, not trained, or column not evaluated yet);
+``stale`` where every summary of the cell was trained with a config that no longer matches the declaration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import io
+import json
+import shutil
+from pathlib import Path
+
+from miras.config import config_hash
+from miras.experiment import Table, experiment_files, load_experiment
+from miras.scales import SCALES
+
+REPO = Path(__file__).resolve().parent.parent
+REPORTS = REPO / "reports"
+
+
+def summaries_dir(reports_dir: Path, table: Table, scale: str) -> Path:
+    return reports_dir / table.paper / table.key / "summaries" / scale
+
+
+def harvest(runs_dir: Path, reports_dir: Path = REPORTS) -> list[Path]:
+    """Copy every finished run's summary under ``runs_dir`` into ``reports_dir``; returns the new paths."""
+    copied = []
+    for src in sorted(Path(runs_dir).glob("*/*/*/*/seed*/summary.json")):
+        scale, paper, table, run, seed = src.parts[-6:-1]
+        dst = reports_dir / paper / table / "summaries" / scale / f"{run}.{seed}.json"
+        if dst.exists() and dst.read_bytes() == src.read_bytes():
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+        copied.append(dst)
+    return copied
+
+
+def load_summaries(reports_dir: Path, table: Table, scale: str) -> list[dict]:
+    folder = summaries_dir(reports_dir, table, scale)
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
+
+def default_scale(reports_dir: Path, table: Table) -> str:
+    """The largest scale that has harvested summaries for ``table`` (``paper`` when none has)."""
+    for scale in SCALES:
+        if any(summaries_dir(reports_dir, table, scale).glob("*.json")):
+            return scale
+    return "paper"
+
+
+@dataclasses.dataclass
+class Cell:
+    ours: float | None
+    paper: float | None
+    status: str
+    n: int
+
+    @property
+    def delta(self) -> float | None:
+        return None if self.ours is None or self.paper is None else self.ours - self.paper
+
+
+def cells(table: Table, summaries: list[dict], scale: str) -> dict[tuple[str, str], Cell]:
+    """Every (run, column) cell, reduced as the table declares."""
+    by_run: dict[str, list[dict]] = {}
+    for s in summaries:
+        by_run.setdefault(s["run"], []).append(s)
+    out = {}
+    for run in table.runs:
+        fresh, stale = [], []
+        for s in by_run.get(run.name, []):
+            config = run.config(scale)
+            config = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=s["seed"]))
+            (fresh if s["config_hash"] == config_hash(config) else stale).append(s)
+        for col in table.columns:
+            paper = table.paper_numbers.get((run.name, col.key))
+            values = [s["metrics"][col.key] * col.scale for s in fresh if col.key in s["metrics"]]
+            if values:
+                out[run.name, col.key] = Cell(sum(values) / len(values), paper, "ok", len(values))
+            elif any(col.key in s["metrics"] for s in stale):
+                out[run.name, col.key] = Cell(None, paper, "stale", 0)
+            else:
+                out[run.name, col.key] = Cell(None, paper, "missing", 0)
+    return out
+
+
+def _fmt(x: float | None, signed: bool = False) -> str:
+    if x is None:
+        return "-"
+    return f"{x:+.2f}" if signed else f"{x:.2f}"
+
+
+def render_markdown(table: Table, summaries: list[dict], scale: str) -> str:
+    grid = cells(table, summaries, scale)
+    lines = [
+        f"# {table.title}",
+        "",
+        f"Source: {table.source}. Scale: **{scale}**. Cells: {table.reduce}. Columns: ours | paper | delta "
+        "(ours - paper).",
+        "",
+    ]
+    header = ["Model"] + [f"{c.title} {'↑' if c.higher_is_better else '↓'} {part}" for c in table.columns
+                          for part in ("ours", "paper", "Δ")]
+    groups = list(dict.fromkeys(r.group for r in table.runs))
+    for group in groups:
+        lines += [f"## {group}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for run in (r for r in table.runs if r.group == group):
+            row = [run.label if run.unavailable() is None else f"{run.label} (unavailable)"]
+            for col in table.columns:
+                cell = grid[run.name, col.key]
+                ours = "stale" if cell.status == "stale" else _fmt(cell.ours)
+                row += [ours, _fmt(cell.paper), _fmt(cell.delta, signed=True)]
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    shas = sorted({f"{s['git']['sha'][:10]}{'+dirty' if s['git'].get('dirty') else ''}" for s in summaries})
+    devices = sorted({s["device"] for s in summaries})
+    lines += [
+        "## Provenance",
+        "",
+        f"- summaries: {len(summaries)} (from `reports/{table.paper}/{table.key}/summaries/{scale}/`)",
+        f"- git: {', '.join(shas) or '-'}",
+        f"- devices: {', '.join(devices) or '-'}",
+        f"- tokens per run: {', '.join(sorted({str(s['tokens']) for s in summaries})) or '-'}",
+    ]
+    lines += [f"- {note}" for note in table.notes]
+    return "\n".join(lines) + "\n"
+
+
+def render_csv(table: Table, summaries: list[dict], scale: str) -> str:
+    grid = cells(table, summaries, scale)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["paper", "table", "scale", "group", "run", "label", "column", "ours", "paper_value",
+                     "delta", "seeds", "status"])
+    for run in table.runs:
+        for col in table.columns:
+            c = grid[run.name, col.key]
+            writer.writerow([table.paper, table.key, scale, run.group, run.name, run.label, col.key,
+                             "" if c.ours is None else f"{c.ours:.4f}", "" if c.paper is None else c.paper,
+                             "" if c.delta is None else f"{c.delta:.4f}", c.n, c.status])
+    return buf.getvalue()
+
+
+def render(table: Table, reports_dir: Path = REPORTS, scale: str | None = None) -> list[Path]:
+    """Write ``reports/<paper>/<table>.md`` and ``.csv``; returns their paths."""
+    scale = scale or default_scale(reports_dir, table)
+    summaries = load_summaries(reports_dir, table, scale)
+    base = reports_dir / table.paper / table.key
+    base.parent.mkdir(parents=True, exist_ok=True)
+    md, csv_path = base.with_suffix(".md"), base.with_suffix(".csv")
+    md.write_text(render_markdown(table, summaries, scale))
+    csv_path.write_text(render_csv(table, summaries, scale))
+    return [md, csv_path]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m reports", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    hv = sub.add_parser("harvest", help="copy finished run summaries into reports/")
+    hv.add_argument("--runs-dir", type=Path, default=REPO / "runs")
+    rd = sub.add_parser("render", help="render tables from the harvested summaries")
+    rd.add_argument("experiments", nargs="*", type=Path)
+    rd.add_argument("--scale", choices=SCALES, help="default: the largest scale with summaries")
+    args = p.parse_args(argv)
+    if args.command == "harvest":
+        for path in harvest(args.runs_dir):
+            print(f"harvested {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
+        return 0
+    for path in args.experiments or experiment_files(REPO / "experiments"):
+        for out in render(load_experiment(path), scale=args.scale):
+            print(f"rendered {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")
+    return 0

@@ -1,0 +1,60 @@
+"""Test-wide setup: the Triton interpreter on machines without a GPU, offline Hub, fixed seeds."""
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    # read when @triton.jit decorates a kernel, so it must be set before any kernel module is imported
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(42)
+
+
+WORDS = (
+    "the a memory key value query learns retains forgets token chunk state gate model river stone light "
+    "winter garden reads writes small large quick slow green old new bright"
+).split()
+
+
+def synthetic_documents(n: int, seed: int) -> list[str]:
+    """Deterministic English-like documents (sentences over a small vocabulary)."""
+    g = torch.Generator().manual_seed(seed)
+    docs = []
+    for _ in range(n):
+        n_sentences = int(torch.randint(3, 12, (1,), generator=g))
+        sentences = []
+        for _ in range(n_sentences):
+            idx = torch.randint(0, len(WORDS), (int(torch.randint(4, 12, (1,), generator=g)),), generator=g)
+            sentences.append(" ".join(WORDS[i] for i in idx).capitalize() + ".")
+        docs.append(" ".join(sentences))
+    return docs
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+    """A folder with 4 train shards, 1 validation shard (FineWeb schema) and a 300-token BPE tokenizer."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from data.tokenizer import train_bpe
+
+    root = tmp_path_factory.mktemp("corpus")
+    train = synthetic_documents(240, seed=0)
+    val = synthetic_documents(40, seed=1)
+    for i in range(4):
+        part = train[i::4]
+        table = pa.table({"text": part, "id": [f"train-{i}-{j}" for j in range(len(part))]})
+        pq.write_table(table, root / f"train-{i:05d}-of-00004.parquet")
+    pq.write_table(pa.table({"text": val, "id": [f"val-{j}" for j in range(len(val))]}),
+                   root / "validation-00000-of-00001.parquet")
+    train_bpe(train, vocab_size=300, path=root / "tokenizer.json")
+    return root

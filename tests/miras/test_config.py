@@ -1,0 +1,66 @@
+import pytest
+
+from miras.config import (
+    ConfigError,
+    DataConfig,
+    MixerConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    TrainConfig,
+    config_hash,
+    from_dict,
+    override,
+    to_dict,
+)
+
+
+@pytest.mark.parametrize(
+    "build, field, allowed",
+    [
+        (lambda: MixerConfig(name="attn"), "mixer.name='attn'", "'transformer'"),
+        (lambda: MixerConfig(backend="cuda"), "mixer.backend='cuda'", "'triton'"),
+        (lambda: MixerConfig(window=0), "mixer.window=0", "> 0"),
+        (lambda: ModelConfig(d_model=100, mixer=MixerConfig(n_head=16)), "model.d_model=100", "multiple of"),
+        (lambda: ModelConfig(n_layer=0), "model.n_layer=0", "> 0"),
+        (lambda: OptimConfig(beta2=1.5), "optim.beta2=1.5", "[0, 1)"),
+        (lambda: OptimConfig(min_lr_ratio=2.0), "optim.min_lr_ratio=2.0", "[0, 1]"),
+        (lambda: DataConfig(dataset="fineweb-xl"), "data.dataset='fineweb-xl'", "'offline'"),
+        (lambda: DataConfig(dataset="local"), "data.path", "folder"),
+        (lambda: TrainConfig(precision="bf16"), "train.precision='bf16'", "'bf16-mixed'"),
+    ],
+)
+def test_invalid_values_name_field_and_allowed_values(build, field, allowed):
+    with pytest.raises(ConfigError) as err:
+        build()
+    assert field in str(err.value) and "allowed values" in str(err.value) and allowed in str(err.value)
+
+
+def test_override_parses_literals_and_rejects_unknown_fields():
+    config = override(RunConfig(), ["model.d_model=64", "model.mixer.n_head=4", "optim.lr=1e-3",
+                                    "model.mixer.window=None", "data.path=/tmp/x", "data.dataset=local"])
+    assert (config.model.d_model, config.model.mixer.n_head, config.optim.lr) == (64, 4, 1e-3)
+    assert config.data.path == "/tmp/x" and config.model.mixer.window is None
+    with pytest.raises(ConfigError, match="no field 'dmodel'.*d_model"):
+        override(RunConfig(), ["model.dmodel=64"])
+    with pytest.raises(ConfigError, match="section.field=value"):
+        override(RunConfig(), ["model.d_model"])
+    # validation runs again on the overridden value
+    with pytest.raises(ConfigError, match="model.d_model=65"):
+        override(RunConfig(), ["model.d_model=65"])
+
+
+def test_accumulation_fills_batch_tokens_or_fails():
+    config = RunConfig(data=DataConfig(seq_len=128, batch_size=4), train=TrainConfig(batch_tokens=2048, tokens=10_000))
+    assert config.accumulation(1) == 4 and config.accumulation(2) == 2 and config.steps() == 5
+    with pytest.raises(ConfigError, match="train.batch_tokens=2048.*1536"):
+        config.accumulation(3)
+
+
+def test_round_trip_and_hash():
+    config = override(RunConfig(), ["model.d_model=64", "model.mixer.n_head=4"])
+    again = from_dict(RunConfig, to_dict(config))
+    assert again == config and config_hash(again) == config_hash(config)
+    assert config_hash(config) != config_hash(override(config, ["optim.lr=1e-2"]))
+    with pytest.raises(ConfigError, match="unknown field"):
+        from_dict(RunConfig, {**to_dict(config), "extra": 1})
