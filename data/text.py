@@ -47,11 +47,7 @@ def _load_stream(files: list[str]):
 
 
 class PackedTextDataset(IterableDataset):
-    """Packed ``{"input_ids": [seq_len], "labels": [seq_len]}`` samples from text shards (see module doc).
-
-    ``skip_batches`` resumes training: this rank's dataloader has already yielded that many batches, so each
-    worker skips its share of them (the DataLoader takes batches from its workers in turn).
-    """
+    """Packed ``{"input_ids": [seq_len], "labels": [seq_len]}`` samples from text shards (see module doc)."""
 
     def __init__(
         self,
@@ -64,8 +60,6 @@ class PackedTextDataset(IterableDataset):
         loop: bool = True,
         shuffle_buffer: int = 0,
         seed: int = 0,
-        batch_size: int = 1,
-        skip_batches: int = 0,
         max_samples: int | None = None,
     ) -> None:
         self.files = files
@@ -74,8 +68,6 @@ class PackedTextDataset(IterableDataset):
         self.rank, self.world_size = rank, world_size
         self.loop = loop
         self.shuffle_buffer, self.seed = shuffle_buffer, seed
-        self.batch_size = batch_size
-        self.skip_batches = skip_batches
         self.max_samples = max_samples
 
     def _rank_stream(self):
@@ -95,7 +87,6 @@ class PackedTextDataset(IterableDataset):
         worker = info.id if info else 0
         if worker >= workers:
             return
-        skip = max(0, (self.skip_batches - worker + workers - 1) // workers) * self.batch_size
         tokenizer = Tokenizer.from_file(self.tokenizer_path)
         eos = tokenizer.token_to_id("<|endoftext|>")
         window = self.seq_len + 1
@@ -111,9 +102,6 @@ class PackedTextDataset(IterableDataset):
                 n_windows = len(buffer) // window
                 for i in range(n_windows):
                     produced = True
-                    if skip:
-                        skip -= 1
-                        continue
                     chunk = torch.tensor(buffer[i * window : (i + 1) * window], dtype=torch.long)
                     yield {"input_ids": chunk[:-1], "labels": chunk[1:]}
                     yielded += 1
@@ -125,6 +113,23 @@ class PackedTextDataset(IterableDataset):
             if not produced:
                 raise RuntimeError(f"{self.files} hold fewer than seq_len + 1 = {window} tokens for this worker")
             epoch += 1
+
+
+class SkipBatches:
+    """Iterates ``loader`` after discarding its first ``skip`` batches (resume at the exact batch).
+
+    Discarding in the main process is exact for any number of workers, whose batches the DataLoader
+    interleaves in turn; it re-reads the skipped data, which is cheap for local corpora.
+    """
+
+    def __init__(self, loader: DataLoader, skip: int) -> None:
+        self.loader, self.skip = loader, skip
+
+    def __iter__(self):
+        batches = iter(self.loader)
+        for _ in range(self.skip):
+            next(batches)
+        yield from batches
 
 
 class TextDataModule(L.LightningDataModule):
@@ -173,27 +178,40 @@ class TextDataModule(L.LightningDataModule):
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> SkipBatches:
         rank, world = self._rank()
         dataset = PackedTextDataset(
-            self.files["train"], self.tokenizer_path, self.seq_len, rank=rank, world_size=world, loop=True,
-            shuffle_buffer=self.shuffle_buffer, seed=self.seed, batch_size=self.batch_size,
-            skip_batches=self.skip_batches,
+            self.files["train"],
+            self.tokenizer_path,
+            self.seq_len,
+            rank=rank,
+            world_size=world,
+            loop=True,
+            shuffle_buffer=self.shuffle_buffer,
+            seed=self.seed,
         )
-        return self._loader(dataset)
+        return SkipBatches(self._loader(dataset), self.skip_batches)
 
     def val_dataloader(self) -> DataLoader:
         rank, world = self._rank()
         dataset = PackedTextDataset(
-            self.files["validation"], self.tokenizer_path, self.seq_len, rank=rank, world_size=world,
-            loop=False, max_samples=self.val_batches * self.batch_size,
+            self.files["validation"],
+            self.tokenizer_path,
+            self.seq_len,
+            rank=rank,
+            world_size=world,
+            loop=False,
+            max_samples=self.val_batches * self.batch_size,
         )
         return self._loader(dataset)
 
     def _loader(self, dataset: PackedTextDataset) -> DataLoader:
         return DataLoader(
-            dataset, batch_size=self.batch_size, num_workers=self.num_workers,
-            persistent_workers=False, pin_memory=torch.cuda.is_available(),
+            dataset,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=False,
+            pin_memory=torch.cuda.is_available(),
         )
 
     def state_dict(self) -> dict:

@@ -85,16 +85,24 @@ def _cmd_train(args) -> int:
             meta = {"paper": table.paper, "table": table.key, "run": run.name, "seed": seed, "scale": args.scale}
             print(f"train {run.name} seed{seed} at scale {args.scale} -> {out}")
             result = train(
-                seeded, out, meta, resume=args.resume or (args.all and (out / "checkpoints/last.ckpt").exists()),
-                force=args.force, accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes,
+                seeded,
+                out,
+                meta,
+                resume=args.resume or (args.all and (out / "checkpoints/last.ckpt").exists()),
+                force=args.force,
+                accelerator=args.accelerator,
+                devices=args.devices,
+                num_nodes=args.num_nodes,
                 progress=sys.stdout.isatty(),
             )
             if not result:
                 failures += 1
             else:
                 metrics = result["metrics"]
-                print(f"done {run.name} seed{seed}: val/ppl {metrics.get('val/ppl', float('nan')):.2f} "
-                      f"in {result['wall_s']:.0f}s")
+                print(
+                    f"done {run.name} seed{seed}: val/ppl {metrics.get('val/ppl', float('nan')):.2f} "
+                    f"in {result['wall_s']:.0f}s"
+                )
     return 1 if failures else 0
 
 

@@ -156,7 +156,9 @@ class OptimConfig:
             if not 0 <= value < 1:
                 raise ConfigError(f"optim.{name}={value!r} is invalid; allowed values: a number in [0, 1)")
         if not 0 <= self.min_lr_ratio <= 1:
-            raise ConfigError(f"optim.min_lr_ratio={self.min_lr_ratio!r} is invalid; allowed values: a number in [0, 1]")
+            raise ConfigError(
+                f"optim.min_lr_ratio={self.min_lr_ratio!r} is invalid; allowed values: a number in [0, 1]"
+            )
 
 
 DATASETS = ("offline", "local")
@@ -292,9 +294,7 @@ def _replace_path(config: Any, path: list[str], value: Any) -> Any:
     names = [f.name for f in fields(config)]
     head = path[0]
     if head not in names:
-        raise ConfigError(
-            f"{type(config).__name__} has no field {head!r}; allowed values: {', '.join(names)}"
-        )
+        raise ConfigError(f"{type(config).__name__} has no field {head!r}; allowed values: {', '.join(names)}")
     if len(path) > 1:
         value = _replace_path(getattr(config, head), path[1:], value)
     return dataclasses.replace(config, **{head: value})

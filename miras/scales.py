@@ -4,7 +4,7 @@
 | --- | --- | --- |
 | ``paper`` | SLURM, many GPUs | unchanged |
 | ``small`` | one GPU, < 1 h | width / 2, depth / 2 (>= 4), context 2048, 200M tokens in 256K-token steps |
-| ``tiny`` | a laptop CPU, minutes | width / 8, depth / 6 (>= 2), 32-wide heads, context 256, 1M tokens, offline corpus |
+| ``tiny`` | a laptop CPU, minutes | width / 8, depth / 6 (>= 2), 32-wide heads, context 256, 1M tokens, offline |
 | ``smoke`` | tests and CI, seconds | width 32, 2 blocks, context 64, 8 steps, offline corpus |
 
 Sizes keep their order under ``small`` and ``tiny`` (340M > 760M > 1.3B stay ordered). The tiny and smoke
@@ -41,9 +41,7 @@ def apply_scale(config: RunConfig, scale: str) -> RunConfig:
             mixer=dataclasses.replace(m.mixer, n_head=width // 64),
         )
         data = dataclasses.replace(d, seq_len=2048, batch_size=16)
-        train = dataclasses.replace(
-            t, tokens=200_000_000, batch_tokens=262_144, val_every=250, ckpt_every=250
-        )
+        train = dataclasses.replace(t, tokens=200_000_000, batch_tokens=262_144, val_every=250, ckpt_every=250)
         optim = o
     elif scale == "tiny":
         width = _round(m.d_model / 8, 32)

@@ -35,8 +35,14 @@ def build_datamodule(config: RunConfig):
     folder = Path(d.path) if d.path else offline_corpus_dir()
     tokenizer = Path(d.tokenizer) if d.tokenizer else offline_corpus_dir() / "tokenizer.json"
     dm = TextDataModule(
-        folder, tokenizer, seq_len=d.seq_len, batch_size=d.batch_size, num_workers=d.num_workers,
-        shuffle_buffer=d.shuffle_buffer, val_batches=d.val_batches, seed=config.train.seed,
+        folder,
+        tokenizer,
+        seq_len=d.seq_len,
+        batch_size=d.batch_size,
+        num_workers=d.num_workers,
+        shuffle_buffer=d.shuffle_buffer,
+        val_batches=d.val_batches,
+        seed=config.train.seed,
     )
     if dm.vocab_size() > config.model.vocab_size:
         raise ConfigError(
@@ -99,8 +105,9 @@ def train(
     (out_dir / "config.json").write_text(
         json.dumps({"config_hash": chash, "meta": meta, "config": to_dict(config)}, indent=2) + "\n"
     )
-    logger = TensorBoardLogger(save_dir=out_dir.parent.parent, name=out_dir.parent.name, version=out_dir.name,
-                               default_hp_metric=False)
+    logger = TensorBoardLogger(
+        save_dir=out_dir.parent.parent, name=out_dir.parent.name, version=out_dir.name, default_hp_metric=False
+    )
     t = config.train
     trainer = L.Trainer(
         accelerator=accelerator,

@@ -108,8 +108,11 @@ def render_markdown(table: Table, summaries: list[dict], scale: str) -> str:
         "(ours - paper).",
         "",
     ]
-    header = ["Model"] + [f"{c.title} {'↑' if c.higher_is_better else '↓'} {part}" for c in table.columns
-                          for part in ("ours", "paper", "Δ")]
+    header = ["Model"] + [
+        f"{c.title} {'↑' if c.higher_is_better else '↓'} {part}"
+        for c in table.columns
+        for part in ("ours", "paper", "Δ")
+    ]
     groups = list(dict.fromkeys(r.group for r in table.runs))
     for group in groups:
         lines += [f"## {group}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -139,14 +142,41 @@ def render_csv(table: Table, summaries: list[dict], scale: str) -> str:
     grid = cells(table, summaries, scale)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["paper", "table", "scale", "group", "run", "label", "column", "ours", "paper_value",
-                     "delta", "seeds", "status"])
+    writer.writerow(
+        [
+            "paper",
+            "table",
+            "scale",
+            "group",
+            "run",
+            "label",
+            "column",
+            "ours",
+            "paper_value",
+            "delta",
+            "seeds",
+            "status",
+        ]
+    )
     for run in table.runs:
         for col in table.columns:
             c = grid[run.name, col.key]
-            writer.writerow([table.paper, table.key, scale, run.group, run.name, run.label, col.key,
-                             "" if c.ours is None else f"{c.ours:.4f}", "" if c.paper is None else c.paper,
-                             "" if c.delta is None else f"{c.delta:.4f}", c.n, c.status])
+            writer.writerow(
+                [
+                    table.paper,
+                    table.key,
+                    scale,
+                    run.group,
+                    run.name,
+                    run.label,
+                    col.key,
+                    "" if c.ours is None else f"{c.ours:.4f}",
+                    "" if c.paper is None else c.paper,
+                    "" if c.delta is None else f"{c.delta:.4f}",
+                    c.n,
+                    c.status,
+                ]
+            )
     return buf.getvalue()
 
 

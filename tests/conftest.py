@@ -54,7 +54,8 @@ def tiny_corpus(tmp_path_factory):
         part = train[i::4]
         table = pa.table({"text": part, "id": [f"train-{i}-{j}" for j in range(len(part))]})
         pq.write_table(table, root / f"train-{i:05d}-of-00004.parquet")
-    pq.write_table(pa.table({"text": val, "id": [f"val-{j}" for j in range(len(val))]}),
-                   root / "validation-00000-of-00001.parquet")
+    pq.write_table(
+        pa.table({"text": val, "id": [f"val-{j}" for j in range(len(val))]}), root / "validation-00000-of-00001.parquet"
+    )
     train_bpe(train, vocab_size=300, path=root / "tokenizer.json")
     return root

@@ -70,7 +70,9 @@ class LanguageModelModule(L.LightningModule):
             (decay if p.ndim >= 2 and not name.startswith("embed.") else no_decay).append(p)
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=optim.lr, betas=(optim.beta1, optim.beta2), eps=optim.eps,
+            lr=optim.lr,
+            betas=(optim.beta1, optim.beta2),
+            eps=optim.eps,
         )
         total = self.config.steps()
         warmup = max(1, int(optim.warmup_fraction * total))

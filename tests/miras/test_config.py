@@ -37,8 +37,17 @@ def test_invalid_values_name_field_and_allowed_values(build, field, allowed):
 
 
 def test_override_parses_literals_and_rejects_unknown_fields():
-    config = override(RunConfig(), ["model.d_model=64", "model.mixer.n_head=4", "optim.lr=1e-3",
-                                    "model.mixer.window=None", "data.path=/tmp/x", "data.dataset=local"])
+    config = override(
+        RunConfig(),
+        [
+            "model.d_model=64",
+            "model.mixer.n_head=4",
+            "optim.lr=1e-3",
+            "model.mixer.window=None",
+            "data.path=/tmp/x",
+            "data.dataset=local",
+        ],
+    )
     assert (config.model.d_model, config.model.mixer.n_head, config.optim.lr) == (64, 4, 1e-3)
     assert config.data.path == "/tmp/x" and config.model.mixer.window is None
     with pytest.raises(ConfigError, match="no field 'dmodel'.*d_model"):

@@ -15,10 +15,19 @@ def small_run(corpus, steps=12, **data) -> RunConfig:
     return RunConfig(
         model=ModelConfig(vocab_size=300, d_model=32, n_layer=2, mixer=MixerConfig(n_head=4)),
         optim=OptimConfig(lr=3e-3, warmup_fraction=0.1),
-        data=DataConfig(dataset="local", path=str(corpus), tokenizer=str(corpus / "tokenizer.json"), seq_len=32,
-                        batch_size=4, val_batches=2, shuffle_buffer=50, **data),
-        train=TrainConfig(tokens=128 * steps, batch_tokens=128, precision="32-true", val_every=4, ckpt_every=4,
-                          log_every=2),
+        data=DataConfig(
+            dataset="local",
+            path=str(corpus),
+            tokenizer=str(corpus / "tokenizer.json"),
+            seq_len=32,
+            batch_size=4,
+            val_batches=2,
+            shuffle_buffer=50,
+            **data,
+        ),
+        train=TrainConfig(
+            tokens=128 * steps, batch_tokens=128, precision="32-true", val_every=4, ckpt_every=4, log_every=2
+        ),
     )
 
 

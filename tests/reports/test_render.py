@@ -1,0 +1,85 @@
+import dataclasses
+import json
+
+from miras.config import config_hash
+from miras.experiment import Column, Run, Table
+from reports.render import harvest, render
+
+
+def fixture_table() -> Table:
+    return Table(
+        paper="demo",
+        key="t1",
+        title="Demo",
+        source="fixture",
+        columns=(Column("val/ppl", "Val ppl", higher_is_better=False), Column("eval/piqa/acc", "PIQA", scale=100)),
+        runs=(
+            Run("transformer-340m", "Transformer++", "340M", "transformer-340m", seeds=(0, 1)),
+            Run("moneta-340m", "Moneta", "340M", "moneta-340m"),
+            Run("swa-340m", "SWA", "340M", "swa-340m", overrides=("model.mixer.window=512",)),
+        ),
+        paper_numbers={("transformer-340m", "eval/piqa/acc"): 62.98, ("moneta-340m", "eval/piqa/acc"): 63.99},
+    )
+
+
+def summary(table, run_name, seed, metrics, scale="tiny", stale=False):
+    config = table.run(run_name).config(scale)
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
+    return {
+        "paper": table.paper,
+        "table": table.key,
+        "run": run_name,
+        "seed": seed,
+        "scale": scale,
+        "config_hash": "0" * 12 if stale else config_hash(config),
+        "git": {"sha": "abc1234567890", "dirty": False},
+        "device": "cpu",
+        "world_size": 1,
+        "steps": 8,
+        "tokens": 2048,
+        "wall_s": 1.0,
+        "metrics": metrics,
+    }
+
+
+def write(reports_dir, table, s):
+    path = reports_dir / table.paper / table.key / "summaries" / s["scale"] / f"{s['run']}.seed{s['seed']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(s))
+
+
+def test_render_reduces_marks_missing_and_stale(tmp_path):
+    table = fixture_table()
+    write(tmp_path, table, summary(table, "transformer-340m", 0, {"val/ppl": 10.0, "eval/piqa/acc": 0.60}))
+    write(tmp_path, table, summary(table, "transformer-340m", 1, {"val/ppl": 12.0, "eval/piqa/acc": 0.64}))
+    write(tmp_path, table, summary(table, "swa-340m", 0, {"val/ppl": 9.0}, stale=True))
+    md_path, csv_path = render(table, reports_dir=tmp_path)
+    md = md_path.read_text()
+    assert "Scale: **tiny**" in md
+    assert "| Transformer++ | 11.00 | - | - | 62.00 | 62.98 | -0.98 |" in md
+    assert "| Moneta (unavailable) | - | - | - | - | 63.99 | - |" in md
+    assert "| SWA | stale | - | - | - | - | - |" in md
+    assert "abc1234567" in md and "summaries: 3" in md
+    rows = csv_path.read_text().splitlines()
+    assert rows[1].startswith("demo,t1,tiny,340M,transformer-340m,Transformer++,val/ppl,11.0000,,,2,ok")
+
+    before = md_path.read_bytes(), csv_path.read_bytes()
+    render(table, reports_dir=tmp_path)
+    assert (md_path.read_bytes(), csv_path.read_bytes()) == before
+
+
+def test_render_without_summaries_shows_paper_numbers_only(tmp_path):
+    md = render(fixture_table(), reports_dir=tmp_path)[0].read_text()
+    assert "Scale: **paper**" in md and "| Transformer++ | - | - | - | - | 62.98 | - |" in md
+
+
+def test_harvest_copies_finished_runs_once(tmp_path):
+    src = tmp_path / "runs" / "smoke" / "miras" / "table2" / "transformer-340m" / "seed0"
+    src.mkdir(parents=True)
+    (src / "summary.json").write_text('{"run": "transformer-340m"}')
+    (tmp_path / "runs" / "smoke" / "miras" / "table2" / "unfinished" / "seed0").mkdir(parents=True)
+    copied = harvest(tmp_path / "runs", tmp_path / "reports")
+    assert [p.relative_to(tmp_path / "reports").as_posix() for p in copied] == [
+        "miras/table2/summaries/smoke/transformer-340m.seed0.json"
+    ]
+    assert harvest(tmp_path / "runs", tmp_path / "reports") == []
