@@ -144,6 +144,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    # lightning's pytree helper warns on every step under torch >= 2.10; nothing for a user to act on
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     args = parser().parse_args(argv)
     try:
         return args.func(args)

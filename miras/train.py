@@ -18,6 +18,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from miras.config import ConfigError, RunConfig, config_hash, to_dict
 from miras.lit import LanguageModelModule, RunSummary, Throughput
+from miras.lit.callbacks import ProgressLog
 from miras.models import LanguageModel
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,6 +82,8 @@ def train(
         meta: identity written into ``summary.json`` (paper, table, run, seed, scale).
         resume: continue from ``out_dir/checkpoints/last.ckpt`` (a killed run ends as if never stopped).
         force: delete an existing run folder first.
+        progress: a progress bar (terminals); otherwise one log line per 5% of the steps.
+        callbacks: extra Lightning callbacks.
     """
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoints"
@@ -129,6 +132,7 @@ def train(
         callbacks=[
             *callbacks,
             Throughput(t.batch_tokens, t.log_every),
+            *([] if progress else [ProgressLog(steps, max(t.log_every, steps // 20))]),
             RunSummary(out_dir, meta, chash, steps, t.batch_tokens),
             ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=t.ckpt_every, save_top_k=0, save_last=True),
         ],

@@ -102,3 +102,25 @@ class RunSummary(L.Callback):
         }
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+class ProgressLog(L.Callback):
+    """One line per ``every`` optimizer steps on rank 0, for logs that are not terminals (SLURM, CI)."""
+
+    def __init__(self, total_steps: int, every: int) -> None:
+        self.total_steps, self.every = total_steps, every
+        self._last = -1
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if not trainer.is_global_zero or step == self._last or (step % self.every and step != self.total_steps):
+            return
+        self._last = step
+        metrics = trainer.callback_metrics
+        fields = [f"step {step}/{self.total_steps}"]
+        fields += [
+            f"{key} {float(metrics[key]):.4g}"
+            for key in ("train/loss", "val/loss", "train/tokens_per_s")
+            if key in metrics
+        ]
+        print("  " + "  ".join(fields), flush=True)

@@ -61,3 +61,28 @@ def test_list_shows_availability(capsys):
     assert main(["list", str(ROOT / "miras" / "table2.py")]) == 0
     out = capsys.readouterr().out
     assert "transformer-340m" in out and "available" in out and "unavailable" in out
+
+
+def test_reproduce_table2_at_smoke_scale(tmp_path, capsys):
+    """The `make reproduce-table2 SCALE=smoke` pipeline on the offline corpus that `make install` prepares."""
+    from miras.train import offline_corpus_dir
+    from reports.render import harvest, render
+
+    if not (offline_corpus_dir() / "manifest.json").exists():
+        pytest.skip("offline corpus not prepared (run `make install`)")
+    table2 = ROOT / "miras" / "table2.py"
+    runs = tmp_path / "runs"
+    assert main(["train", str(table2), "--all", "--scale", "smoke", "--runs-dir", str(runs), "--skip-done"]) == 0
+    out = capsys.readouterr().out
+    assert "skip moneta-340m: unavailable" in out and "done transformer-1.3b seed0" in out
+    seed_dir = runs / "smoke" / "miras" / "table2" / "transformer-340m" / "seed0"
+    assert list(seed_dir.glob("events.out.tfevents.*")) and (seed_dir / "summary.json").exists()
+
+    assert main(["train", str(table2), "--all", "--scale", "smoke", "--runs-dir", str(runs), "--skip-done"]) == 0
+    assert "skip transformer-340m seed0: done" in capsys.readouterr().out
+
+    assert len(harvest(runs, tmp_path / "reports")) == 3
+    md = render(load_experiment(table2), reports_dir=tmp_path / "reports")[0].read_text()
+    assert "Scale: **smoke**" in md
+    row = next(line for line in md.splitlines() if line.startswith("| Transformer++ |"))
+    assert row.split(" | ")[1] != "-"  # our val ppl is filled
