@@ -36,8 +36,10 @@ test-gpu: ## gpu-marked tests (needs CUDA)
 test-all: ## every CPU test, slow ones included
 	$(PY) -m pytest -q -m "not gpu" $(PYTEST_ARGS)
 
-lint: ## ruff
+lint: ## ruff, and a check that re-rendering reports/ from the tracked summaries changes nothing
 	$(PY) -m ruff check .
+	$(PY) -m reports render >/dev/null
+	git diff --exit-code --stat -- reports/
 
 dry-run: ## parameter counts of every run of EXP (scale paper unless SCALE=... is given)
 	$(PY) -m miras dry-run $(EXP) --scale $(if $(filter command line,$(origin SCALE)),$(SCALE),paper)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -73,8 +74,6 @@ def _cmd_train(args) -> int:
             continue
         config = run.config(args.scale, tuple(args.set))
         for seed in args.seeds or run.seeds:
-            import dataclasses
-
             seeded = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
             out = run_dir(args.runs_dir, args.scale, table, run, seed)
             summary = out / "summary.json"
@@ -128,7 +127,11 @@ def parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train runs of an experiment into runs/<scale>/<paper>/<table>/<run>/seed<k>")
     tr.add_argument("experiment", type=Path)
     tr.add_argument("--run", action="append", default=[], help="run name or glob (repeatable)")
-    tr.add_argument("--all", action="store_true", help="every available run of the table")
+    tr.add_argument(
+        "--all",
+        action="store_true",
+        help="every available run of the table (a killed run resumes from its last checkpoint)",
+    )
     tr.add_argument("--scale", choices=SCALES, default="tiny")
     tr.add_argument("--seed", dest="seeds", type=int, action="append", help="seed(s); default: the run's")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
