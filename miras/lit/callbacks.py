@@ -71,6 +71,8 @@ class RunSummary(L.Callback):
         self.batch_tokens = batch_tokens
         self.wall_s = 0.0
         self._t0 = time.perf_counter()
+        # the code that runs is the checkout at the start, whatever happens to the tree meanwhile
+        self.git = git_state()
         self._train_metrics: dict[str, float] = {}
 
     def state_dict(self) -> dict:
@@ -92,7 +94,7 @@ class RunSummary(L.Callback):
         summary = {
             **self.meta,
             "config_hash": self.config_hash,
-            "git": git_state(),
+            "git": self.git,
             "device": device_name(),
             "world_size": trainer.world_size,
             "steps": trainer.global_step,
