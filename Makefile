@@ -39,7 +39,7 @@ test-all: ## every CPU test, slow ones included
 lint: ## ruff, and a check that re-rendering reports/ from the tracked summaries changes nothing
 	$(PY) -m ruff check .
 	$(PY) -m reports render >/dev/null
-	git diff --exit-code --stat -- reports/
+	git diff --exit-code --stat -- 'reports/*.md' 'reports/*.csv'
 
 dry-run: ## parameter counts of every run of EXP (scale paper unless SCALE=... is given)
 	$(PY) -m miras dry-run $(EXP) --scale $(if $(filter command line,$(origin SCALE)),$(SCALE),paper)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -72,9 +71,8 @@ def _cmd_train(args) -> int:
                 return 2
             print(f"skip {run.name}: unavailable ({reason})")
             continue
-        config = run.config(args.scale, tuple(args.set))
         for seed in args.seeds or run.seeds:
-            seeded = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
+            seeded = run.config(args.scale, tuple(args.set), seed=seed)
             out = run_dir(args.runs_dir, args.scale, table, run, seed)
             summary = out / "summary.json"
             if args.skip_done and summary.exists():

@@ -53,9 +53,10 @@ class Run:
     seeds: tuple[int, ...] = (0,)
     """Seeds to train; cells reduce over them."""
 
-    def config(self, scale: str = "paper", extra: tuple[str, ...] = ()) -> RunConfig:
-        """The resolved config at ``scale``, with ``extra`` overrides applied after scaling."""
-        return override(apply_scale(preset(self.preset, self.overrides), scale), extra)
+    def config(self, scale: str = "paper", extra: tuple[str, ...] = (), seed: int | None = None) -> RunConfig:
+        """The resolved config at ``scale``, with ``extra`` overrides applied after scaling and ``train.seed``."""
+        config = override(apply_scale(preset(self.preset, self.overrides), scale), extra)
+        return config if seed is None else override(config, [f"train.seed={seed}"])
 
     def unavailable(self) -> str | None:
         """Why the run cannot be built yet, or None when it can."""

@@ -21,12 +21,12 @@ from miras.lit import LanguageModelModule, RunSummary, Throughput
 from miras.lit.callbacks import ProgressLog
 from miras.models import LanguageModel
 
-REPO = Path(__file__).resolve().parent.parent
-
 
 def offline_corpus_dir() -> Path:
     """Where ``make install`` writes the offline corpus and its tokenizer."""
-    return REPO / "data" / "cache" / "offline"
+    from data.corpus import DEFAULT_OUT
+
+    return DEFAULT_OUT
 
 
 def build_datamodule(config: RunConfig):

@@ -78,9 +78,7 @@ def cells(table: Table, summaries: list[dict], scale: str) -> dict[tuple[str, st
     for run in table.runs:
         fresh, stale = [], []
         for s in by_run.get(run.name, []):
-            config = run.config(scale)
-            config = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=s["seed"]))
-            (fresh if s["config_hash"] == config_hash(config) else stale).append(s)
+            (fresh if s["config_hash"] == config_hash(run.config(scale, seed=s["seed"])) else stale).append(s)
         for col in table.columns:
             paper = table.paper_numbers.get((run.name, col.key))
             values = [s["metrics"][col.key] * col.scale for s in fresh if col.key in s["metrics"]]
