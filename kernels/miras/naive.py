@@ -75,9 +75,7 @@ def memory_grads(
     grad = grad_out
     if norm is not None:
         normed, rstd = norm
-        grad = rstd * (
-            grad - grad.mean(-1, keepdim=True) - normed * (grad * normed).mean(-1, keepdim=True)
-        )
+        grad = rstd * (grad - grad.mean(-1, keepdim=True) - normed * (grad * normed).mean(-1, keepdim=True))
     factors = [None] * len(weights)
     for layer in reversed(range(len(weights))):
         factors[layer] = (inputs[layer], grad)
@@ -238,10 +236,12 @@ def _initial(initial_state, spec: MemorySpec, B: int, H: int, d_k: int, d_v: int
         state = (initial_state,) if torch.is_tensor(initial_state) else tuple(initial_state)
     if len(state) != len(shapes):
         raise ValueError(f"initial_state has {len(state)} weights, the memory has {len(shapes)}")
-    state = tuple(s.to(like.dtype).expand(B, H, *shape) for s, shape in zip(state, shapes))
+    state = tuple(s.to(like.dtype).expand(B, H, *shape) for s, shape in zip(state, shapes, strict=True))
     if spec.algorithm == "momentum":
-        momentum = tuple(like.new_zeros(B, H, *s) for s in shapes) if momentum is None else tuple(
-            m.to(like.dtype).expand(B, H, *s) for m, s in zip(momentum, shapes)
+        momentum = (
+            tuple(like.new_zeros(B, H, *s) for s in shapes)
+            if momentum is None
+            else tuple(m.to(like.dtype).expand(B, H, *s) for m, s in zip(momentum, shapes, strict=True))
         )
     return state, momentum
 
@@ -261,7 +261,7 @@ def _token_step(state, momentum, k_t, v_t, eta_t, alpha_t, delta_t, spec):
     y, cache = memory_forward(weights, k_t, spec)
     factors = memory_grads(weights, cache, bias_grad(y, v_t, delta_t, spec), spec)
     new_state, new_momentum = [], []
-    for layer, (s, (x, g)) in enumerate(zip(state, factors)):
+    for layer, (s, (x, g)) in enumerate(zip(state, factors, strict=True)):
         axis = _gate_axis(layer, len(state), spec)
         step = _on_weight(_channels(eta_t, 2, axis), axis) * (x.unsqueeze(-1) * g.unsqueeze(-2))
         if momentum is not None:
@@ -325,9 +325,7 @@ def naive_recurrent_miras(
         )
         outputs.append(memory_forward(_effective(state, spec), q[:, :, t], spec)[0])
     o = torch.stack(outputs, 2) if outputs else v.new_zeros(B, H, 0, v.shape[-1])
-    return o.transpose(1, 2).to(out_dtype), (
-        _final(state, momentum, spec) if output_final_state else None
-    )
+    return o.transpose(1, 2).to(out_dtype), (_final(state, momentum, spec) if output_final_state else None)
 
 
 def _decay_matrix(alpha: torch.Tensor | None, n: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -349,7 +347,7 @@ def _chunk_writes(state, momentum, k, v, eta, alpha, delta, spec):
     y, cache = memory_forward(weights, k, spec)
     factors = memory_grads(weights, cache, bias_grad(y, v, delta, spec), spec)
     per_token, new_state, new_momentum = [], [], []
-    for layer, (s, (x, g)) in enumerate(zip(_linear_space(state, spec), factors)):
+    for layer, (s, (x, g)) in enumerate(zip(_linear_space(state, spec), factors, strict=True)):
         axis = _gate_axis(layer, len(state), spec)
         decay, cumulative = _decay_matrix(None if alpha is None else _channels(alpha, 3, axis), n, k)
         lr = _channels(eta, 3, axis)
@@ -372,8 +370,10 @@ def _chunk_writes(state, momentum, k, v, eta, alpha, delta, spec):
         if momentum is not None:
             tokens = tokens + _on_weight(carry, axis) * momentum[layer].unsqueeze(2)
             last = spec.momentum ** torch.arange(n - 1, -1, -1, dtype=k.dtype, device=k.device)
-            step = (lr * x * last[:, None]).transpose(-1, -2) @ g if axis != "col" else x.transpose(-1, -2) @ (
-                lr * g * last[:, None]
+            step = (
+                (lr * x * last[:, None]).transpose(-1, -2) @ g
+                if axis != "col"
+                else x.transpose(-1, -2) @ (lr * g * last[:, None])
             )
             new_momentum.append(spec.momentum**n * momentum[layer] - step)
         per_token.append(tokens)
@@ -441,6 +441,4 @@ def naive_chunk_miras(
         )
         outputs.append(memory_forward(_read_map(tuple(per_token), spec), q[:, :, part], spec)[0])
     o = torch.cat(outputs, 2) if outputs else v.new_zeros(B, H, 0, v.shape[-1])
-    return o.transpose(1, 2).to(out_dtype), (
-        _final(state, momentum, spec) if output_final_state else None
-    )
+    return o.transpose(1, 2).to(out_dtype), (_final(state, momentum, spec) if output_final_state else None)

@@ -186,4 +186,4 @@ def weight_shapes(spec: MemorySpec, d_k: int, d_v: int) -> list[tuple[int, int]]
         raise ValueError(f"the MLP memory needs d_k == d_v (residual connection), got {d_k} and {d_v}")
     hidden = spec.expansion * d_k
     dims = [d_k] + [hidden] * (spec.depth - 1) + [d_v]
-    return list(zip(dims[:-1], dims[1:]))
+    return list(zip(dims[:-1], dims[1:], strict=True))

@@ -56,7 +56,7 @@ def run_both(spec, inputs, initial_state, chunk_size):
 def assert_same(ref, out, ratio):
     assert_close("o", ref[0], out[0], ratio)
     for key in ref[1]:
-        for i, (a, b) in enumerate(zip(ref[1][key], out[1][key])):
+        for i, (a, b) in enumerate(zip(ref[1][key], out[1][key], strict=True)):
             assert_close(f"{key}[{i}]", a, b, ratio)
 
 
@@ -179,9 +179,7 @@ def test_l2_bias_with_l2_retention_is_gated_deltanet_under_reparameterisation():
     q, k, v, q_scaled = fla_inputs()
     beta, g = torch.rand(B, 29, H), -torch.rand(B, 29, H)
     h0 = torch.randn(B, H, 8, 8)
-    ref, ref_state = naive_recurrent_gated_delta_rule(
-        q, k, v, beta, g, initial_state=h0, output_final_state=True
-    )
+    ref, ref_state = naive_recurrent_gated_delta_rule(q, k, v, beta, g, initial_state=h0, output_final_state=True)
     a = g.exp()
     spec = MemorySpec(arch="linear", bias="l2", retention="l2")
     out, state = naive_recurrent_miras(q_scaled, k, v / a[..., None], a * beta, a, spec, None, h0, True)
