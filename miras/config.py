@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from kernels.miras.spec import MemorySpec
+
 
 class ConfigError(ValueError):
     """A config value is invalid; the message names the field and the allowed values."""
@@ -78,6 +80,30 @@ class MixerConfig:
     """Apply rotary position embeddings to q and k (mixers that use positions)."""
     rope_theta: float = 10_000.0
     """RoPE base; 10k is Llama-2's value (the papers do not state one)."""
+    memory: MemorySpec | None = None
+    """Memory of the Miras mixers (``moneta``, ``yaad``, ``memora``, ``miras``); ``None`` means the mixer's own
+    (``kernels.miras.spec.PRESETS``; the generic ``miras`` mixer then uses ``MemorySpec()``). Override fields as
+    ``model.mixer.memory.p=2``."""
+    chunk_size: int = 64
+    """Tokens per chunk of the chunkwise memories (Miras section 5.4: "usually 16 or 64"; the size used for
+    each experiment is not reported)."""
+    conv_size: int = 4
+    """Kernel of the depthwise causal convolution after the q, k, v projections (Miras: 4; 0 disables)."""
+    gate_rank: int = 32
+    """Rank of the low-rank projections ``d -> rank -> d`` that make the channel-wise gates (Miras: "usually
+    32 or 64", after RWKV-7)."""
+    channel_gates: bool = True
+    """Channel-wise ``eta``, ``alpha``, ``delta`` (``[.., D]``, Miras section 5.4) or one value per head."""
+    eta_max: float = 1.0
+    """``eta_t = eta_max * sigmoid(.)``; the squashing of the gates is not stated (titans-pytorch uses 1.0)."""
+    eta_init: float = 0.1
+    """Initial memory learning rate ``eta_t`` (through the gate bias; not stated in the paper)."""
+    alpha_init: float = 0.95
+    """Initial retention ``alpha_t = sigmoid(.)`` (through the gate bias; not stated in the paper)."""
+    delta_init: float = 1.0
+    """Initial Huber threshold ``delta_t = softplus(.)`` (Yaad; not stated in the paper)."""
+    delta_input_dependent: bool = True
+    """Yaad's ``delta_t`` from the input (paper) or one learned value per channel (Table 4 ablation)."""
 
     def __post_init__(self) -> None:
         _check_choice("mixer", "name", self.name, KNOWN_MIXERS)
@@ -86,6 +112,15 @@ class MixerConfig:
         if self.window is not None:
             _check_positive("mixer", "window", self.window)
         _check_positive("mixer", "rope_theta", self.rope_theta)
+        for name in ("chunk_size", "gate_rank", "eta_max", "delta_init"):
+            _check_positive("mixer", name, getattr(self, name))
+        _check_positive("mixer", "conv_size", self.conv_size, zero_ok=True)
+        if not 0 < self.eta_init < self.eta_max:
+            raise ConfigError(
+                f"mixer.eta_init={self.eta_init!r} is invalid; allowed values: a number in (0, eta_max={self.eta_max})"
+            )
+        if not 0 < self.alpha_init < 1:
+            raise ConfigError(f"mixer.alpha_init={self.alpha_init!r} is invalid; allowed values: a number in (0, 1)")
 
 
 @dataclass(frozen=True)
@@ -265,9 +300,17 @@ def from_dict(cls: type, data: dict) -> Any:
         raise ConfigError(f"unknown field(s) {sorted(unknown)} for {cls.__name__}; allowed values: {sorted(names)}")
     kwargs = {}
     for key, value in data.items():
-        hint = hints[key]
-        kwargs[key] = from_dict(hint, value) if dataclasses.is_dataclass(hint) else value
+        hint = _dataclass_in(hints[key])
+        kwargs[key] = from_dict(hint, value) if hint is not None and isinstance(value, dict) else value
     return cls(**kwargs)
+
+
+def _dataclass_in(hint: Any) -> type | None:
+    """The dataclass a field holds (``X`` or ``X | None``), or None."""
+    if dataclasses.is_dataclass(hint):
+        return hint
+    found = [arg for arg in typing.get_args(hint) if dataclasses.is_dataclass(arg)]
+    return found[0] if found else None
 
 
 def override(config: Any, assignments: Iterable[str]) -> Any:
@@ -296,5 +339,13 @@ def _replace_path(config: Any, path: list[str], value: Any) -> Any:
     if head not in names:
         raise ConfigError(f"{type(config).__name__} has no field {head!r}; allowed values: {', '.join(names)}")
     if len(path) > 1:
-        value = _replace_path(getattr(config, head), path[1:], value)
-    return dataclasses.replace(config, **{head: value})
+        inner = getattr(config, head)
+        if not dataclasses.is_dataclass(inner):
+            raise ConfigError(f"{type(config).__name__}.{head} is {inner!r}, so {'.'.join(path)} cannot be set")
+        value = _replace_path(inner, path[1:], value)
+    try:
+        return dataclasses.replace(config, **{head: value})
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as err:  # validation of a dataclass outside miras.config (MemorySpec)
+        raise ConfigError(str(err)) from err

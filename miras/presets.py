@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from kernels.miras import PRESETS as MEMORY_PRESETS
+from kernels.miras import MemorySpec
 from miras.config import (
     KNOWN_MIXERS,
     ConfigError,
@@ -56,6 +58,15 @@ SIZES: dict[str, Size] = {
 }
 
 
+MEMORIES: dict[str, MemorySpec] = {
+    "moneta": MEMORY_PRESETS["moneta"],
+    "yaad": MEMORY_PRESETS["yaad"],
+    "memora": MEMORY_PRESETS["memora"],
+    "miras": MemorySpec(),
+}
+"""The memory each Miras mixer's preset spells out, so that ``model.mixer.memory.<field>=...`` overrides work."""
+
+
 def preset_names() -> list[str]:
     return [f"{mixer}-{size}" for mixer in KNOWN_MIXERS for size in SIZES]
 
@@ -71,7 +82,9 @@ def preset(name: str, overrides: Iterable[str] = ()) -> RunConfig:
     size = SIZES[size_key]
     config = RunConfig(
         model=ModelConfig(
-            d_model=size.d_model, n_layer=size.n_layer, mixer=MixerConfig(name=mixer, n_head=size.n_head)
+            d_model=size.d_model,
+            n_layer=size.n_layer,
+            mixer=MixerConfig(name=mixer, n_head=size.n_head, memory=MEMORIES.get(mixer)),
         ),
         optim=OptimConfig(lr=size.lr),
         data=DataConfig(seq_len=4096, batch_size=8),

@@ -55,12 +55,18 @@ def memory_forward(weights: Weights, x: torch.Tensor, spec: MemorySpec) -> tuple
         z = _matmul(h, w)
         pre.append(z)
         h = _act(z, spec) if layer < len(weights) - 1 else z
+    out, norm = _memory_output(x, h, spec)
+    return out, (inputs, pre, norm)
+
+
+def _memory_output(x: torch.Tensor, h: torch.Tensor, spec: MemorySpec) -> tuple[torch.Tensor, tuple | None]:
+    """The MLP memory's ``x + LN(h)`` (no-op for the linear memory)."""
     if spec.arch == "linear" or not spec.residual_norm:
-        return h, (inputs, pre, None)
+        return h, None
     mean = h.mean(-1, keepdim=True)
     rstd = (h.var(-1, unbiased=False, keepdim=True) + spec.ln_eps).rsqrt()
     normed = (h - mean) * rstd
-    return x + normed, (inputs, pre, (normed, rstd))
+    return x + normed, (normed, rstd)
 
 
 def memory_grads(
@@ -158,7 +164,7 @@ def _soft_threshold(z: torch.Tensor, spec: MemorySpec) -> torch.Tensor:
     return torch.sign(z) * F.relu(z.abs() - spec.elastic_threshold)
 
 
-def _simplex(logits: torch.Tensor, spec: MemorySpec) -> torch.Tensor:
+def simplex(logits: torch.Tensor, spec: MemorySpec) -> torch.Tensor:
     """``c Softmax(logits)`` over the slice ``spec.kl_axis`` of ``logits[..., fan_in, fan_out]`` (Eq. 21, 27)."""
     if spec.kl_axis == "matrix":
         n = logits.shape[-2] * logits.shape[-1]
@@ -187,7 +193,7 @@ def _read_map(linear: Weights, spec: MemorySpec) -> Weights:
     if spec.retention == "elastic":
         return tuple(_soft_threshold(s, spec) for s in linear)
     if spec.retention == "kl":
-        return tuple(_simplex(s, spec) for s in linear)
+        return tuple(simplex(s, spec) for s in linear)
     return _effective(linear, spec)
 
 
@@ -196,7 +202,7 @@ def _chunk_end(linear: torch.Tensor, spec: MemorySpec) -> torch.Tensor:
     if spec.retention == "elastic":
         return _soft_threshold(linear, spec)
     if spec.retention == "kl":
-        return _simplex(linear, spec)
+        return simplex(linear, spec)
     return linear
 
 
@@ -223,7 +229,7 @@ def _initial(initial_state, spec: MemorySpec, B: int, H: int, d_k: int, d_v: int
     momentum = None
     if initial_state is None:
         if spec.retention == "kl":
-            state = tuple(_simplex(like.new_zeros(B, H, *s), spec) for s in shapes)
+            state = tuple(simplex(like.new_zeros(B, H, *s), spec) for s in shapes)
         else:
             state = tuple(like.new_zeros(B, H, *s) for s in shapes)
     elif isinstance(initial_state, dict):
@@ -271,7 +277,7 @@ def _token_step(state, momentum, k_t, v_t, eta_t, alpha_t, delta_t, spec):
             step = -step
         decay = 1.0 if alpha_t is None else _on_weight(_channels(alpha_t, 2, axis), axis)
         if spec.retention == "kl":
-            s = _simplex(decay * s.clamp_min(spec.kl_floor).log() + step, spec)
+            s = simplex(decay * s.clamp_min(spec.kl_floor).log() + step, spec)
         else:
             s = decay * s + step
             if spec.retention == "elastic":
@@ -328,57 +334,157 @@ def naive_recurrent_miras(
     return o.transpose(1, 2).to(out_dtype), (_final(state, momentum, spec) if output_final_state else None)
 
 
-def _decay_matrix(alpha: torch.Tensor | None, n: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Within-chunk decays from ``alpha[B, H, n, C]``: ``D[i, j] = prod_{j < m <= i} alpha_m`` for ``j <= i``
-    (``[B, H, n, n, C]``) and ``b_i = prod_{m <= i} alpha_m`` (``[B, H, n, C]``): the ``B_b`` of Eq. 28-29."""
-    if alpha is None:
-        ones = like.new_ones(1, 1, n, 1)
-        return torch.tril(like.new_ones(n, n))[None, None, :, :, None], ones
-    cum = alpha.clamp_min(torch.finfo(alpha.dtype).tiny).log().cumsum(2)
-    causal = torch.tril(torch.ones(n, n, dtype=torch.bool, device=alpha.device))[:, :, None]
-    diff = (cum.unsqueeze(3) - cum.unsqueeze(2)).masked_fill(~causal, float("-inf"))
-    return diff.exp(), cum.exp()
+def _log_decay(alpha: torch.Tensor | None) -> torch.Tensor | None:
+    """``log b_i = sum_{m <= i} log alpha_m`` within a chunk, from ``alpha[B, H, n, C]``."""
+    return None if alpha is None else alpha.clamp_min(torch.finfo(alpha.dtype).tiny).log().cumsum(2)
+
+
+def _decay_matrix(log_b: torch.Tensor | None, n: int, like: torch.Tensor) -> torch.Tensor:
+    """``D[i, j] = b_i / b_j = prod_{j < m <= i} alpha_m`` for ``j <= i``, else 0: ``[B, H, n, n, C]``."""
+    causal = torch.tril(torch.ones(n, n, dtype=torch.bool, device=like.device))[:, :, None]
+    if log_b is None:
+        return causal.to(like.dtype)[None, None]
+    return (log_b.unsqueeze(3) - log_b.unsqueeze(2)).masked_fill(~causal, float("-inf")).exp()
+
+
+def _outer(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    return x.unsqueeze(-1) * g.unsqueeze(-2)
 
 
 def _chunk_writes(state, momentum, k, v, eta, alpha, delta, spec):
-    """All writes of one chunk from its start state: per-token states ``[B, H, n, fan_in, fan_out]``."""
+    """All writes of one chunk from its start state: per-token states ``[B, H, n, fan_in, fan_out]``.
+
+    ``S_i = b_i S_0 - sum_{j <= i} (b_i / b_j) eta_j outer(x_j, g_j)`` (Eq. 28-29) is evaluated in the ratio form
+    ``b_i (S_0 - cumsum_j(eta_j / b_j outer(x_j, g_j)))`` while ``1 / b_j`` stays far from overflow, and with the
+    explicit ``[n, n]`` decay matrix otherwise (and for momentum, whose coefficients do not factor).
+    """
     n = k.shape[2]
     weights = _effective(state, spec)
     y, cache = memory_forward(weights, k, spec)
     factors = memory_grads(weights, cache, bias_grad(y, v, delta, spec), spec)
     per_token, new_state, new_momentum = [], [], []
+    ratio_limit = 0.5 * math.log(torch.finfo(k.dtype).max)
     for layer, (s, (x, g)) in enumerate(zip(_linear_space(state, spec), factors, strict=True)):
         axis = _gate_axis(layer, len(state), spec)
-        decay, cumulative = _decay_matrix(None if alpha is None else _channels(alpha, 3, axis), n, k)
+        log_b = _log_decay(None if alpha is None else _channels(alpha, 3, axis))
         lr = _channels(eta, 3, axis)
-        if momentum is not None:
-            powers = spec.momentum ** torch.arange(n, dtype=k.dtype, device=k.device)
-            lags = torch.arange(n, device=k.device)
-            mix = torch.where(lags[:, None] >= lags[None, :], powers[(lags[:, None] - lags[None, :]).clamp_min(0)], 0)
-            coef = torch.einsum("bhijc,jm->bhimc", decay, mix)
-            carry = torch.einsum("bhijc,j->bhic", decay, powers * spec.momentum)
+        b = k.new_ones(1, 1, n, 1) if log_b is None else log_b.exp()
+        if momentum is None and (log_b is None or -log_b[:, :, -1].min().item() < ratio_limit):
+            scaled = lr if log_b is None else lr * (-log_b).exp()
+            outer = _outer(x, scaled * g) if axis == "col" else _outer(scaled * x, g)
+            tokens = _on_weight(b, axis) * (s.unsqueeze(2) - outer.cumsum(2))
         else:
-            coef = decay
-        # sum_j coef[i, j] * eta_j * outer(x_j, g_j), with the channel axis on the rows or the columns
-        if axis == "col":
-            scaled = coef * (lr * g).unsqueeze(2)
-            update = x.transpose(-1, -2).unsqueeze(2) @ scaled
-        else:
-            scaled = coef * (lr * x).unsqueeze(2)
-            update = scaled.transpose(-1, -2) @ g.unsqueeze(2)
-        tokens = _on_weight(cumulative, axis) * s.unsqueeze(2) - update
-        if momentum is not None:
-            tokens = tokens + _on_weight(carry, axis) * momentum[layer].unsqueeze(2)
-            last = spec.momentum ** torch.arange(n - 1, -1, -1, dtype=k.dtype, device=k.device)
-            step = (
-                (lr * x * last[:, None]).transpose(-1, -2) @ g
-                if axis != "col"
-                else x.transpose(-1, -2) @ (lr * g * last[:, None])
-            )
-            new_momentum.append(spec.momentum**n * momentum[layer] - step)
+            coef = _decay_matrix(log_b, n, k)
+            if momentum is not None:
+                powers = spec.momentum ** torch.arange(n, dtype=k.dtype, device=k.device)
+                lags = torch.arange(n, device=k.device)
+                mix = torch.where(
+                    lags[:, None] >= lags[None, :], powers[(lags[:, None] - lags[None, :]).clamp_min(0)], 0
+                )
+                carry = torch.einsum("bhijc,j->bhic", coef, powers * spec.momentum)
+                coef = torch.einsum("bhijc,jm->bhimc", coef, mix)
+            # sum_j coef[i, j] * eta_j * outer(x_j, g_j), with the channel axis on the rows or the columns
+            if axis == "col":
+                update = x.transpose(-1, -2).unsqueeze(2) @ (coef * (lr * g).unsqueeze(2))
+            else:
+                update = (coef * (lr * x).unsqueeze(2)).transpose(-1, -2) @ g.unsqueeze(2)
+            tokens = _on_weight(b, axis) * s.unsqueeze(2) - update
+            if momentum is not None:
+                tokens = tokens + _on_weight(carry, axis) * momentum[layer].unsqueeze(2)
+                last = (spec.momentum ** torch.arange(n - 1, -1, -1, dtype=k.dtype, device=k.device))[:, None]
+                step = x.transpose(-1, -2) @ (lr * g * last) if axis == "col" else (lr * x * last).transpose(-1, -2) @ g
+                new_momentum.append(spec.momentum**n * momentum[layer] - step)
         per_token.append(tokens)
         new_state.append(_chunk_end(tokens[:, :, -1], spec))
     return per_token, tuple(new_state), tuple(new_momentum) if momentum is not None else None
+
+
+def _momentum_mix(decay: torch.Tensor, n: int, spec: MemorySpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coefficients with momentum: ``S_i = b_i S_0 + carry_i M_0 - sum_j coef[i, j] eta_j grad_j``."""
+    like = decay
+    powers = spec.momentum ** torch.arange(n, dtype=like.dtype, device=like.device)
+    lags = torch.arange(n, device=like.device)
+    mix = torch.where(lags[:, None] >= lags[None, :], powers[(lags[:, None] - lags[None, :]).clamp_min(0)], 0)
+    carry = torch.einsum("bhijc,j->bhic", decay, powers * spec.momentum)
+    return torch.einsum("bhijc,jm->bhimc", decay, mix), carry
+
+
+def _chunk_dual(state, momentum, q, k, v, eta, alpha, delta, spec):
+    """One chunk with reads from the linearly accumulated state (``MemorySpec.read='chunk'``), never forming a
+    per-token weight: each layer's read ``h_i W_i`` is ``(h_i * b_i) W_0 - sum_j s_ij g_j`` with the scores
+    ``s_ij = sum_f h_i[f] D[i, j, f] eta_j[f] x_j[f]`` (decay on rows; the column case is the transpose).
+    Moneta reads ``A_i / ||A_{t'}||_q^(q-2)``, the chunk-start normaliser (the non-linearity acts at chunk ends,
+    section 5.4); Memora reads its weight-space linear steps from the lag token (Eq. 31-32) and carries
+    ``c Softmax`` of the log-space accumulation; elastic reads before its threshold."""
+    n = k.shape[2]
+    weights = _effective(state, spec)
+    y, cache = memory_forward(weights, k, spec)
+    factors = memory_grads(weights, cache, bias_grad(y, v, delta, spec), spec)
+    h = q
+    new_state, new_momentum = [], []
+    ratio_limit = 0.5 * math.log(torch.finfo(k.dtype).max)
+    for layer, (s, (x, g)) in enumerate(zip(state, factors, strict=True)):
+        axis = _gate_axis(layer, len(state), spec)
+        log_b = _log_decay(None if alpha is None else _channels(alpha, 3, axis))
+        lr = _channels(eta, 3, axis)
+        b = k.new_ones(1, 1, n, 1) if log_b is None else log_b.exp()
+        read = h if spec.retention != "lq" else h * _lq_read_scale(s, spec)
+        carry = None
+        if momentum is None and (log_b is None or -log_b[:, :, -1].min().item() < ratio_limit):
+            # ratio form: D[i, j] = b_i / b_j factors, so every score is one masked matmul
+            causal = torch.tril(torch.ones(n, n, dtype=torch.bool, device=k.device))
+            inv_b = 1 / b
+            if axis == "col":
+                scores = (read @ x.transpose(-1, -2)).masked_fill(~causal, 0)
+                z = b * (read @ s - scores @ (lr * g * inv_b))
+            else:
+                scores = ((read * b) @ (lr * x * inv_b).transpose(-1, -2)).masked_fill(~causal, 0)
+                z = (read * b) @ s - scores @ g
+            last = b[:, :, -1:] * inv_b
+        else:
+            coef = _decay_matrix(log_b, n, k)
+            if momentum is not None:
+                coef, carry = _momentum_mix(coef, n, spec)
+            if axis == "col":
+                scores = read @ x.transpose(-1, -2)
+                if coef.shape[-1] == 1:
+                    inner = (scores * coef[..., 0]) @ (lr * g)
+                else:
+                    inner = torch.einsum("bhij,bhijo,bhjo->bhio", scores, coef, lr * g)
+                z = b * (read @ s) - inner
+                if carry is not None:
+                    z = z + carry * (read @ momentum[layer])
+            else:
+                if coef.shape[-1] == 1:
+                    scores = (read @ (lr * x).transpose(-1, -2)) * coef[..., 0]
+                else:
+                    scores = torch.einsum("bhif,bhijf,bhjf->bhij", read, coef, lr * x)
+                z = (read * b) @ s - scores @ g
+                if carry is not None:
+                    z = z + (read * carry) @ momentum[layer]
+            last = coef[:, :, -1]
+        h = _act(z, spec) if layer < len(state) - 1 else z
+
+        update = x.transpose(-1, -2) @ (last * lr * g) if axis == "col" else (last * lr * x).transpose(-1, -2) @ g
+        end = _on_weight(b[:, :, -1], axis) * _linear_space((s,), spec)[0] - update
+        if carry is not None:
+            end = end + _on_weight(carry[:, :, -1], axis) * momentum[layer]
+            powers = (spec.momentum ** torch.arange(n - 1, -1, -1, dtype=k.dtype, device=k.device))[:, None]
+            step = x.transpose(-1, -2) @ (lr * g * powers) if axis == "col" else (lr * x * powers).transpose(-1, -2) @ g
+            new_momentum.append(spec.momentum**n * momentum[layer] - step)
+        new_state.append(_chunk_end(end, spec))
+    out = _memory_output(q, h, spec)[0]
+    return out, tuple(new_state), tuple(new_momentum) if momentum is not None else None
+
+
+def _lq_read_scale(a: torch.Tensor, spec: MemorySpec) -> torch.Tensor:
+    """``||A||_q^-(q-2)`` of the chunk-start accumulator, shaped to scale the rows a read multiplies."""
+    if spec.q == 2:
+        return a.new_ones(())
+    dims = (-2, -1) if spec.lq_scope == "matrix" else (-1,)
+    power = a.abs().pow(spec.q).sum(dims, keepdim=True).clamp_min(spec.eps**spec.q)
+    scale = power.pow(-(spec.q - 2) / spec.q)
+    return scale.transpose(-1, -2)
 
 
 def naive_chunk_miras(
@@ -429,16 +535,18 @@ def naive_chunk_miras(
         if start == end:
             continue
         part = slice(start, end)
-        per_token, state, momentum = _chunk_writes(
-            state,
-            momentum,
+        inputs = (
             k[:, :, part],
             v[:, :, part],
             eta[:, :, part],
             None if alpha is None else alpha[:, :, part],
             None if delta is None else delta[:, :, part],
-            spec,
         )
-        outputs.append(memory_forward(_read_map(tuple(per_token), spec), q[:, :, part], spec)[0])
+        if spec.read == "token":
+            per_token, state, momentum = _chunk_writes(state, momentum, *inputs, spec)
+            outputs.append(memory_forward(_read_map(tuple(per_token), spec), q[:, :, part], spec)[0])
+        else:
+            out, state, momentum = _chunk_dual(state, momentum, q[:, :, part], *inputs, spec)
+            outputs.append(out)
     o = torch.cat(outputs, 2) if outputs else v.new_zeros(B, H, 0, v.shape[-1])
     return o.transpose(1, 2).to(out_dtype), (_final(state, momentum, spec) if output_final_state else None)

@@ -17,6 +17,7 @@ HUBER_MODES = ("mixture", "coordinate", "norm")
 HUBER_SWITCHES = ("head", "channel")
 RETENTIONS = ("none", "l2", "lq", "kl", "elastic")
 LQ_SCOPES = ("matrix", "row")
+READS = ("chunk", "token")
 KL_AXES = ("fan_in", "fan_out", "matrix")
 GATE_AXES = ("key", "value")
 ALGORITHMS = ("gd", "momentum")
@@ -98,6 +99,14 @@ class MemorySpec:
     kl_scale: float | None = None
     """Scale ``c`` of the simplex ``sum W = c`` (Eq. 18-21; not stated). ``None`` uses ``sqrt(slice length)``,
     so that the mean weight is ``1/sqrt(slice length)``, the size of a standard initialisation."""
+    read: str = "chunk"
+    """How queries inside a chunk read the memory. ``chunk`` (default): from the linearly accumulated state,
+    the retention's non-linearity acting only at chunk ends ("we do not apply this non-linearity inside each
+    chunk", section 5.4): Moneta divides by the chunk-start ``||A||_q^(q-2)``, Memora reads the weight-space
+    linear steps of Eq. 31-32, elastic reads before its threshold; no per-token weight is ever formed.
+    ``token``: every read applies the exact map to its own token's state (forms one weight per token; with
+    ``chunk_size=1`` the chunk form is then the recurrence for every retention). Both agree for ``none`` and
+    ``l2`` retention."""
     kl_lag: bool = True
     """Memora's lag token (section 5.4, Eq. 30): the first token of every chunk takes the exact softmax step and
     the rest of the chunk takes its gradients at the weights after it. False takes them at the chunk start,
@@ -130,6 +139,7 @@ class MemorySpec:
             ("huber_switch", HUBER_SWITCHES),
             ("retention", RETENTIONS),
             ("lq_scope", LQ_SCOPES),
+            ("read", READS),
             ("kl_axis", KL_AXES),
             ("algorithm", ALGORITHMS),
             ("gate_axis", GATE_AXES),

@@ -35,4 +35,4 @@ def build_mixer(d_model: int, config: MixerConfig, layer_idx: int) -> nn.Module:
     return MIXERS[config.name](d_model, config, layer_idx)
 
 
-from miras.layers import attention  # noqa: E402,F401  (registers the attention mixers)
+from miras.layers import attention, miras  # noqa: E402,F401  (registers the mixers)

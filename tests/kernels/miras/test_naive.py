@@ -27,8 +27,9 @@ def make_inputs(channel: bool, t: int = T, d: int = D, dtype=torch.float64, eta_
     return q, k, v, eta, alpha, delta
 
 
-def make_spec(arch, bias, retention, algorithm="gd", **kw):
+def make_spec(arch, bias, retention, algorithm="gd", read="token", **kw):
     return MemorySpec(
+        read=read,
         arch=arch,
         bias=bias,
         retention=retention,
@@ -91,8 +92,40 @@ def test_chunk_algebra_is_exact_when_the_gradient_ignores_the_state(chunk_size, 
     assert_same(*run_both(spec, make_inputs(channel, t=37), random_state(spec), chunk_size), ratio=1e-10)
 
 
+@pytest.mark.parametrize("algorithm", ["gd", "momentum"])
+@pytest.mark.parametrize("channel", [False, True])
+@pytest.mark.parametrize("arch,bias,retention", [("linear", "l2", "l2"), ("mlp", "huber", "l2"), ("mlp", "lp", "none")])
+def test_chunk_reads_equal_token_reads_for_linear_retention(arch, bias, retention, channel, algorithm):
+    """Without a retention non-linearity the read-from-accumulation (dual) form must equal reading per-token
+    weights, for every chunk size: this checks the dual form that never forms a per-token weight."""
+    inputs = make_inputs(channel, t=21, eta_max=0.1)
+    token = make_spec(arch, bias, retention, algorithm, read="token")
+    state = random_state(token)
+    for chunk_size in (1, 8):
+        ref = naive_chunk_miras(*inputs[:5], token, inputs[5], state, True, chunk_size=chunk_size)
+        out = naive_chunk_miras(*inputs[:5], token.replace(read="chunk"), inputs[5], state, True, chunk_size=chunk_size)
+        assert_same(ref, out, ratio=1e-10)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_memora_lag_token_makes_chunk_size_one_exact_with_chunk_reads(arch):
+    spec = make_spec(arch, "l2", "kl", read="chunk")
+    assert_same(*run_both(spec, make_inputs(True), random_state(spec), chunk_size=1), ratio=1e-10)
+
+
+@pytest.mark.parametrize("retention", ["lq", "elastic"])
+def test_chunk_reads_of_nonlinear_retention_differ_from_token_reads(retention):
+    spec = make_spec("mlp", "l2", retention, read="chunk")
+    inputs, state = make_inputs(True, t=16), random_state(spec)
+    ref = naive_chunk_miras(*inputs[:5], spec.replace(read="token"), inputs[5], state, chunk_size=8)
+    out = naive_chunk_miras(*inputs[:5], spec, inputs[5], state, chunk_size=8)
+    assert torch.isfinite(out[0]).all() and relative_rms(ref[0], out[0]) > 1e-6
+
+
 @pytest.mark.parametrize(
-    "spec", [MONETA.replace(q=2.0), YAAD, MEMORA, MemorySpec(arch="linear")], ids=["lp", "yaad", "memora", "linear"]
+    "spec",
+    [MONETA.replace(q=2.0), YAAD, MEMORA.replace(read="token"), MemorySpec(arch="linear")],
+    ids=["lp", "yaad", "memora", "linear"],
 )
 def test_chunk_form_tends_to_the_recurrence_as_the_learning_rate_vanishes(spec):
     """Stale gradients are the only approximation: with tiny steps the chunk form must approach the recurrence,
@@ -268,3 +301,14 @@ def test_missing_inputs_are_named():
         naive_chunk_miras(q, k, v, eta, None, MemorySpec(retention="l2"))
     with pytest.raises(ValueError, match="memory.bias='l3'"):
         MemorySpec(bias="l3")
+
+
+def test_chunk_reads_survive_decays_too_strong_for_the_ratio_form():
+    """Decays below ``1 / max float`` within a chunk take the explicit decay-matrix path; it must agree too."""
+    q, k, v, eta, alpha, delta = make_inputs(True, t=16)
+    alpha = torch.where(torch.rand_like(alpha) < 0.5, torch.full_like(alpha, 1e-60), alpha)
+    spec = make_spec("mlp", "l2", "l2")
+    state = random_state(spec)
+    ref = naive_chunk_miras(q, k, v, eta, alpha, spec, delta, state, True, chunk_size=16)
+    out = naive_chunk_miras(q, k, v, eta, alpha, spec.replace(read="chunk"), delta, state, True, chunk_size=16)
+    assert_same(ref, out, ratio=1e-10)

@@ -1,0 +1,235 @@
+"""The Miras layer (section 5.4, Figure 2): Moneta, Yaad, Memora and any memory of the design space."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kernels.miras import PRESETS, MemorySpec, naive_chunk_miras, weight_shapes
+from kernels.miras.naive import simplex
+from miras.config import ConfigError, MixerConfig
+from miras.layers import register_mixer
+from miras.layers.rotary import apply_rope, rope_frequencies
+
+
+class ShortConvolution(nn.Module):
+    """Depthwise causal 1D convolution followed by SiLU (the short convolution of Mamba, GDN and Miras).
+
+    ``forward(x[B, T, C], cache[B, K-1, C] or None) -> (y[B, T, C], cache)``: ``cache`` holds the last
+    ``K - 1`` inputs so that a sequence can be continued exactly.
+    """
+
+    def __init__(self, channels: int, kernel_size: int) -> None:
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.conv = nn.Conv1d(channels, channels, kernel_size, groups=channels, bias=False)
+
+    def forward(self, x: torch.Tensor, cache: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        B, T, C = x.shape
+        if cache is None:
+            cache = x.new_zeros(B, self.kernel_size - 1, C)
+        padded = torch.cat([cache.to(x.dtype), x], dim=1)
+        y = F.silu(self.conv(padded.transpose(1, 2)).transpose(1, 2))
+        return y, padded[:, padded.shape[1] - (self.kernel_size - 1) :]
+
+
+class LowRankGate(nn.Module):
+    """``act(up(down(x)) + bias)`` with a rank-``r`` bottleneck (RWKV-7 style; Miras section 5.4)."""
+
+    def __init__(self, d_model: int, rank: int, out: int, bias_init: float) -> None:
+        super().__init__()
+        self.down = nn.Linear(d_model, rank, bias=False)
+        self.up = nn.Linear(rank, out, bias=False)
+        self.bias = nn.Parameter(torch.full((out,), bias_init))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.down(x)) + self.bias
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def _softplus_inverse(y: float) -> float:
+    return y + math.log(-math.expm1(-y))
+
+
+def memory_spec(config: MixerConfig) -> MemorySpec:
+    """The memory of a Miras mixer: ``config.memory`` or the mixer's preset."""
+    if config.memory is not None:
+        return config.memory
+    return PRESETS.get(config.name, MemorySpec())
+
+
+@register_mixer("miras")
+@register_mixer("memora")
+@register_mixer("yaad")
+@register_mixer("moneta")
+class MirasLayer(nn.Module):
+    """A Miras sequence layer: q, k, v projections, short convolutions, l2-normalised q and k, low-rank
+    channel-wise gates, the associative memory of ``config.memory`` written with ``(k_t, v_t)`` and read with
+    ``q_t``, then an output RMSNorm gated by a linear layer (SiLU, as GDN) and the output projection.
+
+    Args:
+        d_model: width ``D`` of the residual stream.
+        config: ``n_head`` heads of size ``D / n_head``; the memory, gates, chunk size, convolution and RoPE.
+        layer_idx: position in the stack (unused).
+
+    ``forward(x[B, T, D], state=None, cu_seqlens=None) -> (y[B, T, D], state)``. The state holds the memory at
+    the start of the current chunk, the inputs written since, the convolution caches and the position, so that
+    running a prefix and then its continuation gives exactly the outputs of the whole sequence.
+    """
+
+    def __init__(self, d_model: int, config: MixerConfig, layer_idx: int = 0) -> None:
+        super().__init__()
+        if config.backend in ("fla", "triton"):
+            raise ConfigError(
+                f"mixer.backend={config.backend!r} is invalid for mixer.name={config.name!r}; allowed values: "
+                "'auto', 'torch' (the Triton chunk kernels of the Miras memories are issue 9)"
+            )
+        self.spec = memory_spec(config)
+        self.n_head, self.head_dim = config.n_head, d_model // config.n_head
+        self.chunk_size = config.chunk_size
+        self.rope, self.rope_theta = config.rope, config.rope_theta
+        self.delta_input_dependent = config.delta_input_dependent
+        inner = self.n_head * self.head_dim
+        gate_out = inner if config.channel_gates else self.n_head
+
+        self.q_proj = nn.Linear(d_model, inner, bias=False)
+        self.k_proj = nn.Linear(d_model, inner, bias=False)
+        self.v_proj = nn.Linear(d_model, inner, bias=False)
+        self.convs = nn.ModuleDict(
+            {name: ShortConvolution(inner, config.conv_size) for name in "qkv"} if config.conv_size else {}
+        )
+        self.eta_max = config.eta_max
+        self.eta = LowRankGate(d_model, config.gate_rank, gate_out, _logit(config.eta_init / config.eta_max))
+        self.alpha = (
+            LowRankGate(d_model, config.gate_rank, gate_out, _logit(config.alpha_init))
+            if self.spec.retention != "none"
+            else None
+        )
+        if self.spec.needs_delta:
+            delta_bias = _softplus_inverse(config.delta_init)
+            self.delta = (
+                LowRankGate(d_model, config.gate_rank, gate_out, delta_bias)
+                if config.delta_input_dependent
+                else nn.Parameter(torch.full((gate_out,), delta_bias))
+            )
+        else:
+            self.delta = None
+        self.memory_init = nn.ParameterList(
+            nn.Parameter(self._init_weight(fan_in, fan_out))
+            for fan_in, fan_out in weight_shapes(self.spec, self.head_dim, self.head_dim)
+        )
+        self.o_norm = nn.RMSNorm(self.head_dim, eps=1e-6)
+        self.g_proj = nn.Linear(d_model, inner, bias=False)
+        self.o_proj = nn.Linear(inner, d_model, bias=False)
+
+    def _init_weight(self, fan_in: int, fan_out: int) -> torch.Tensor:
+        """Learned initial memory ``W_0`` (``A_0`` for lq, logits of ``W_0`` for kl), shared across sequences.
+
+        Not stated in the paper; as Titans/TTT. A linear memory starts at zero like linear attention; the MLP and
+        the KL logits start random, since a symmetric start never leaves the symmetric point.
+        """
+        if self.spec.arch == "linear" and self.spec.retention != "kl":
+            return torch.zeros(self.n_head, fan_in, fan_out)
+        return torch.randn(self.n_head, fan_in, fan_out) / math.sqrt(fan_in)
+
+    def initial_memory(self, batch: int) -> dict:
+        """The learned ``W_0`` as a state for ``batch`` sequences."""
+        weights = tuple(w.expand(batch, *w.shape) for w in self.memory_init)
+        if self.spec.retention == "kl":
+            weights = tuple(simplex(w, self.spec) for w in weights)
+        return {"accumulator" if self.spec.retention == "lq" else "weights": weights}
+
+    def _gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        B, T, _ = x.shape
+
+        def heads(g: torch.Tensor) -> torch.Tensor:
+            g = g.expand(B, T, g.shape[-1])
+            return g.view(B, T, self.n_head, -1) if g.shape[-1] > self.n_head else g
+
+        eta = heads(self.eta_max * torch.sigmoid(self.eta(x)))
+        alpha = None if self.alpha is None else heads(torch.sigmoid(self.alpha(x)))
+        delta = None
+        if self.delta is not None:
+            raw = self.delta(x) if self.delta_input_dependent else self.delta
+            delta = heads(F.softplus(raw))
+        return eta, alpha, delta
+
+    def forward(
+        self, x: torch.Tensor, state: dict | None = None, cu_seqlens: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict | None]:
+        if cu_seqlens is not None:
+            if x.shape[0] != 1 or state is not None:
+                raise ValueError("cu_seqlens needs a batch of size 1 and no state (sequences are packed)")
+            bounds = cu_seqlens.tolist()
+            parts = [self(x[:, a:b])[0] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+            return torch.cat(parts, dim=1), None
+
+        B, T, _ = x.shape
+        state = state or {}
+        conv = state.get("conv", {})
+        new_conv = {}
+        qkv = []
+        for name, proj in (("q", self.q_proj), ("k", self.k_proj), ("v", self.v_proj)):
+            h = proj(x)
+            if name in self.convs:
+                h, new_conv[name] = self.convs[name](h, conv.get(name))
+            qkv.append(h.view(B, T, self.n_head, self.head_dim))
+        q, k, v = qkv
+        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        offset = state.get("offset", 0)
+        if self.rope:
+            cos, sin = rope_frequencies(
+                self.head_dim, torch.arange(offset, offset + T, device=x.device)[None], self.rope_theta
+            )
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        eta, alpha, delta = self._gates(x)
+
+        o, memory, pending = self._memory(q, k, v, eta, alpha, delta, state)
+        o = self.o_norm(o) * F.silu(self.g_proj(x)).view(B, T, self.n_head, self.head_dim)
+        y = self.o_proj(o.reshape(B, T, -1))
+        return y, {"memory": memory, "pending": pending, "conv": new_conv, "offset": offset + T}
+
+    def _memory(self, q, k, v, eta, alpha, delta, state):
+        """Run the memory from the last chunk start: tokens pending from a previous call are written again
+        (their outputs dropped) so chunk boundaries stay where they are for the whole sequence."""
+        B, T = q.shape[:2]
+        memory = state.get("memory") or self.initial_memory(B)
+        pending = state.get("pending") or {}
+        inputs = {"k": k, "v": v, "eta": eta, "alpha": alpha, "delta": delta}
+        inputs = {
+            name: None if t is None else (torch.cat([pending[name], t], 1) if name in pending else t)
+            for name, t in inputs.items()
+        }
+        P = inputs["k"].shape[1] - T
+        q = torch.cat([q.new_zeros(B, P, *q.shape[2:]), q], 1)
+        split = (P + T) // self.chunk_size * self.chunk_size
+
+        def run(part: slice, initial, final: bool):
+            return naive_chunk_miras(
+                q[:, part],
+                inputs["k"][:, part],
+                inputs["v"][:, part],
+                inputs["eta"][:, part],
+                None if inputs["alpha"] is None else inputs["alpha"][:, part],
+                self.spec,
+                None if inputs["delta"] is None else inputs["delta"][:, part],
+                initial_state=initial,
+                output_final_state=final,
+                chunk_size=self.chunk_size,
+            )
+
+        outputs = []
+        if split:
+            o, memory = run(slice(0, split), memory, True)
+            outputs.append(o)
+        if split < P + T:
+            outputs.append(run(slice(split, P + T), memory, False)[0])
+        o = torch.cat(outputs, 1)[:, P:]
+        rest = {name: t[:, split:] for name, t in inputs.items() if t is not None}
+        return o, memory, rest
