@@ -14,10 +14,12 @@ def rope_frequencies(head_dim: int, positions: torch.Tensor, theta: float) -> tu
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x[B, T, H, K]`` by tables ``cos, sin[B or 1, T, K]``; computed in fp32, returned in x's dtype."""
-    x1, x2 = x.float().chunk(2, dim=-1)
+    """Rotate ``x[B, T, H, K]`` by tables ``cos, sin[B or 1, T, K]``; computed in at least fp32, returned in x's
+    dtype."""
+    wide = x.to(torch.promote_types(x.dtype, torch.float32))
+    x1, x2 = wide.chunk(2, dim=-1)
     rotated = torch.cat([-x2, x1], dim=-1)
-    out = x.float() * cos[:, :, None] + rotated * sin[:, :, None]
+    out = wide * cos[:, :, None] + rotated * sin[:, :, None]
     return out.to(x.dtype)
 
 

@@ -38,21 +38,22 @@ def test_table2_is_complete():
     assert len(table.paper_numbers) == 34 * 10
     assert table.paper_numbers["yaad-1.3b", "eval/wikitext/word_perplexity"] == 15.18
     assert table.paper_numbers["moneta_h-760m", "eval/boolq/acc"] == 62.43
-    assert {r.name for r in table.runs if r.unavailable() is None} == {
-        "transformer-340m",
-        "transformer-760m",
-        "transformer-1.3b",
-    }
+    available = {r.name for r in table.runs if r.unavailable() is None}
+    assert {f"{m}-{s}" for m in ("transformer", "moneta", "yaad", "memora") for s in ("340m", "760m", "1.3b")} <= available
 
 
 def test_dry_run_prints_counts_beside_paper_sizes(capsys):
     assert main(["dry-run", str(ROOT / "miras" / "table2.py"), "--scale", "paper"]) == 0
     out = capsys.readouterr().out
     assert "transformer-340m" in out and "341.10M" in out and "+0.3%" in out
-    assert "moneta-340m" in out and "unavailable: mixer 'moneta' is not implemented yet" in out
+    assert "moneta-340m" in out and "382.34M" in out
+    assert "moneta_h-760m" in out and "unavailable: mixer 'moneta_h' is not implemented yet" in out
 
 
-def test_training_an_unavailable_run_fails_clearly(capsys):
+def test_training_an_unavailable_run_fails_clearly(capsys, monkeypatch):
+    from miras.layers import MIXERS
+
+    monkeypatch.delitem(MIXERS, "moneta")
     assert main(["train", str(ROOT / "miras" / "table2.py"), "--run", "moneta-340m", "--scale", "smoke"]) == 2
     assert "run 'moneta-340m' is unavailable" in capsys.readouterr().err
 
@@ -74,14 +75,15 @@ def test_reproduce_table2_at_smoke_scale(tmp_path, capsys):
     runs = tmp_path / "runs"
     assert main(["train", str(table2), "--all", "--scale", "smoke", "--runs-dir", str(runs), "--skip-done"]) == 0
     out = capsys.readouterr().out
-    assert "skip moneta-340m: unavailable" in out and "done transformer-1.3b seed0" in out
+    assert "skip moneta_h-760m: unavailable" in out and "done transformer-1.3b seed0" in out
+    assert "done moneta-340m seed0" in out and "done memora-1.3b seed0" in out
     seed_dir = runs / "smoke" / "miras" / "table2" / "transformer-340m" / "seed0"
     assert list(seed_dir.glob("events.out.tfevents.*")) and (seed_dir / "summary.json").exists()
 
     assert main(["train", str(table2), "--all", "--scale", "smoke", "--runs-dir", str(runs), "--skip-done"]) == 0
     assert "skip transformer-340m seed0: done" in capsys.readouterr().out
 
-    assert len(harvest(runs, tmp_path / "reports")) == 3
+    assert len(harvest(runs, tmp_path / "reports")) == 12
     md = render(load_experiment(table2), reports_dir=tmp_path / "reports")[0].read_text()
     assert "Scale: **smoke**" in md
     row = next(line for line in md.splitlines() if line.startswith("| Transformer++ |"))

@@ -95,6 +95,9 @@ def test_varlen_equals_separate_sequences():
     torch.testing.assert_close(packed, separate)
 
 
-def test_unimplemented_mixer_fails_clearly():
+def test_unimplemented_mixer_fails_clearly(monkeypatch):
+    from miras.layers import MIXERS
+
+    monkeypatch.delitem(MIXERS, "moneta")
     with pytest.raises(NotImplementedError, match="mixer.name='moneta' is declared but not implemented"):
         LanguageModel(ModelConfig(vocab_size=64, d_model=32, n_layer=1, mixer=MixerConfig(name="moneta", n_head=4)))

@@ -1,0 +1,40 @@
+"""The ablation of Moneta and Memora in the ICLR 2026 version of Miras (OpenReview gZyEJ2kMow).
+
+Second-hand numbers (a paper-notes page; ``shared/papers/miras.md`` section 4.9): size and data unknown, so
+we run the 340M preset; "Avg" is read as the mean of Table 2's eight zero-shot accuracies (``eval/avg/acc``).
+"""
+
+from miras.experiment import Column, Run, Table
+
+VARIANTS = {
+    "": ("Full", ()),
+    "-no-retention": ("w/o Retention Gate", ("model.mixer.memory.retention=none",)),
+    "-linear-memory": ("linear memory", ("model.mixer.memory.arch=linear",)),
+    "-no-rope": ("w/o RoPE", ("model.mixer.rope=False",)),
+}
+PAPER = {
+    "memora": (51.52, 49.75, 50.11, 51.28),
+    "moneta": (52.12, 50.49, 50.26, 51.71),
+}
+
+TABLE = Table(
+    paper="miras",
+    key="iclr_ablation",
+    title="Ablations of Memora and Moneta (ICLR 2026 version)",
+    source="Miras, ICLR 2026 (OpenReview gZyEJ2kMow), ablation table, via secondary notes",
+    columns=(
+        Column("eval/avg/acc", "Avg", scale=100),
+        Column("val/ppl", "Val ppl", higher_is_better=False),
+    ),
+    runs=tuple(
+        Run(f"{model}{suffix}", f"{model.capitalize()} {label}", model.capitalize(), f"{model}-340m", overrides)
+        for model in PAPER
+        for suffix, (label, overrides) in VARIANTS.items()
+    ),
+    paper_numbers={
+        (f"{model}{suffix}", "eval/avg/acc"): value
+        for model, values in PAPER.items()
+        for suffix, value in zip(VARIANTS, values, strict=True)
+    },
+    notes=("Numbers are second-hand and unverified; size and data are not known.",),
+)

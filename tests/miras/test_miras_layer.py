@@ -1,0 +1,111 @@
+"""The Miras layer and the Moneta / Yaad / Memora mixers in the model."""
+
+import pytest
+import torch
+
+from kernels.miras import MEMORA, MONETA, YAAD, MemorySpec
+from miras.config import ConfigError, MixerConfig, ModelConfig, override
+from miras.layers import build_mixer
+from miras.layers.miras import MirasLayer, memory_spec
+from miras.models import LanguageModel
+from miras.presets import preset
+
+MIXERS = ("moneta", "yaad", "memora", "miras")
+
+
+def layer(name="moneta", d_model=16, **kw) -> MirasLayer:
+    return build_mixer(d_model, MixerConfig(name=name, n_head=2, chunk_size=kw.pop("chunk_size", 4), **kw), 0)
+
+
+def test_mixers_use_their_papers_memories():
+    assert memory_spec(MixerConfig(name="moneta")) == MONETA
+    assert (MONETA.bias, MONETA.p, MONETA.retention, MONETA.q, MONETA.arch) == ("lp", 3.0, "lq", 4.0, "mlp")
+    assert memory_spec(MixerConfig(name="yaad")) == YAAD
+    assert (YAAD.bias, YAAD.huber_mode, YAAD.retention) == ("huber", "mixture", "l2")
+    assert memory_spec(MixerConfig(name="memora")) == MEMORA
+    assert (MEMORA.bias, MEMORA.retention) == ("l2", "kl")
+    assert memory_spec(MixerConfig(name="miras", memory=MemorySpec(bias="l1"))).bias == "l1"
+    assert preset("yaad-340m").model.mixer.memory == YAAD
+
+
+@pytest.mark.parametrize("name", MIXERS)
+def test_prefix_then_suffix_equals_the_whole_sequence(name):
+    """The state keeps the chunk start and the tokens written since, so any split reproduces the whole run."""
+    mixer = layer(name).double()
+    x = torch.randn(2, 19, 16, dtype=torch.float64)
+    whole, _ = mixer(x)
+    parts, state = [], None
+    for a, b in ((0, 5), (5, 6), (6, 13), (13, 19)):
+        y, state = mixer(x[:, a:b], state)
+        parts.append(y)
+    torch.testing.assert_close(torch.cat(parts, 1), whole)
+    assert state["offset"] == 19 and state["pending"]["k"].shape[1] == 19 % 4
+
+
+def test_varlen_equals_separate_sequences():
+    mixer = layer("yaad").double()
+    lengths = [5, 9, 2]
+    seqs = [torch.randn(1, n, 16, dtype=torch.float64) for n in lengths]
+    cu_seqlens = torch.tensor([0, 5, 14, 16])
+    packed, _ = mixer(torch.cat(seqs, 1), cu_seqlens=cu_seqlens)
+    torch.testing.assert_close(packed, torch.cat([mixer(s)[0] for s in seqs], 1))
+
+
+@pytest.mark.parametrize("name", MIXERS)
+def test_layer_gradcheck_fp64(name):
+    mixer = layer(name, d_model=8, gate_rank=4, conv_size=2, chunk_size=2).double()
+    x = torch.randn(1, 5, 8, dtype=torch.float64, requires_grad=True)
+    eta_bias = mixer.eta.bias.detach().clone().requires_grad_()
+    w0 = mixer.memory_init[0].detach().clone().requires_grad_()
+
+    def run(x, eta_bias, w0):
+        return torch.func.functional_call(mixer, {"eta.bias": eta_bias, "memory_init.0": w0}, (x,))[0]
+
+    assert torch.autograd.gradcheck(run, (x, eta_bias, w0), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["moneta", "yaad", "memora"])
+def test_long_random_inputs_stay_finite(name):
+    mixer = layer(name, d_model=32, chunk_size=64)
+    x = torch.randn(1, 2048, 32)
+    y, _ = mixer(x)
+    assert torch.isfinite(y).all()
+    y.square().mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in mixer.parameters() if p.grad is not None)
+
+
+def test_ablation_fields():
+    assert layer("yaad", delta_input_dependent=False).delta.dim() == 1
+    assert layer("yaad").delta is not None and layer("moneta").delta is None
+    no_retention = layer("moneta", memory=MONETA.replace(retention="none"))
+    assert no_retention.alpha is None
+    linear = layer("memora", memory=MEMORA.replace(arch="linear"))
+    assert len(linear.memory_init) == 1
+    config = override(preset("yaad-340m"), ["model.mixer.memory.huber_l2=False", "model.mixer.rope=False"])
+    assert not config.model.mixer.memory.huber_l2 and not config.model.mixer.rope
+
+
+def test_bad_choices_name_the_field():
+    with pytest.raises(ConfigError, match=r"memory.retention='l3' is invalid; allowed values: 'none'"):
+        override(preset("moneta-340m"), ["model.mixer.memory.retention=l3"])
+    with pytest.raises(ConfigError, match="mixer.backend='fla' is invalid for mixer.name='moneta'"):
+        layer("moneta", backend="fla")
+    with pytest.raises(ConfigError, match="MixerConfig.memory is None"):
+        override(preset("transformer-340m"), ["model.mixer.memory.p=2"])
+
+
+@pytest.mark.parametrize("name", ["moneta", "yaad", "memora"])
+def test_tiny_model_learns(name):
+    config = ModelConfig(vocab_size=32, d_model=32, n_layer=2, mixer=MixerConfig(name=name, n_head=2, chunk_size=8))
+    model = LanguageModel(config)
+    batch = torch.randint(0, 32, (4, 25))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(30):
+        logits, _ = model(batch[:, :-1])
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
