@@ -39,7 +39,9 @@ def test_table2_is_complete():
     assert table.paper_numbers["yaad-1.3b", "eval/wikitext/word_perplexity"] == 15.18
     assert table.paper_numbers["moneta_h-760m", "eval/boolq/acc"] == 62.43
     available = {r.name for r in table.runs if r.unavailable() is None}
-    assert {f"{m}-{s}" for m in ("transformer", "moneta", "yaad", "memora") for s in ("340m", "760m", "1.3b")} <= available
+    assert {
+        f"{m}-{s}" for m in ("transformer", "moneta", "yaad", "memora") for s in ("340m", "760m", "1.3b")
+    } <= available
 
 
 def test_dry_run_prints_counts_beside_paper_sizes(capsys):

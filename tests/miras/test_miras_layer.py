@@ -113,3 +113,16 @@ def test_tiny_model_learns(name):
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.8 * losses[0]
+
+
+def test_model_decoding_token_by_token_equals_the_full_forward():
+    config = ModelConfig(vocab_size=32, d_model=16, n_layer=2, mixer=MixerConfig(name="memora", n_head=2, chunk_size=4))
+    model = LanguageModel(config).double()
+    ids = torch.randint(0, 32, (2, 11))
+    full, _ = model(ids)
+    logits, states = model(ids[:, :6], states=[{} for _ in model.blocks])
+    steps = [logits]
+    for t in range(6, 11):
+        logits, states = model(ids[:, t : t + 1], states=states)
+        steps.append(logits)
+    torch.testing.assert_close(torch.cat(steps, 1), full)
