@@ -150,13 +150,16 @@ def _on_weight(c: torch.Tensor, axis: str) -> torch.Tensor:
     return c.unsqueeze(-2) if axis == "col" else c.unsqueeze(-1)
 
 
-def _lq_normalise(a: torch.Tensor, spec: MemorySpec) -> torch.Tensor:
-    """``A / ||A||_q^(q-2)`` (Eq. 24) over each matrix or row of ``a[..., fan_in, fan_out]``."""
-    if spec.q == 2:
-        return a
+def _lq_scale(a: torch.Tensor, spec: MemorySpec) -> torch.Tensor:
+    """``||A||_q^-(q-2)`` over each matrix (``[..., 1, 1]``) or row (``[..., fan_in, 1]``) of ``a``."""
     dims = (-2, -1) if spec.lq_scope == "matrix" else (-1,)
     power = a.abs().pow(spec.q).sum(dims, keepdim=True).clamp_min(spec.eps**spec.q)
-    return a * power.pow(-(spec.q - 2) / spec.q)
+    return power.pow(-(spec.q - 2) / spec.q)
+
+
+def _lq_normalise(a: torch.Tensor, spec: MemorySpec) -> torch.Tensor:
+    """``A / ||A||_q^(q-2)`` (Eq. 24) over each matrix or row of ``a[..., fan_in, fan_out]``."""
+    return a if spec.q == 2 else a * _lq_scale(a, spec)
 
 
 def _soft_threshold(z: torch.Tensor, spec: MemorySpec) -> torch.Tensor:
@@ -478,13 +481,8 @@ def _chunk_dual(state, momentum, q, k, v, eta, alpha, delta, spec):
 
 
 def _lq_read_scale(a: torch.Tensor, spec: MemorySpec) -> torch.Tensor:
-    """``||A||_q^-(q-2)`` of the chunk-start accumulator, shaped to scale the rows a read multiplies."""
-    if spec.q == 2:
-        return a.new_ones(())
-    dims = (-2, -1) if spec.lq_scope == "matrix" else (-1,)
-    power = a.abs().pow(spec.q).sum(dims, keepdim=True).clamp_min(spec.eps**spec.q)
-    scale = power.pow(-(spec.q - 2) / spec.q)
-    return scale.transpose(-1, -2)
+    """The chunk-start ``||A||_q^-(q-2)`` shaped to scale the entries of a read ``h[..., fan_in]``."""
+    return a.new_ones(()) if spec.q == 2 else _lq_scale(a, spec).transpose(-1, -2)
 
 
 def naive_chunk_miras(
