@@ -3,12 +3,13 @@
 | scale | where | rule |
 | --- | --- | --- |
 | ``paper`` | SLURM, many GPUs | unchanged |
-| ``small`` | one GPU, < 1 h | width / 2, depth / 2 (>= 4), context 2048, 200M tokens in 256K-token steps |
-| ``tiny`` | a laptop CPU, minutes | width / 8, depth / 6 (>= 2), 32-wide heads, context 256, 1M tokens, offline |
+| ``small`` | one GPU, < 1 h | width / 2, depth / 2 (>= 4), context / 2, 200M tokens in 256K-token steps |
+| ``tiny`` | a laptop CPU, minutes | width / 8, depth / 6 (>= 2), 32-wide heads, context / 16, 1M tokens, offline |
 | ``smoke`` | tests and CI, seconds | width 32, 2 blocks, context 64, 8 steps, offline corpus |
 
-Sizes keep their order under ``small`` and ``tiny`` (340M > 760M > 1.3B stay ordered). The tiny and smoke
-scales train on the offline corpus with its BPE tokenizer (vocabulary 8192) in fp32.
+Sizes keep their order under ``small`` and ``tiny`` (340M > 760M > 1.3B stay ordered), and so do contexts
+(the papers' 4096 becomes 2048 and 256; a context sweep stays a sweep), at a fixed number of tokens per step.
+The tiny and smoke scales train on the offline corpus with its BPE tokenizer (vocabulary 8192) in fp32.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from miras.config import ConfigError, RunConfig
 
 SCALES = ("paper", "small", "tiny", "smoke")
 OFFLINE_VOCAB = 8192
+TINY_BATCH_TOKENS = 4096
 
 
 def _round(x: float, multiple: int) -> int:
@@ -40,7 +42,7 @@ def apply_scale(config: RunConfig, scale: str) -> RunConfig:
             n_layer=max(4, m.n_layer // 2),
             mixer=dataclasses.replace(m.mixer, n_head=width // 64),
         )
-        data = dataclasses.replace(d, seq_len=2048, batch_size=16)
+        data = dataclasses.replace(d, seq_len=max(64, d.seq_len // 2), batch_size=16)
         train = dataclasses.replace(t, tokens=200_000_000, batch_tokens=262_144, val_every=250, ckpt_every=250)
         optim = o
     elif scale == "tiny":
@@ -53,12 +55,18 @@ def apply_scale(config: RunConfig, scale: str) -> RunConfig:
             mixer=dataclasses.replace(m.mixer, n_head=width // 32),
         )
         data = dataclasses.replace(
-            d, dataset="offline", path=None, tokenizer=None, seq_len=256, batch_size=16, val_batches=8
+            d,
+            dataset="offline",
+            path=None,
+            tokenizer=None,
+            seq_len=(seq_len := max(64, d.seq_len // 16)),
+            batch_size=max(1, TINY_BATCH_TOKENS // seq_len),
+            val_batches=8,
         )
         train = dataclasses.replace(
             t,
             tokens=1_048_576,
-            batch_tokens=4096,
+            batch_tokens=TINY_BATCH_TOKENS,
             precision="32-true",
             val_every=64,
             ckpt_every=64,

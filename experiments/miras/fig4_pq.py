@@ -3,8 +3,8 @@
 The figure's values, model size and data are not recoverable from the paper (``shared/papers/miras.md``
 section 4.7), so there are no paper numbers: the text says p = 3 is best and p = 4 worst with "almost the
 same" scaling over context, while q changes the scaling pattern. p is swept at q = 4 and q at p = 3, each at
-training contexts 2K, 4K, 8K and 16K, on the 340M preset. Below paper scale the scale rule fixes the context,
-so the context variants of a row coincide there.
+training contexts 2K, 4K, 8K and 16K, on the 340M preset (the scale rules shrink contexts in proportion, so
+the sweep stays a sweep at every scale).
 """
 
 from miras.experiment import Column, Run, Table
