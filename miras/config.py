@@ -94,10 +94,12 @@ class MixerConfig:
     32 or 64", after RWKV-7)."""
     channel_gates: bool = True
     """Channel-wise ``eta``, ``alpha``, ``delta`` (``[.., D]``, Miras section 5.4) or one value per head."""
-    eta_max: float = 1.0
-    """``eta_t = eta_max * sigmoid(.)``; the squashing of the gates is not stated (titans-pytorch uses 1.0)."""
-    eta_init: float = 0.1
-    """Initial memory learning rate ``eta_t`` (through the gate bias; not stated in the paper)."""
+    eta_max: float = 0.1
+    """``eta_t = eta_max * sigmoid(.)``; the squashing of the gates is not stated. titans-pytorch caps at 1; TTT
+    uses ``0.1 / head_dim``. Ours caps at 0.1: with the paper's LN'd MLP memory, inner steps near 1 make the outer
+    gradients explode across chunks (measured at tiny scale: global grad norms of 1e3-1e4 at eta 0.1)."""
+    eta_init: float = 0.001
+    """Initial memory learning rate ``eta_t`` (through the gate bias; not stated in the paper; TTT's size)."""
     alpha_init: float = 0.95
     """Initial retention ``alpha_t = sigmoid(.)`` (through the gate bias; not stated in the paper)."""
     delta_init: float = 1.0
