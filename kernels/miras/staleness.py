@@ -15,7 +15,7 @@ from kernels.miras.spec import PRESETS, MemorySpec, weight_shapes
 from kernels.utils import relative_rms
 
 B, T, H, D = 2, 256, 2, 16
-ETA, ALPHA = 0.1, 0.95
+ETAS, ALPHA = (0.001, 0.1), 0.95
 
 
 def inputs(seed: int = 0):
@@ -26,7 +26,7 @@ def inputs(seed: int = 0):
 
     q, k = (F.normalize(randn(B, T, H, D), dim=-1) for _ in range(2))
     v = randn(B, T, H, D)
-    eta = ETA * torch.sigmoid(randn(B, T, H, D))
+    eta = 2 * torch.sigmoid(randn(B, T, H, D))
     alpha = torch.sigmoid(torch.logit(torch.tensor(ALPHA, dtype=torch.float64)) + randn(B, T, H, D))
     delta = F.softplus(randn(B, T, H, D) + 0.5)
     return q, k, v, eta, alpha, delta
@@ -46,22 +46,24 @@ def table() -> str:
     q, k, v, eta, alpha, delta = inputs()
     lines = [
         f"Relative RMS of chunk vs per-token outputs; fp64, B={B}, T={T}, H={H}, D={D}, "
-        f"eta ~ {ETA} sigmoid(N), alpha ~ sigmoid(logit {ALPHA} + N).",
+        f"eta ~ scale * 2 sigmoid(N), alpha ~ sigmoid(logit {ALPHA} + N).",
         "",
-        "| memory | read | chunk 16 | chunk 64 |",
-        "| --- | --- | --- | --- |",
+        "| memory | read | eta scale | chunk 16 | chunk 64 |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for name, spec in PRESETS.items():
         state = initial_state(spec)
-        ref, _ = naive_recurrent_miras(q, k, v, eta, alpha, spec, delta, state)
-        for read in ("chunk", "token"):
-            errors = [
-                relative_rms(
-                    ref, naive_chunk_miras(q, k, v, eta, alpha, spec.replace(read=read), delta, state, chunk_size=c)[0]
-                )
-                for c in (16, 64)
-            ]
-            lines.append(f"| {name} | {read} | {errors[0]:.3f} | {errors[1]:.3f} |")
+        for scale in ETAS:
+            ref, _ = naive_recurrent_miras(q, k, v, scale * eta, alpha, spec, delta, state)
+            for read in ("chunk", "token"):
+                chunked = spec.replace(read=read)
+                errors = [
+                    relative_rms(
+                        ref, naive_chunk_miras(q, k, v, scale * eta, alpha, chunked, delta, state, chunk_size=c)[0]
+                    )
+                    for c in (16, 64)
+                ]
+                lines.append(f"| {name} | {read} | {scale:g} | {errors[0]:.3f} | {errors[1]:.3f} |")
     return "\n".join(lines)
 
 
