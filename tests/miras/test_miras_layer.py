@@ -126,3 +126,11 @@ def test_model_decoding_token_by_token_equals_the_full_forward():
         logits, states = model(ids[:, t : t + 1], states=states)
         steps.append(logits)
     torch.testing.assert_close(torch.cat(steps, 1), full)
+
+
+def test_diagnostics_report_the_gradient_norm(capsys):
+    from miras.diagnostics import main
+
+    assert main(["moneta-340m", "--scale", "smoke", "--set", "model.mixer.eta_init=0.01"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("moneta-340m: loss ") and "grad norm" in out
