@@ -61,6 +61,7 @@ KNOWN_MIXERS = (
     "higher_order_attention",
 )
 BACKENDS = ("auto", "torch", "triton", "fla")
+TTT_MODELS = ("linear", "mlp")
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "64-true")
 
 
@@ -107,6 +108,27 @@ class MixerConfig:
     """Initial Huber threshold ``delta_t = softplus(.)`` (Yaad; not stated in the paper)."""
     delta_input_dependent: bool = True
     """Yaad's ``delta_t`` from the input (paper) or one learned value per channel (Table 4 ablation)."""
+    head_dim: int | None = None
+    """Key width per head of the linear-recurrent baselines (``None``: ``d_model * expand_k / n_head``); Gated
+    DeltaNet uses ``n_head=6`` heads of 256 (its paper and flame's configs)."""
+    ssm_head_dim: int = 64
+    """Value width per head of Mamba2 (64); its head count is ``expand_v * d_model / ssm_head_dim``."""
+    expand_k: float = 1.0
+    """Key width of the linear-recurrent baselines as a multiple of ``d_model`` (GLA: 0.5)."""
+    expand_v: float = 1.0
+    """Value width as a multiple of ``d_model`` (RetNet and Gated DeltaNet: 2; for Mamba and Mamba2 the inner
+    expansion, 2)."""
+    state_size: int = 16
+    """State size ``N`` per channel of Mamba (16) and per head of Mamba2 (128)."""
+    swa_window: int = 2048
+    """Window of the sliding-window attention layers inside the hybrid patterns (``samba``,
+    ``gated_deltanet_h2``, ``*_h``). Miras does not report it; 2048 is the window of Samba and of the Gated
+    DeltaNet hybrids."""
+    ttt_model: str = "linear"
+    """Inner model of ``ttt``: ``linear`` (TTT-Linear, the Table 2 row) or ``mlp`` (TTT-MLP)."""
+    ttt_base_lr: float = 1.0
+    """TTT's inner learning rate ``eta_t = ttt_base_lr * sigmoid(.) / head_dim`` (TTT paper: 1.0 for Linear,
+    0.1 for MLP)."""
 
     def __post_init__(self) -> None:
         _check_choice("mixer", "name", self.name, KNOWN_MIXERS)
@@ -118,6 +140,11 @@ class MixerConfig:
         for name in ("chunk_size", "gate_rank", "eta_max", "delta_init"):
             _check_positive("mixer", name, getattr(self, name))
         _check_positive("mixer", "conv_size", self.conv_size, zero_ok=True)
+        for name in ("expand_k", "expand_v", "state_size", "ssm_head_dim", "swa_window", "ttt_base_lr"):
+            _check_positive("mixer", name, getattr(self, name))
+        if self.head_dim is not None:
+            _check_positive("mixer", "head_dim", self.head_dim)
+        _check_choice("mixer", "ttt_model", self.ttt_model, TTT_MODELS)
         if not 0 < self.eta_init < self.eta_max:
             raise ConfigError(
                 f"mixer.eta_init={self.eta_init!r} is invalid; allowed values: a number in (0, eta_max={self.eta_max})"
@@ -138,6 +165,8 @@ class ModelConfig:
     """Number of blocks."""
     mixer: MixerConfig = field(default_factory=MixerConfig)
     """The token mixer used in every block."""
+    mlp: bool = True
+    """Every block has a SwiGLU MLP after its mixer; Mamba and Mamba2 as published stack mixer-only blocks."""
     mlp_ratio: float = 4.0
     """SwiGLU hidden size is ``mlp_ratio * 2/3 * d_model`` rounded up to ``mlp_multiple_of`` (fla's rule)."""
     mlp_multiple_of: int = 256
@@ -152,7 +181,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "n_layer", "mlp_ratio", "mlp_multiple_of", "norm_eps", "init_std"):
             _check_positive("model", name, getattr(self, name))
-        if self.d_model % self.mixer.n_head:
+        if self.mixer.head_dim is None and self.d_model % self.mixer.n_head:
             raise ConfigError(
                 f"model.d_model={self.d_model} is invalid; allowed values: a multiple of "
                 f"mixer.n_head={self.mixer.n_head}"

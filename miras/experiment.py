@@ -60,10 +60,10 @@ class Run:
 
     def unavailable(self) -> str | None:
         """Why the run cannot be built yet, or None when it can."""
-        from miras.layers import MIXERS
+        from miras.layers import implemented
 
         mixer = preset(self.preset, self.overrides).model.mixer.name
-        if mixer not in MIXERS:
+        if not implemented(mixer):
             return f"mixer {mixer!r} is not implemented yet"
         return None
 

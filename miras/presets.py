@@ -67,6 +67,53 @@ MEMORIES: dict[str, MemorySpec] = {
 """The memory each Miras mixer's preset spells out, so that ``model.mixer.memory.<field>=...`` overrides work."""
 
 
+MEMORIES.update({f"{name}_h": MEMORIES[name] for name in ("moneta", "yaad", "memora")})
+
+
+def architecture(mixer: str, size: Size) -> tuple[dict, dict]:
+    """``(model fields, mixer fields)`` of the baseline ``mixer`` at ``size``: its published layer design, with
+    depth set so that the parameter count stays within 5% of the size label (``python -m miras dry-run
+    experiments/miras/table2.py --scale paper`` prints the counts).
+
+    Sources: flame's ``<mixer>_340M`` / ``_1B`` configs (the fla training setup the Titans and Gated DeltaNet
+    baselines come from) and each baseline's paper. Depth and head counts that those give only at one size
+    follow the rule stated per mixer.
+    """
+    D, L = size.d_model, size.n_layer
+    if mixer == "retnet":
+        # RetNet's values are 2D wide and its FFN is narrowed to 2D to keep the size (RetNet paper, section 3);
+        # heads of 128 keys (fla's default: 8 heads at 1024)
+        return {"mlp_ratio": 2.0}, {"n_head": D // 128, "expand_v": 2.0}
+    if mixer == "gla":
+        return {}, {"n_head": 4, "expand_k": 0.5, "expand_v": 1.0}
+    if mixer in ("mamba", "mamba2"):
+        # mixer-only blocks, twice as many (flame mamba_340M / mamba2_340M: 48 blocks at 1024)
+        state = 16 if mixer == "mamba" else 128
+        return {"n_layer": 2 * L, "mlp": False}, {"expand_v": 2.0, "state_size": state, "ssm_head_dim": 64}
+    if mixer == "deltanet":
+        return {}, {"n_head": D // 128}
+    if mixer == "gated_deltanet":
+        # 6 heads of D/8 keys, values twice as wide, 21 blocks for 24 (flame gated_deltanet_1B: 6 x 256 at 2048)
+        return {"n_layer": round(L * 7 / 8)}, {"n_head": 6, "head_dim": D // 8, "expand_v": 2.0}
+    if mixer == "ttt":
+        return {}, {"chunk_size": 16}
+    if mixer == "samba":
+        # Mamba (expand 2, 16 states) and SWA blocks in turn, each with its MLP (flame samba_1B); a Mamba-MLP
+        # block is 10% heavier than a Llama block, so 22 blocks for 24
+        return {"n_layer": 2 * round(L * 0.91 / 2)}, {"expand_v": 2.0, "state_size": 16}
+    if mixer == "gated_deltanet_h2":
+        # Mamba2, Gated DeltaNet and SWA blocks in turn; 8 heads so that SWA's heads divide D, with GDN's key
+        # width kept at 3D/4; 22 blocks for 24
+        return {"n_layer": round(L * 11 / 12)}, {
+            "n_head": 8,
+            "head_dim": 3 * D // 32,
+            "expand_v": 2.0,
+            "state_size": 128,
+            "ssm_head_dim": 64,
+        }
+    return {}, {}
+
+
 def preset_names() -> list[str]:
     return [f"{mixer}-{size}" for mixer in KNOWN_MIXERS for size in SIZES]
 
@@ -80,11 +127,13 @@ def preset(name: str, overrides: Iterable[str] = ()) -> RunConfig:
             f"and size in {', '.join(SIZES)}"
         )
     size = SIZES[size_key]
+    model_fields, mixer_fields = architecture(mixer, size)
+    mixer_fields = {"n_head": size.n_head, "memory": MEMORIES.get(mixer), **mixer_fields}
     config = RunConfig(
         model=ModelConfig(
             d_model=size.d_model,
-            n_layer=size.n_layer,
-            mixer=MixerConfig(name=mixer, n_head=size.n_head, memory=MEMORIES.get(mixer)),
+            **{"n_layer": size.n_layer, **model_fields},
+            mixer=MixerConfig(name=mixer, **mixer_fields),
         ),
         optim=OptimConfig(lr=size.lr),
         data=DataConfig(seq_len=4096, batch_size=8),

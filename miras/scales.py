@@ -3,20 +3,22 @@
 | scale | where | rule |
 | --- | --- | --- |
 | ``paper`` | SLURM, many GPUs | unchanged |
-| ``small`` | one GPU, < 1 h | width / 2, depth / 2 (>= 4), context / 2, 200M tokens in 256K-token steps |
+| ``small`` | one GPU, < 1 h | width / 2, depth / 2 (>= 4), 64-wide heads, context / 2, 200M tokens, 256K/step |
 | ``tiny`` | a laptop CPU, minutes | width / 8, depth / 6 (>= 2), 32-wide heads, context / 16, 1M tokens, offline |
 | ``smoke`` | tests and CI, seconds | width 32, 2 blocks, context 64, 8 steps, offline corpus |
 
 Sizes keep their order under ``small`` and ``tiny`` (340M > 760M > 1.3B stay ordered), and so do contexts
 (the papers' 4096 becomes 2048 and 256; a context sweep stays a sweep), at a fixed number of tokens per step.
-The tiny and smoke scales train on the offline corpus with its BPE tokenizer (vocabulary 8192) in fp32.
+A preset with an explicit ``head_dim`` (Gated DeltaNet) keeps its head count and shrinks ``head_dim`` like the
+width; the SWA window of the hybrids shrinks like the context. The tiny and smoke scales train on the offline
+corpus with its BPE tokenizer (vocabulary 8192) in fp32.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from miras.config import ConfigError, RunConfig
+from miras.config import ConfigError, MixerConfig, ModelConfig, RunConfig
 
 SCALES = ("paper", "small", "tiny", "smoke")
 OFFLINE_VOCAB = 8192
@@ -25,6 +27,15 @@ TINY_BATCH_TOKENS = 4096
 
 def _round(x: float, multiple: int) -> int:
     return max(multiple, int(round(x / multiple)) * multiple)
+
+
+def _mixer(mixer: MixerConfig, old: ModelConfig, width: int, n_head: int, seq_ratio: float) -> MixerConfig:
+    """The mixer at a new width: ``n_head`` heads, or the preset's heads with ``head_dim`` shrunk like the width
+    when it is set (Gated DeltaNet keeps its head count); SWA windows shrink like the context."""
+    fields = {"n_head": n_head, "swa_window": max(16, round(mixer.swa_window * seq_ratio))}
+    if mixer.head_dim is not None:
+        fields = {**fields, "n_head": mixer.n_head, "head_dim": max(4, round(mixer.head_dim * width / old.d_model))}
+    return dataclasses.replace(mixer, **fields)
 
 
 def apply_scale(config: RunConfig, scale: str) -> RunConfig:
@@ -40,7 +51,7 @@ def apply_scale(config: RunConfig, scale: str) -> RunConfig:
             m,
             d_model=width,
             n_layer=max(4, m.n_layer // 2),
-            mixer=dataclasses.replace(m.mixer, n_head=width // 64),
+            mixer=_mixer(m.mixer, m, width, width // 64, 0.5),
         )
         data = dataclasses.replace(d, seq_len=max(64, d.seq_len // 2), batch_size=16)
         train = dataclasses.replace(t, tokens=200_000_000, batch_tokens=262_144, val_every=250, ckpt_every=250)
@@ -52,7 +63,7 @@ def apply_scale(config: RunConfig, scale: str) -> RunConfig:
             d_model=width,
             n_layer=max(2, m.n_layer // 6),
             vocab_size=OFFLINE_VOCAB,
-            mixer=dataclasses.replace(m.mixer, n_head=width // 32),
+            mixer=_mixer(m.mixer, m, width, width // 32, 1 / 16),
         )
         data = dataclasses.replace(
             d,
@@ -75,7 +86,7 @@ def apply_scale(config: RunConfig, scale: str) -> RunConfig:
         optim = dataclasses.replace(o, warmup_fraction=0.05)
     else:
         model = dataclasses.replace(
-            m, d_model=32, n_layer=2, vocab_size=OFFLINE_VOCAB, mixer=dataclasses.replace(m.mixer, n_head=2)
+            m, d_model=32, n_layer=2, vocab_size=OFFLINE_VOCAB, mixer=_mixer(m.mixer, m, 32, 2, 64 / d.seq_len)
         )
         data = dataclasses.replace(
             d,

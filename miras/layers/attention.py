@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from miras.config import MixerConfig
+from miras.config import ConfigError, MixerConfig
 from miras.layers import register_mixer
 from miras.layers.rotary import apply_rope, positions_from_cu_seqlens, rope_frequencies
 
@@ -29,6 +29,10 @@ class Attention(nn.Module):
 
     def __init__(self, d_model: int, config: MixerConfig, layer_idx: int = 0) -> None:
         super().__init__()
+        if d_model % config.n_head:
+            raise ConfigError(
+                f"mixer.n_head={config.n_head} is invalid for attention; allowed values: a divisor of d_model={d_model}"
+            )
         self.n_head = config.n_head
         self.head_dim = d_model // config.n_head
         self.window = config.window

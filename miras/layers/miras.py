@@ -12,28 +12,8 @@ from kernels.miras import PRESETS, MemorySpec, naive_chunk_miras, weight_shapes
 from kernels.miras.naive import simplex
 from miras.config import ConfigError, MixerConfig
 from miras.layers import register_mixer
+from miras.layers.modules import ShortConvolution
 from miras.layers.rotary import apply_rope, rope_frequencies
-
-
-class ShortConvolution(nn.Module):
-    """Depthwise causal 1D convolution followed by SiLU (the short convolution of Mamba, GDN and Miras).
-
-    ``forward(x[B, T, C], cache[B, K-1, C] or None) -> (y[B, T, C], cache)``: ``cache`` holds the last
-    ``K - 1`` inputs so that a sequence can be continued exactly.
-    """
-
-    def __init__(self, channels: int, kernel_size: int) -> None:
-        super().__init__()
-        self.kernel_size = kernel_size
-        self.conv = nn.Conv1d(channels, channels, kernel_size, groups=channels, bias=False)
-
-    def forward(self, x: torch.Tensor, cache: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        B, T, C = x.shape
-        if cache is None:
-            cache = x.new_zeros(B, self.kernel_size - 1, C)
-        padded = torch.cat([cache.to(x.dtype), x], dim=1)
-        y = F.silu(self.conv(padded.transpose(1, 2)).transpose(1, 2))
-        return y, padded[:, padded.shape[1] - (self.kernel_size - 1) :]
 
 
 class LowRankGate(nn.Module):

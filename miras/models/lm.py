@@ -26,18 +26,20 @@ class SwiGLU(nn.Module):
 
 
 class Block(nn.Module):
-    """``x + mixer(norm(x))`` then ``x + mlp(norm(x))``."""
+    """``x + mixer(norm(x))`` then ``x + mlp(norm(x))`` (mixer-only when ``config.mlp`` is False)."""
 
     def __init__(self, config: ModelConfig, layer_idx: int) -> None:
         super().__init__()
         self.mixer_norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
         self.mixer = build_mixer(config.d_model, config.mixer, layer_idx)
-        self.mlp_norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
-        self.mlp = SwiGLU(config.d_model, config.mlp_hidden)
+        self.mlp_norm = nn.RMSNorm(config.d_model, eps=config.norm_eps) if config.mlp else None
+        self.mlp = SwiGLU(config.d_model, config.mlp_hidden) if config.mlp else None
 
     def forward(self, x, state=None, cu_seqlens=None):
         y, state = self.mixer(self.mixer_norm(x), state=state, cu_seqlens=cu_seqlens)
         x = x + y
+        if self.mlp is None:
+            return x, state
         return x + self.mlp(self.mlp_norm(x)), state
 
 
@@ -64,7 +66,8 @@ class LanguageModel(nn.Module):
         std = self.config.init_std
         for name, module in self.named_modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
-                scale = 1 / math.sqrt(2 * self.config.n_layer) if name.endswith(("o_proj", "down_proj")) else 1.0
+                residual = name.endswith(("o_proj", "out_proj", "down_proj"))
+                scale = 1 / math.sqrt(2 * self.config.n_layer) if residual else 1.0
                 nn.init.normal_(module.weight, std=std * scale)
                 if getattr(module, "bias", None) is not None:
                     nn.init.zeros_(module.bias)

@@ -1,0 +1,72 @@
+"""Pieces shared by the mixers: the short convolution, backend choice and varlen splitting."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from miras.config import ConfigError, MixerConfig
+
+
+class ShortConvolution(nn.Module):
+    """Depthwise causal 1D convolution followed by SiLU (the short convolution of Mamba, GDN and Miras).
+
+    ``forward(x[B, T, C], cache[B, K-1, C] or None) -> (y[B, T, C], cache)``: ``cache`` holds the last
+    ``K - 1`` inputs so that a sequence can be continued exactly.
+    """
+
+    def __init__(self, channels: int, kernel_size: int, bias: bool = False) -> None:
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.conv = nn.Conv1d(channels, channels, kernel_size, groups=channels, bias=bias)
+
+    def forward(self, x: torch.Tensor, cache: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        B, T, C = x.shape
+        if cache is None:
+            cache = x.new_zeros(B, self.kernel_size - 1, C)
+        padded = torch.cat([cache.to(x.dtype), x], dim=1)
+        y = F.silu(self.conv(padded.transpose(1, 2)).transpose(1, 2))
+        return y, padded[:, padded.shape[1] - (self.kernel_size - 1) :]
+
+
+def fla_available() -> bool:
+    return importlib.util.find_spec("fla") is not None
+
+
+def check_backend(config: MixerConfig, allowed: tuple[str, ...] = ("auto", "torch", "fla")) -> None:
+    """Raise :class:`ConfigError` at construction when ``config.backend`` is not one ``config.name`` has."""
+    if config.backend not in allowed:
+        raise ConfigError(
+            f"mixer.backend={config.backend!r} is invalid for mixer.name={config.name!r}; allowed values: "
+            + ", ".join(map(repr, allowed))
+        )
+
+
+def use_fla(backend: str, x: torch.Tensor) -> bool:
+    """Whether to call fla's kernels for ``x``: ``auto`` on CUDA when fla is installed, ``fla`` always (CUDA only).
+
+    Decided per call from the device, so one checkpoint runs on fla's kernels on a GPU and on the torch path
+    on a CPU with the same parameters.
+    """
+    if backend == "fla":
+        if not x.is_cuda or not fla_available():
+            raise RuntimeError(
+                "mixer.backend='fla' needs CUDA tensors and the fla-core package (fla's kernels do not run on a "
+                "CPU); use backend 'auto' or 'torch'"
+            )
+        return True
+    return backend == "auto" and x.is_cuda and fla_available()
+
+
+def split_varlen(
+    step: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, cu_seqlens: torch.Tensor, state: object
+) -> torch.Tensor:
+    """Run ``step`` on each of the sequences packed in ``x[1, T, D]`` at offsets ``cu_seqlens`` and concatenate."""
+    if x.shape[0] != 1 or state is not None:
+        raise ValueError("cu_seqlens needs a batch of size 1 and no state (sequences are packed)")
+    bounds = cu_seqlens.tolist()
+    return torch.cat([step(x[:, a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)], dim=1)
