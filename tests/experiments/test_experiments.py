@@ -38,10 +38,7 @@ def test_table2_is_complete():
     assert len(table.paper_numbers) == 34 * 10
     assert table.paper_numbers["yaad-1.3b", "eval/wikitext/word_perplexity"] == 15.18
     assert table.paper_numbers["moneta_h-760m", "eval/boolq/acc"] == 62.43
-    available = {r.name for r in table.runs if r.unavailable() is None}
-    assert {
-        f"{m}-{s}" for m in ("transformer", "moneta", "yaad", "memora") for s in ("340m", "760m", "1.3b")
-    } <= available
+    assert all(run.unavailable() is None for run in table.runs)
 
 
 def test_dry_run_prints_counts_beside_paper_sizes(capsys):
@@ -49,7 +46,8 @@ def test_dry_run_prints_counts_beside_paper_sizes(capsys):
     out = capsys.readouterr().out
     assert "transformer-340m" in out and "341.10M" in out and "+0.3%" in out
     assert "moneta-340m" in out and "382.34M" in out
-    assert "moneta_h-760m" in out and "unavailable: mixer 'moneta_h' is not implemented yet" in out
+    assert "gated_deltanet_h2-760m" in out and "747.05M" in out and "-1.7%" in out
+    assert "unavailable" not in out
 
 
 def test_training_an_unavailable_run_fails_clearly(capsys, monkeypatch):
@@ -60,13 +58,20 @@ def test_training_an_unavailable_run_fails_clearly(capsys, monkeypatch):
     assert "run 'moneta-340m' is unavailable" in capsys.readouterr().err
 
 
-def test_list_shows_availability(capsys):
+def test_list_shows_availability(capsys, monkeypatch):
+    from miras.layers import MIXERS
+
+    monkeypatch.delitem(MIXERS, "mamba")
     assert main(["list", str(ROOT / "miras" / "table2.py")]) == 0
     out = capsys.readouterr().out
-    assert "transformer-340m" in out and "available" in out and "unavailable" in out
+    assert "transformer-340m" in out and "available" in out
+    assert "samba-760m" in out and "unavailable" in out
 
 
-def test_reproduce_table2_at_smoke_scale(tmp_path, capsys):
+SMOKE_RUNS = ("transformer-*", "moneta-340m", "samba-760m", "gated_deltanet_h2-760m", "mamba-340m", "ttt-340m")
+
+
+def _reproduce_table2_at_smoke_scale(tmp_path, capsys, selection: list[str], expected: int):
     """The `make reproduce-table2 SCALE=smoke` pipeline on the offline corpus that `make install` prepares."""
     from miras.train import offline_corpus_dir
     from reports.render import harvest, render
@@ -74,19 +79,30 @@ def test_reproduce_table2_at_smoke_scale(tmp_path, capsys):
     if not (offline_corpus_dir() / "manifest.json").exists():
         pytest.skip("offline corpus not prepared (run `make install`)")
     table2 = ROOT / "miras" / "table2.py"
-    runs = tmp_path / "runs"
-    assert main(["train", str(table2), "--all", "--scale", "smoke", "--runs-dir", str(runs), "--skip-done"]) == 0
+    args = ["train", str(table2), *selection, "--scale", "smoke", "--runs-dir", str(tmp_path / "runs"), "--skip-done"]
+    assert main(args) == 0
     out = capsys.readouterr().out
-    assert "skip moneta_h-760m: unavailable" in out and "done transformer-1.3b seed0" in out
-    assert "done moneta-340m seed0" in out and "done memora-1.3b seed0" in out
-    seed_dir = runs / "smoke" / "miras" / "table2" / "transformer-340m" / "seed0"
+    assert "done transformer-1.3b seed0" in out and "done samba-760m seed0" in out and "done moneta-340m seed0" in out
+    seed_dir = tmp_path / "runs" / "smoke" / "miras" / "table2" / "transformer-340m" / "seed0"
     assert list(seed_dir.glob("events.out.tfevents.*")) and (seed_dir / "summary.json").exists()
 
-    assert main(["train", str(table2), "--all", "--scale", "smoke", "--runs-dir", str(runs), "--skip-done"]) == 0
+    assert main(args) == 0
     assert "skip transformer-340m seed0: done" in capsys.readouterr().out
 
-    assert len(harvest(runs, tmp_path / "reports")) == 12
+    assert len(harvest(tmp_path / "runs", tmp_path / "reports")) == expected
     md = render(load_experiment(table2), reports_dir=tmp_path / "reports")[0].read_text()
     assert "Scale: **smoke**" in md
-    row = next(line for line in md.splitlines() if line.startswith("| Transformer++ |"))
-    assert row.split(" | ")[1] != "-"  # our val ppl is filled
+    for label in ("Transformer++", "Samba*"):
+        row = next(line for line in md.splitlines() if line.startswith(f"| {label} |"))
+        assert row.split(" | ")[1] != "-"  # our val ppl is filled
+
+
+def test_reproduce_table2_at_smoke_scale(tmp_path, capsys):
+    """A row of every kind (attention, Miras, hybrids, mixer-only Mamba blocks, TTT) through the whole pipeline."""
+    selection = [arg for run in SMOKE_RUNS for arg in ("--run", run)]
+    _reproduce_table2_at_smoke_scale(tmp_path, capsys, selection, expected=8)
+
+
+@pytest.mark.slow
+def test_reproduce_all_of_table2_at_smoke_scale(tmp_path, capsys):
+    _reproduce_table2_at_smoke_scale(tmp_path, capsys, ["--all"], expected=34)

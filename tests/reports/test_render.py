@@ -15,10 +15,10 @@ def fixture_table() -> Table:
         columns=(Column("val/ppl", "Val ppl", higher_is_better=False), Column("eval/piqa/acc", "PIQA", scale=100)),
         runs=(
             Run("transformer-340m", "Transformer++", "340M", "transformer-340m", seeds=(0, 1)),
-            Run("moneta_h-760m", "Moneta-H", "760M", "moneta_h-780m"),
+            Run("rls-760m", "RLS", "760M", "rls-780m"),
             Run("swa-340m", "SWA", "340M", "swa-340m", overrides=("model.mixer.window=512",)),
         ),
-        paper_numbers={("transformer-340m", "eval/piqa/acc"): 62.98, ("moneta_h-760m", "eval/piqa/acc"): 63.99},
+        paper_numbers={("transformer-340m", "eval/piqa/acc"): 62.98, ("rls-760m", "eval/piqa/acc"): 63.99},
     )
 
 
@@ -57,7 +57,7 @@ def test_render_reduces_marks_missing_and_stale(tmp_path):
     md = md_path.read_text()
     assert "Scale: **tiny**" in md
     assert "| Transformer++ | 11.00 | - | - | 62.00 | 62.98 | -0.98 |" in md
-    assert "| Moneta-H (unavailable) | - | - | - | - | 63.99 | - |" in md
+    assert "| RLS (unavailable) | - | - | - | - | 63.99 | - |" in md
     assert "| SWA | stale | - | - | - | - | - |" in md
     assert "abc1234567" in md and "summaries: 3" in md
     rows = csv_path.read_text().splitlines()
