@@ -169,12 +169,15 @@ def naive_chunk_gated_delta_rule(
 
     S = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(dtype)
     outputs = []
-    for n in range(N):
-        u = U[:, :, n] - W[:, :, n] @ S
-        outputs.append(q_decayed[:, :, n] @ S + scores[:, :, n] @ u)
-        if chunk_decay is not None:
-            S = S * chunk_decay[:, :, n]
-        S = S + k_to_end[:, :, n].transpose(-1, -2) @ u
+    # unbind, not indexing: the backward of each index would write a full-size gradient
+    decays = chunk_decay.unbind(2) if chunk_decay is not None else [None] * N
+    per_chunk = (t.unbind(2) for t in (U, W, q_decayed, scores, k_to_end))
+    for (U_n, W_n, q_n, s_n, k_n), d_n in zip(zip(*per_chunk, strict=True), decays, strict=True):
+        u = U_n - W_n @ S
+        outputs.append(q_n @ S + s_n @ u)
+        if d_n is not None:
+            S = S * d_n
+        S = S + k_n.transpose(-1, -2) @ u
 
     if not outputs:
         return v.new_zeros(B, 0, H, V).to(out_dtype), (S if output_final_state else None)

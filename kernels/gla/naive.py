@@ -45,13 +45,14 @@ def naive_recurrent_gla(
     Returns ``o[B, T, H, V]`` (dtype of ``v``) and the final state ``[B, H, K, V]`` in fp32 (fp64 for fp64
     inputs; or None).
     """
-    dtype, T = v.dtype, q.shape[1]
+    dtype = v.dtype
     scale, state, (q, k, v, g) = _prepare(q, k, v, g, scale, initial_state)
     decay = g.exp() if g.dim() == 4 else g.exp()[..., None]
     outputs = []
-    for t in range(T):
-        state = decay[:, t, :, :, None] * state + k[:, t, :, :, None] * v[:, t, :, None, :]
-        outputs.append(torch.einsum("bhk,bhkv->bhv", q[:, t] * scale, state))
+    # unbind, not indexing: the backward of each index would write a full-size gradient
+    for d_t, q_t, k_t, v_t in zip(*(t.unbind(1) for t in (decay, q, k, v)), strict=True):
+        state = d_t[..., None] * state + k_t[..., :, None] * v_t[..., None, :]
+        outputs.append(torch.einsum("bhk,bhkv->bhv", q_t * scale, state))
     return torch.stack(outputs, 1).to(dtype), state if output_final_state else None
 
 
@@ -100,9 +101,9 @@ def naive_chunk_gla(
     chunk_decay = G[..., -1, :].exp()[..., None]
 
     reads = []
-    for n in range(N):
-        reads.append(q_read[:, :, n] @ state)
-        state = chunk_decay[:, :, n] * state + k_write[:, :, n].transpose(-1, -2) @ v[:, :, n]
+    for q_n, d_n, k_n, v_n in zip(*(t.unbind(2) for t in (q_read, chunk_decay, k_write, v)), strict=True):
+        reads.append(q_n @ state)
+        state = d_n * state + k_n.transpose(-1, -2) @ v_n
     o = o + torch.stack(reads, 2)
     o = o.permute(0, 2, 3, 1, 4).reshape(B, N * C, H, V)[:, :T]
     return o.to(dtype), state if output_final_state else None
@@ -132,7 +133,7 @@ def naive_selective_scan(
     decay = (dt[..., None] * A).exp()
     write = (dt * x)[..., None] * B[:, :, None, :]
     outputs = []
-    for t in range(x.shape[1]):
-        h = decay[:, t] * h + write[:, t]
-        outputs.append((h * C[:, t, None, :]).sum(-1))
+    for d_t, w_t, c_t in zip(decay.unbind(1), write.unbind(1), C.unbind(1), strict=True):
+        h = d_t * h + w_t
+        outputs.append((h @ c_t[..., None])[..., 0])
     return torch.stack(outputs, 1).to(dtype), h if output_final_state else None

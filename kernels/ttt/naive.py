@@ -144,8 +144,8 @@ def naive_chunk_ttt_linear(
     hb = _state_or_zeros(initial_state_bias, (batch, heads, 1, dv), k)
 
     outs = []
-    for start in range(0, length, chunk_size):
-        qc, kc, vc, ec = (x[:, :, start : start + chunk_size] for x in (q, k, v, eta))
+    # split, not slicing: the backward of each slice would write a full-size gradient
+    for qc, kc, vc, ec in zip(*(x.split(chunk_size, dim=2) for x in (q, k, v, eta)), strict=True):
         n = kc.shape[-2]
         g = _recon_grad(kc @ h + hb, kc, vc, w, b, eps)
         # the constant 1 is the bias c's input, so c is updated by the same masked sum as W
@@ -290,8 +290,7 @@ def naive_chunk_ttt_mlp(
     w1, b1, w2, b2 = (_state_or_zeros(s, shape, k) for s, shape in zip(initial_state, shapes, strict=True))
 
     outs = []
-    for start in range(0, length, chunk_size):
-        qc, kc, vc, ec = (x[:, :, start : start + chunk_size] for x in (q, k, v, eta))
+    for qc, kc, vc, ec in zip(*(x.split(chunk_size, dim=2) for x in (q, k, v, eta)), strict=True):
         mask = ~_causal(kc.shape[-2], kc)
         pre = kc @ w1 + b1
         act = F.gelu(pre)
