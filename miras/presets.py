@@ -8,6 +8,11 @@ marked "not from Miras" in ``SIZES[...].source``.
 Embedding tying is not stated either. With tied embeddings the Transformer++ counts are 341M (label 340M),
 729M (Table 2 label 760M, Table 5 label 780M) and 1.30B (label 1.3B); untied ones would be 374M, 778M and
 1.36B. Tying matches two of the three labels and keeps one rule for all sizes, so it is the default.
+
+The baselines keep the size's width and take their layer design from :func:`architecture`. The paper copies
+their numbers from the Titans and Gated DeltaNet papers, which trained them with fla/flame at the same labels,
+so depth is the one free knob and is set to land within 5% of the label (Mamba/Mamba2: twice the blocks and no
+MLP, as published).
 """
 
 from __future__ import annotations

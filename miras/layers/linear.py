@@ -122,7 +122,7 @@ class MultiScaleRetention(LinearRecurrentMixer):
         self.register_buffer("log_gamma", gamma.log().float(), persistent=False)
 
     def recurrence(self, x, q, k, v, initial_state, fla: bool):
-        g = self.log_gamma.expand(*q.shape[:2], -1)
+        g = self.log_gamma.expand(*q.shape[:2], -1).contiguous()
         if fla:
             from fla.ops.simple_gla import chunk_simple_gla
 

@@ -98,7 +98,7 @@ class Mamba2(_StateSpaceMixer):
         h = h.view(Bsz, T, self.n_head, self.P)
         dt = F.softplus(dt.float() + self.dt_bias)
         g = -self.A_log.float().exp() * dt
-        q, k = (t[:, :, None].expand(Bsz, T, self.n_head, self.N) for t in (C, B))
+        q, k = (t[:, :, None].expand(Bsz, T, self.n_head, self.N).contiguous() for t in (C, B))
         v = h * dt[..., None].to(h.dtype)
         if use_fla(self.backend, x):
             from fla.ops.simple_gla import chunk_simple_gla

@@ -120,6 +120,8 @@ class TTT(nn.Module):
             )
         if fla:
             from fla.ops.ttt import chunk_ttt_linear as op
+
+            weights = tuple(t.contiguous() for t in weights)  # the learned W_0 is broadcast over the batch
         else:
             op = naive_chunk_ttt_linear
         o, W, c = op(

@@ -158,3 +158,28 @@ def test_ttt_mlp_carries_its_state():
     b, _ = m(x[:, 21:], state)
     torch.testing.assert_close(torch.cat([a, b], 1), whole)
     assert len(state["weights"]) == 4 and state["pending"]["k"].shape[1] == 21 % 16
+
+
+def test_benchmark_writes_a_table(tmp_path):
+    from miras.benchmark import main
+
+    out = tmp_path / "bench.md"
+    args = ["--mixers", "gla", "mamba2", "--size", "340m", "--layers", "1", "--seq-len", "32", "--batch", "1"]
+    assert main([*args, "--warmup", "0", "--steps", "1", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| gla |" in text and "| mamba2 |" in text and "Git:" in text and "torch" in text
+
+
+@pytest.mark.parametrize("name", FLA_MIXERS)
+def test_a_checkpoint_moves_between_backends(name):
+    """A model built for fla's kernels loads strictly into the torch path (same parameter names and shapes)."""
+    config = apply_scale(preset(f"{name}-340m"), "smoke").model
+
+    def with_backend(backend: str) -> LanguageModel:
+        return LanguageModel(dataclasses.replace(config, mixer=dataclasses.replace(config.mixer, backend=backend)))
+
+    fast, slow, auto = with_backend("fla"), with_backend("torch"), with_backend("auto")
+    slow.load_state_dict(fast.state_dict(), strict=True)
+    auto.load_state_dict(fast.state_dict(), strict=True)
+    ids = torch.randint(0, config.vocab_size, (1, 9))
+    torch.testing.assert_close(slow(ids)[0], auto(ids)[0])
