@@ -16,26 +16,11 @@ from pathlib import Path
 
 import torch
 
-from miras.config import override
+from miras.config import KNOWN_MIXERS, override
+from miras.layers import implemented
 from miras.lit.callbacks import git_state
 from miras.models import LanguageModel, count_parameters
 from miras.presets import preset
-
-MIXERS = (
-    "transformer",
-    "retnet",
-    "gla",
-    "mamba",
-    "mamba2",
-    "deltanet",
-    "gated_deltanet",
-    "ttt",
-    "samba",
-    "gated_deltanet_h2",
-    "moneta",
-    "yaad",
-    "memora",
-)
 
 
 def step_time(name: str, args: argparse.Namespace, device: torch.device) -> tuple[float, int]:
@@ -66,7 +51,7 @@ def step_time(name: str, args: argparse.Namespace, device: torch.device) -> tupl
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--mixers", nargs="*", default=list(MIXERS))
+    p.add_argument("--mixers", nargs="*", default=[m for m in KNOWN_MIXERS if implemented(m)])
     p.add_argument("--size", default="340m")
     p.add_argument("--layers", type=int, default=0, help="blocks per model (0: the preset's)")
     p.add_argument("--seq-len", type=int, default=2048)
