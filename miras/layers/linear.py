@@ -203,7 +203,7 @@ class GatedDeltaNet(DeltaNet):
         super().__init__(d_model, config, layer_idx)
         H = config.n_head
         self.a_proj = nn.Linear(d_model, H, bias=False)
-        self.A_log = nn.Parameter(torch.empty(H).uniform_(1, 16).log())
+        self.A_log = nn.Parameter(torch.empty(H).uniform_(0, 16).log())
         self.dt_bias = nn.Parameter(_dt_bias_init(H))
 
     def gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
