@@ -55,6 +55,12 @@ def _cmd_dry_run(args) -> int:
     return 0
 
 
+def _stale(out: Path, chash: str) -> bool:
+    """Whether run folder ``out`` exists with a ``config.json`` of another config hash than ``chash``."""
+    saved = out / "config.json"
+    return saved.exists() and json.loads(saved.read_text()).get("config_hash") != chash
+
+
 def _cmd_train(args) -> int:
     from miras.train import train
 
@@ -75,10 +81,14 @@ def _cmd_train(args) -> int:
             seeded = run.config(args.scale, tuple(args.set), seed=seed)
             out = run_dir(args.runs_dir, args.scale, table, run, seed)
             summary = out / "summary.json"
+            force = args.force
             if args.skip_done and summary.exists():
                 if json.loads(summary.read_text()).get("config_hash") == config_hash(seeded):
                     print(f"skip {run.name} seed{seed}: done ({summary})")
                     continue
+            if args.skip_done and _stale(out, config_hash(seeded)):
+                print(f"restart {run.name} seed{seed}: {out} was trained with another config than the declaration's")
+                force = True
             meta = {"paper": table.paper, "table": table.key, "run": run.name, "seed": seed, "scale": args.scale}
             print(f"train {run.name} seed{seed} at scale {args.scale} -> {out}")
             result = train(
@@ -86,7 +96,7 @@ def _cmd_train(args) -> int:
                 out,
                 meta,
                 resume=args.resume or (args.all and (out / "checkpoints/last.ckpt").exists()),
-                force=args.force,
+                force=force,
                 accelerator=args.accelerator,
                 devices=args.devices,
                 num_nodes=args.num_nodes,
@@ -135,7 +145,11 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     tr.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     tr.add_argument("--force", action="store_true", help="delete the run folder and start over")
-    tr.add_argument("--skip-done", action="store_true", help="skip runs whose summary has the same config hash")
+    tr.add_argument(
+        "--skip-done",
+        action="store_true",
+        help="skip runs whose summary has the same config hash; restart folders trained with another config",
+    )
     tr.add_argument("--runs-dir", default=str(REPO / "runs"))
     tr.add_argument("--accelerator", default="auto")
     tr.add_argument("--devices", type=_devices, default="auto")

@@ -89,6 +89,22 @@ def _reproduce_table2_at_smoke_scale(tmp_path, capsys, selection: list[str], exp
     assert main(args) == 0
     assert "skip transformer-340m seed0: done" in capsys.readouterr().out
 
+    # a folder trained under another config (here: a changed learning rate) is restarted, not resumed
+    changed = [
+        "train",
+        str(table2),
+        "--run",
+        "transformer-340m",
+        "--scale",
+        "smoke",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+    ]
+    assert main([*changed, "--skip-done", "--set", "optim.lr=1e-3"]) == 0
+    assert "restart transformer-340m seed0" in capsys.readouterr().out
+    assert main(args) == 0
+    assert "restart transformer-340m seed0" in capsys.readouterr().out
+
     assert len(harvest(tmp_path / "runs", tmp_path / "reports")) == expected
     md = render(load_experiment(table2), reports_dir=tmp_path / "reports")[0].read_text()
     assert "Scale: **smoke**" in md
