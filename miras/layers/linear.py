@@ -8,8 +8,6 @@ with the same parameters.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,20 +16,13 @@ from kernels.delta_rule import naive_chunk_gated_delta_rule
 from kernels.gla import naive_chunk_gla
 from miras.config import ConfigError, MixerConfig
 from miras.layers import register_mixer
-from miras.layers.modules import ShortConvolution, check_backend, split_varlen, use_fla
+from miras.layers.modules import ShortConvolution, check_backend, dt_bias_init, split_varlen, use_fla, width
 from miras.layers.rotary import apply_rope, rope_frequencies
 
 GLA_GATE_RANK = 16
 """Rank of GLA's low-rank forget-gate projection (GLA paper, section 4.4)."""
 GLA_GATE_NORMALIZER = 16
 """GLA's ``alpha_t = sigmoid(x W)^(1/16)``: the log-decay is ``logsigmoid(.) / 16`` (GLA paper, section 4.4)."""
-
-
-def _width(d_model: int, expand: float, field: str) -> int:
-    width = d_model * expand
-    if not math.isclose(width, round(width)):
-        raise ConfigError(f"mixer.{field}={expand!r} is invalid; allowed values: d_model * {field} an integer")
-    return round(width)
 
 
 class LinearRecurrentMixer(nn.Module):
@@ -116,8 +107,8 @@ class MultiScaleRetention(LinearRecurrentMixer):
     rope = True
 
     def __init__(self, d_model: int, config: MixerConfig, layer_idx: int = 0) -> None:
-        key_dim = _width(d_model, config.expand_k, "expand_k")
-        super().__init__(d_model, config, key_dim, _width(d_model, config.expand_v, "expand_v"), config.n_head)
+        key_dim = width(d_model, config.expand_k, "expand_k")
+        super().__init__(d_model, config, key_dim, width(d_model, config.expand_v, "expand_v"), config.n_head)
         gamma = 1 - 2.0 ** (-5.0 - torch.arange(config.n_head, dtype=torch.float64))
         self.register_buffer("log_gamma", gamma.log().float(), persistent=False)
 
@@ -136,8 +127,8 @@ class GatedLinearAttention(LinearRecurrentMixer):
     ``log alpha_t = logsigmoid(.) / 16``, keys ``expand_k * D`` wide (GLA: 0.5), a swish output gate."""
 
     def __init__(self, d_model: int, config: MixerConfig, layer_idx: int = 0) -> None:
-        key_dim = _width(d_model, config.expand_k, "expand_k")
-        super().__init__(d_model, config, key_dim, _width(d_model, config.expand_v, "expand_v"), config.n_head)
+        key_dim = width(d_model, config.expand_k, "expand_k")
+        super().__init__(d_model, config, key_dim, width(d_model, config.expand_v, "expand_v"), config.n_head)
         self.gk_proj = nn.Sequential(
             nn.Linear(d_model, GLA_GATE_RANK, bias=False), nn.Linear(GLA_GATE_RANK, key_dim, bias=True)
         )
@@ -156,8 +147,8 @@ def _delta_widths(d_model: int, config: MixerConfig) -> tuple[int, int]:
     set (Gated DeltaNet), else ``expand_k * D`` and ``expand_v * D`` (DeltaNet)."""
     if config.head_dim is not None:
         key_dim = config.n_head * config.head_dim
-        return key_dim, _width(key_dim, config.expand_v, "expand_v")
-    return _width(d_model, config.expand_k, "expand_k"), _width(d_model, config.expand_v, "expand_v")
+        return key_dim, width(key_dim, config.expand_v, "expand_v")
+    return width(d_model, config.expand_k, "expand_k"), width(d_model, config.expand_v, "expand_v")
 
 
 @register_mixer("deltanet")
@@ -204,14 +195,8 @@ class GatedDeltaNet(DeltaNet):
         H = config.n_head
         self.a_proj = nn.Linear(d_model, H, bias=False)
         self.A_log = nn.Parameter(torch.empty(H).uniform_(0, 16).log())
-        self.dt_bias = nn.Parameter(_dt_bias_init(H))
+        self.dt_bias = nn.Parameter(dt_bias_init(H))
 
     def gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         g = -self.A_log.float().exp() * F.softplus(self.a_proj(x).float() + self.dt_bias)
         return g, torch.sigmoid(self.b_proj(x))
-
-
-def _dt_bias_init(n: int, dt_min: float = 1e-3, dt_max: float = 0.1, floor: float = 1e-4) -> torch.Tensor:
-    """Mamba's time-step bias: ``softplus^-1`` of a log-uniform ``dt`` in ``[dt_min, dt_max]``."""
-    dt = torch.exp(torch.rand(n) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=floor)
-    return dt + torch.log(-torch.expm1(-dt))

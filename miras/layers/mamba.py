@@ -13,8 +13,7 @@ from torch import nn
 from kernels.gla import naive_chunk_gla, naive_selective_scan
 from miras.config import ConfigError, MixerConfig
 from miras.layers import register_mixer
-from miras.layers.linear import _dt_bias_init, _width
-from miras.layers.modules import ShortConvolution, check_backend, split_varlen, use_fla
+from miras.layers.modules import ShortConvolution, check_backend, dt_bias_init, split_varlen, use_fla, width
 
 
 class _StateSpaceMixer(nn.Module):
@@ -40,13 +39,13 @@ class Mamba(_StateSpaceMixer):
     def __init__(self, d_model: int, config: MixerConfig, layer_idx: int = 0) -> None:
         super().__init__()
         check_backend(config, ("auto", "torch"))
-        inner, N = _width(d_model, config.expand_v, "expand_v"), config.state_size
+        inner, N = width(d_model, config.expand_v, "expand_v"), config.state_size
         self.dt_rank = math.ceil(d_model / 16)
         self.in_proj = nn.Linear(d_model, 2 * inner, bias=False)
         self.conv = ShortConvolution(inner, config.conv_size or 1, bias=True)
         self.x_proj = nn.Linear(inner, self.dt_rank + 2 * N, bias=False)
         self.dt_proj = nn.Linear(self.dt_rank, inner, bias=False)
-        self.dt_bias = nn.Parameter(_dt_bias_init(inner))
+        self.dt_bias = nn.Parameter(dt_bias_init(inner))
         self.A_log = nn.Parameter(torch.arange(1, N + 1, dtype=torch.float32).log().repeat(inner, 1))
         self.D = nn.Parameter(torch.ones(inner))
         self.out_proj = nn.Linear(inner, d_model, bias=False)
@@ -76,7 +75,7 @@ class Mamba2(_StateSpaceMixer):
         super().__init__()
         check_backend(config)
         self.backend = config.backend
-        inner, N, P = _width(d_model, config.expand_v, "expand_v"), config.state_size, config.ssm_head_dim
+        inner, N, P = width(d_model, config.expand_v, "expand_v"), config.state_size, config.ssm_head_dim
         if inner % P:
             raise ConfigError(
                 f"mixer.ssm_head_dim={P} is invalid; allowed values: a divisor of expand_v * d_model = {inner}"
@@ -84,7 +83,7 @@ class Mamba2(_StateSpaceMixer):
         self.inner, self.N, self.P, self.n_head = inner, N, P, inner // P
         self.in_proj = nn.Linear(d_model, 2 * inner + 2 * N + self.n_head, bias=False)
         self.conv = ShortConvolution(inner + 2 * N, config.conv_size or 1, bias=True)
-        self.dt_bias = nn.Parameter(_dt_bias_init(self.n_head))
+        self.dt_bias = nn.Parameter(dt_bias_init(self.n_head))
         self.A_log = nn.Parameter(torch.empty(self.n_head).uniform_(1, 16).log())
         self.D = nn.Parameter(torch.ones(self.n_head))
         self.norm = nn.RMSNorm(inner, eps=1e-5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 from collections.abc import Callable
 
 import torch
@@ -70,3 +71,16 @@ def split_varlen(
         raise ValueError("cu_seqlens needs a batch of size 1 and no state (sequences are packed)")
     bounds = cu_seqlens.tolist()
     return torch.cat([step(x[:, a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)], dim=1)
+
+
+def width(d_model: int, expand: float, field: str) -> int:
+    width = d_model * expand
+    if not math.isclose(width, round(width)):
+        raise ConfigError(f"mixer.{field}={expand!r} is invalid; allowed values: d_model * {field} an integer")
+    return round(width)
+
+
+def dt_bias_init(n: int, dt_min: float = 1e-3, dt_max: float = 0.1, floor: float = 1e-4) -> torch.Tensor:
+    """Mamba's time-step bias: ``softplus^-1`` of a log-uniform ``dt`` in ``[dt_min, dt_max]``."""
+    dt = torch.exp(torch.rand(n) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=floor)
+    return dt + torch.log(-torch.expm1(-dt))
