@@ -7,6 +7,7 @@ next to every result as ``config.json`` together with :func:`config_hash`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -228,19 +229,37 @@ class OptimConfig:
             )
 
 
-DATASETS = ("offline", "local")
+DATASETS = ("offline", "local", "fineweb", "fineweb-edu", "slimpajama", "c4", "memmap")
+PACKINGS = ("fixed", "varlen")
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Text data: parquet/jsonl shards with a ``text`` column, tokenised and packed to ``seq_len``."""
+    """Text data: documents from a corpus (see ``data/sources.py``), tokenised and packed to ``seq_len``."""
 
     dataset: str = "offline"
-    """``offline``: the corpus ``make install`` prepares; ``local``: parquet/jsonl shards under ``path``."""
+    """``offline``: the corpus ``make install`` prepares; ``local``: parquet/jsonl shards under ``path``;
+    ``fineweb``, ``fineweb-edu``, ``slimpajama``, ``c4``: that Hub dataset, or its shards under ``path``;
+    ``memmap``: token shards written by ``python -m data.prepare`` under ``path``."""
+    name: str | None = None
+    """Hub config of the dataset (FineWeb: ``sample-10BT``, ``sample-100BT``, ``sample-350BT``; C4: ``en``);
+    ``None``: the dataset's default."""
     path: str | None = None
-    """Folder of ``train-*``/``validation-*`` shards (``local``); ``None`` uses the offline corpus folder."""
+    """Folder of shards (``local``, ``memmap``, or a Hub dataset downloaded beforehand); ``None``: the offline
+    corpus folder (``offline``) or the Hub."""
     tokenizer: str | None = None
-    """Path of a ``tokenizer.json``; ``None`` uses the BPE tokenizer of the offline corpus."""
+    """A ``tokenizer.json`` path, a SentencePiece ``.model`` path or a Hub repo id; ``None``: the BPE tokenizer of
+    the offline corpus (``memmap`` uses the tokenizer its manifest records)."""
+    text_field: str = "text"
+    """Column holding the document text."""
+    streaming: bool = True
+    """Hub datasets: stream them (True) or download them to the ``datasets`` cache first (False)."""
+    val_fraction: float = 0.0005
+    """Share of documents held out for validation (chosen by a hash of the text) when the source has no
+    validation split (FineWeb, FineWeb-Edu, a folder without ``validation`` shards)."""
+    packing: str = "fixed"
+    """``fixed``: ``[B, seq_len]`` windows of the EOS-joined token stream; ``varlen``: the same windows as one row
+    with ``cu_seqlens`` at document ends, so that no token sees another document."""
     seq_len: int = 4096
     """Tokens per training sequence (the papers' context length is 4096)."""
     batch_size: int = 8
@@ -248,14 +267,19 @@ class DataConfig:
     num_workers: int = 0
     """DataLoader worker processes per rank."""
     shuffle_buffer: int = 1000
-    """Documents held in the shuffle buffer (0 disables shuffling)."""
+    """Documents held in the shuffle buffer (0 disables shuffling; ``memmap`` shuffles windows when > 0)."""
     val_batches: int = 16
     """Validation batches per evaluation (per rank)."""
 
     def __post_init__(self) -> None:
         _check_choice("data", "dataset", self.dataset, DATASETS)
-        if self.dataset == "local" and not self.path:
-            raise ConfigError("data.path is required when data.dataset='local'; allowed values: a folder of shards")
+        _check_choice("data", "packing", self.packing, PACKINGS)
+        if self.dataset in ("local", "memmap") and not self.path:
+            raise ConfigError(
+                f"data.path is required when data.dataset={self.dataset!r}; allowed values: a folder of shards"
+            )
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"data.val_fraction={self.val_fraction!r} is invalid; allowed values: a number in (0, 1)")
         for name in ("seq_len", "batch_size", "val_batches"):
             _check_positive("data", name, getattr(self, name))
         for name in ("num_workers", "shuffle_buffer"):
@@ -317,9 +341,35 @@ def to_dict(config: Any) -> dict:
     return dataclasses.asdict(config)
 
 
+# Fields added after results were recorded, with the value that reproduces the behaviour from before they
+# existed. A field at that value is left out of the hash, so adding it does not make old summaries stale;
+# changing its default later means removing it from this table.
+ADDED_FIELDS: dict[str, Any] = {
+    "data.name": None,
+    "data.text_field": "text",
+    "data.streaming": True,
+    "data.packing": "fixed",
+    "data.val_fraction": 0.0005,
+}
+
+
+def _drop_added(data: dict) -> dict:
+    data = copy.deepcopy(data)
+    for path, neutral in ADDED_FIELDS.items():
+        *parents, leaf = path.split(".")
+        node = data
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node and node[leaf] == neutral:
+            del node[leaf]
+    return data
+
+
 def config_hash(config: Any) -> str:
-    """Short stable hash of a config's content (12 hex digits of sha256 over sorted JSON)."""
-    blob = json.dumps(to_dict(config), sort_keys=True, default=str).encode()
+    """Short stable hash of a config's content (12 hex digits of sha256 over sorted JSON).
+
+    Fields of :data:`ADDED_FIELDS` at their neutral value are left out, so hashes survive schema growth."""
+    blob = json.dumps(_drop_added(to_dict(config)), sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
 

@@ -3,7 +3,9 @@
 A preset is ``<mixer>-<size>``. The sizes come from Miras Table 5 (App. C); the 1.3B layout is not in the
 paper. Fields the paper does not state (optimizer, schedule, batch, tokenizer) follow the Titans recipe that
 Miras builds on: AdamW, cosine decay, weight decay 0.1, 0.5M-token batches, Llama-2 32K vocabulary, and are
-marked "not from Miras" in ``SIZES[...].source``.
+marked "not from Miras" in ``SIZES[...].source``. The corpus is FineWeb-Edu (Miras section 6: language
+modelling and commonsense reasoning), config ``sample-100BT``, the smallest sample that holds the 1.3B run's
+100B tokens; the C4 scaling experiments override ``data.dataset``.
 
 Embedding tying is not stated either. With tied embeddings the Transformer++ counts are 341M (label 340M),
 729M (Table 2 label 760M, Table 5 label 780M) and 1.30B (label 1.3B); untied ones would be 374M, 778M and
@@ -20,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from data.tokenizer import LLAMA2
 from kernels.miras import PRESETS as MEMORY_PRESETS
 from kernels.miras import MemorySpec
 from miras.config import (
@@ -141,7 +144,7 @@ def preset(name: str, overrides: Iterable[str] = ()) -> RunConfig:
             mixer=MixerConfig(name=mixer, **mixer_fields),
         ),
         optim=OptimConfig(lr=size.lr),
-        data=DataConfig(seq_len=4096, batch_size=8),
+        data=DataConfig(dataset="fineweb-edu", name="sample-100BT", tokenizer=LLAMA2, seq_len=4096, batch_size=8),
         train=TrainConfig(tokens=size.tokens, batch_tokens=524_288),
     )
     return override(config, overrides)

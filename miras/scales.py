@@ -18,11 +18,15 @@ from __future__ import annotations
 
 import dataclasses
 
-from miras.config import ConfigError, MixerConfig, ModelConfig, RunConfig
+from miras.config import ConfigError, DataConfig, MixerConfig, ModelConfig, RunConfig
 
 SCALES = ("paper", "small", "tiny", "smoke")
 OFFLINE_VOCAB = 8192
 TINY_BATCH_TOKENS = 4096
+# tiny and smoke read the offline corpus, whatever corpus the paper-scale run names
+OFFLINE_SOURCE = {
+    name: getattr(DataConfig(), name) for name in ("dataset", "name", "path", "tokenizer", "text_field", "streaming")
+}
 
 
 def _round(x: float, multiple: int) -> int:
@@ -67,9 +71,7 @@ def apply_scale(config: RunConfig, scale: str) -> RunConfig:
         )
         data = dataclasses.replace(
             d,
-            dataset="offline",
-            path=None,
-            tokenizer=None,
+            **OFFLINE_SOURCE,
             seq_len=(seq_len := max(64, d.seq_len // 16)),
             batch_size=max(1, TINY_BATCH_TOKENS // seq_len),
             val_batches=8,
@@ -90,9 +92,7 @@ def apply_scale(config: RunConfig, scale: str) -> RunConfig:
         )
         data = dataclasses.replace(
             d,
-            dataset="offline",
-            path=None,
-            tokenizer=None,
+            **OFFLINE_SOURCE,
             seq_len=64,
             batch_size=4,
             val_batches=2,

@@ -30,21 +30,35 @@ def offline_corpus_dir() -> Path:
 
 
 def build_datamodule(config: RunConfig):
+    """The DataModule of ``config.data``: token shards (``memmap``) or a text source packed on the fly."""
+    from data.memmap import MemmapDataModule
+    from data.sources import document_sources
     from data.text import TextDataModule
 
     d = config.data
-    folder = Path(d.path) if d.path else offline_corpus_dir()
-    tokenizer = Path(d.tokenizer) if d.tokenizer else offline_corpus_dir() / "tokenizer.json"
-    dm = TextDataModule(
-        folder,
-        tokenizer,
+    common = dict(
         seq_len=d.seq_len,
         batch_size=d.batch_size,
         num_workers=d.num_workers,
-        shuffle_buffer=d.shuffle_buffer,
         val_batches=d.val_batches,
         seed=config.train.seed,
+        packing=d.packing,
     )
+    if d.dataset == "memmap":
+        dm = MemmapDataModule(d.path, shuffle=d.shuffle_buffer > 0, **common)
+        tokenizer = dm.tokenizer
+    else:
+        path = d.path if d.path or d.dataset != "offline" else offline_corpus_dir()
+        sources = document_sources(
+            d.dataset,
+            path=path,
+            name=d.name,
+            streaming=d.streaming,
+            text_field=d.text_field,
+            val_fraction=d.val_fraction,
+        )
+        tokenizer = d.tokenizer or str(offline_corpus_dir() / "tokenizer.json")
+        dm = TextDataModule(sources, tokenizer, shuffle_buffer=d.shuffle_buffer, **common)
     if dm.vocab_size() > config.model.vocab_size:
         raise ConfigError(
             f"model.vocab_size={config.model.vocab_size} is invalid for tokenizer {tokenizer}; allowed values: "

@@ -59,3 +59,20 @@ def tiny_corpus(tmp_path_factory):
     )
     train_bpe(train, vocab_size=300, path=root / "tokenizer.json")
     return root
+
+
+@pytest.fixture(scope="session")
+def prepared_corpus(tiny_corpus, tmp_path_factory):
+    """``tiny_corpus`` tokenised by ``python -m data.prepare`` into memory-mapped shards of ~1500 tokens."""
+    from data.prepare import prepare
+
+    out = tmp_path_factory.mktemp("prepared")
+    prepare(
+        "local",
+        out,
+        tokenizer=str(tiny_corpus / "tokenizer.json"),
+        path=str(tiny_corpus),
+        shard_tokens=1500,
+        progress=False,
+    )
+    return out

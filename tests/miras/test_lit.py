@@ -4,7 +4,7 @@ import lightning as L
 import pytest
 import torch
 
-from miras.config import DataConfig, MixerConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+from miras.config import DataConfig, MixerConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig, override
 from miras.lit import LanguageModelModule
 from miras.lit.lm_module import warmup_cosine
 from miras.models import LanguageModel
@@ -107,3 +107,39 @@ def test_run_folder_holds_config_events_and_summary(tiny_corpus, tmp_path):
     assert {"train/loss", "val/loss", "val/ppl"} <= set(events.Tags()["scalars"])
     # steps=6 is not a multiple of val_every=4: a final validation after the last step still runs
     assert events.Scalars("val/loss")[-1].step == 6
+
+
+class RecordBatches(L.Callback):
+    """Keeps the input ids of every training batch, by global step."""
+
+    def __init__(self):
+        self.batches = {}
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.batches[trainer.global_step] = batch["input_ids"].clone()
+
+
+@pytest.mark.parametrize("dataset", ["local", "memmap"])
+def test_resumed_run_sees_exactly_the_uninterrupted_runs_tokens(tiny_corpus, prepared_corpus, tmp_path, dataset):
+    config = small_run(tiny_corpus, steps=8)
+    if dataset == "memmap":
+        config = override(config, ["data.dataset=memmap", f"data.path={prepared_corpus}"])
+    whole, cut, resumed = RecordBatches(), RecordBatches(), RecordBatches()
+    train(config, tmp_path / "a" / "seed0", META, progress=False, accelerator="cpu", callbacks=[whole])
+    out = tmp_path / "b" / "seed0"
+    with pytest.raises(Interrupt):
+        train(config, out, META, progress=False, accelerator="cpu", callbacks=[cut, KillAt(6)])
+    train(config, out, META, resume=True, progress=False, accelerator="cpu", callbacks=[resumed])
+    assert sorted(whole.batches) == list(range(8)) and sorted(resumed.batches) == [4, 5, 6, 7]
+    for step in range(8):
+        seen = resumed.batches[step] if step >= 4 else cut.batches[step]
+        assert torch.equal(seen, whole.batches[step]), step
+
+
+@pytest.mark.parametrize("mixer", ["transformer", "moneta", "gated_deltanet"])
+def test_varlen_packing_trains(tiny_corpus, mixer):
+    config = override(small_run(tiny_corpus), ["data.packing=varlen", f"model.mixer.name={mixer}"])
+    module = LanguageModelModule(LanguageModel(config.model), config)
+    trainer = L.Trainer(fast_dev_run=2, accelerator="cpu", logger=False, enable_progress_bar=False)
+    trainer.fit(module, datamodule=build_datamodule(config))
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])
