@@ -168,7 +168,12 @@ class MemmapDataModule(L.LightningDataModule):
         rank, world = self._rank()
         dataset = TokenWindows(self.folder, split, self.seq_len)
         sampler = EpochSampler(
-            len(dataset), rank=rank, world_size=world, seed=self.seed, shuffle=shuffle, start=start,
+            len(dataset),
+            rank=rank,
+            world_size=world,
+            seed=self.seed,
+            shuffle=shuffle,
+            start=start,
             num_samples=num_samples,
         )
         collate = VarlenCollate(self.manifest["tokenizer"]["eos_id"]) if self.packing == "varlen" else None
@@ -196,3 +201,32 @@ class MemmapDataModule(L.LightningDataModule):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.skip_batches = int(state_dict["batches_seen"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m data.memmap DIR``: tokens/s the training loader of a prepared folder feeds, one process."""
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser(prog="python -m data.memmap", description=main.__doc__)
+    parser.add_argument("folder")
+    parser.add_argument("--seq-len", type=int, default=4096)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batches", type=int, default=500)
+    parser.add_argument("--packing", default="fixed", choices=PACKINGS)
+    args = parser.parse_args(argv)
+    dm = MemmapDataModule(args.folder, args.seq_len, args.batch_size, packing=args.packing)
+    loader = iter(dm.train_dataloader())
+    next(loader)
+    start = time.perf_counter()
+    for _ in range(args.batches):
+        next(loader)
+    seconds = time.perf_counter() - start
+    tokens = args.batches * args.batch_size * args.seq_len
+    shape = f"{args.batches} batches of {args.batch_size} x {args.seq_len}, {args.packing}"
+    print(f"{tokens / seconds:,.0f} tokens/s ({shape})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
