@@ -13,8 +13,8 @@ SlimPajama ``text`` and ``meta.redpajama_set_name``; C4 ``text``, ``timestamp``,
 ``data.text_field``) is read.
 
 A source reads the Hub (streamed, or downloaded to the ``datasets`` cache) unless ``data.path`` names a folder
-of pre-downloaded shards (parquet, jsonl, or json / jsonl compressed with ``.gz`` / ``.zst``, as C4 ships), which goes through the same
-``datasets`` loaders. In a folder, files whose path has a component holding the word ``validation``, ``valid`` or
+of pre-downloaded shards (parquet, jsonl, or json / jsonl compressed with ``.gz`` / ``.zst`` as C4 ships), which
+go through the same ``datasets`` loaders. In a folder, files whose path has a component holding the word ``validation``, ``valid`` or
 ``val`` (``validation/``, ``c4-validation.00000-of-00008.json.gz``) are the validation split, those holding
 ``test`` are ignored, the rest are train.
 
