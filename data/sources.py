@@ -14,9 +14,9 @@ SlimPajama ``text`` and ``meta.redpajama_set_name``; C4 ``text``, ``timestamp``,
 
 A source reads the Hub (streamed, or downloaded to the ``datasets`` cache) unless ``data.path`` names a folder
 of pre-downloaded shards (parquet, jsonl, or json / jsonl compressed with ``.gz`` / ``.zst`` as C4 ships), which
-go through the same ``datasets`` loaders. In a folder, files whose path has a component holding the word ``validation``, ``valid`` or
-``val`` (``validation/``, ``c4-validation.00000-of-00008.json.gz``) are the validation split, those holding
-``test`` are ignored, the rest are train.
+go through the same ``datasets`` loaders. In a folder, files whose path has a component holding the word
+``validation``, ``valid`` or ``val`` (``validation/``, ``c4-validation.00000-of-00008.json.gz``) are the
+validation split, those holding ``test`` are ignored, the rest are train.
 
 Where a source has no validation split, a document is held out when the hash of its text falls below
 ``data.val_fraction``: the split depends on the text alone, not on order, sharding or the number of ranks.
