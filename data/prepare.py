@@ -155,9 +155,7 @@ def prepare(
         manifest = json.loads(manifest_path.read_text())
         for key, value in (("source", source_info), ("tokenizer", token_info), ("dtype", np.dtype(dtype).name)):
             if manifest.get(key) != value:
-                raise ValueError(
-                    f"{out} was prepared with another {key} ({manifest.get(key)}); use a new --out folder"
-                )
+                raise ValueError(f"{out} was prepared with another {key} ({manifest.get(key)}); use a new --out folder")
     else:
         manifest = {
             "format": FORMAT_VERSION,
