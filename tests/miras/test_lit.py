@@ -136,7 +136,7 @@ def test_resumed_run_sees_exactly_the_uninterrupted_runs_tokens(tiny_corpus, pre
         assert torch.equal(seen, whole.batches[step]), step
 
 
-@pytest.mark.parametrize("mixer", ["transformer", "moneta", "gated_deltanet"])
+@pytest.mark.parametrize("mixer", ["transformer", "gated_deltanet"])
 def test_varlen_packing_trains(tiny_corpus, mixer):
     config = override(small_run(tiny_corpus), ["data.packing=varlen", f"model.mixer.name={mixer}"])
     module = LanguageModelModule(LanguageModel(config.model), config)
