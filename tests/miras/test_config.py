@@ -73,3 +73,20 @@ def test_round_trip_and_hash():
     assert config_hash(config) != config_hash(override(config, ["optim.lr=1e-2"]))
     with pytest.raises(ConfigError, match="unknown field"):
         from_dict(RunConfig, {**to_dict(config), "extra": 1})
+
+
+def test_fields_added_later_leave_old_hashes_alone_until_they_are_changed():
+    import hashlib
+    import json
+
+    from miras.config import ADDED_FIELDS
+
+    config = RunConfig()
+    before = to_dict(config)
+    for path in ADDED_FIELDS:
+        section, name = path.split(".")
+        del before[section][name]
+    old_hash = hashlib.sha256(json.dumps(before, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    assert config_hash(config) == old_hash
+    assert config_hash(override(config, ["data.packing=varlen"])) != old_hash
+    assert config_hash(override(config, ["data.name=sample-10BT"])) != old_hash
