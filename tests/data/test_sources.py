@@ -136,3 +136,20 @@ def test_folder_rules(tmp_path):
         DataConfig(packing="rows")
     with pytest.raises(ConfigError, match="data.path is required when data.dataset='memmap'"):
         DataConfig(dataset="memmap")
+
+
+def test_downloaded_hub_dataset_is_read_like_a_stream(tmp_path, monkeypatch):
+    import datasets
+
+    docs = write_c4(tmp_path)
+    files = {split: str(tmp_path / "en" / f"c4-{split}.00000-of-00001.json.gz") for split in docs}
+    calls = []
+
+    def load_dataset(path, name, split, streaming):
+        calls.append((path, name, split, streaming))
+        return datasets.Dataset.from_json(files[split])
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    sources = document_sources("c4", streaming=False)
+    assert texts(sources["train"]) == docs["train"] and texts(sources["validation"]) == docs["validation"]
+    assert calls == [("allenai/c4", "en", "train", False), ("allenai/c4", "en", "validation", False)]
