@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib.util
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,5 +132,9 @@ def load_experiment(path: str | Path) -> Table:
 
 
 def experiment_files(root: str | Path) -> list[Path]:
-    """Every experiment file under ``root`` (``experiments/<paper>/<table>.py``)."""
-    return sorted(p for p in Path(root).glob("*/*.py") if not p.name.startswith("_"))
+    """Every training experiment under ``root``: ``experiments/<paper>/<table>.py`` files that declare a ``TABLE``.
+
+    Files without one compute a figure directly (TTR Figure 2 has no parameters to train) and run as modules.
+    """
+    found = (p for p in Path(root).glob("*/*.py") if not p.name.startswith("_"))
+    return sorted(p for p in found if re.search(r"^TABLE\s*=", p.read_text(), flags=re.M))
