@@ -9,7 +9,7 @@ RUN ?= transformer-340m
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install corpus test test-gpu test-all lint train dry-run reproduce-table2 harvest report tensorboard clean
+.PHONY: help install corpus test test-gpu test-all lint train dry-run reproduce-table2 reproduce-ttr-fig2 harvest report tensorboard clean
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ reproduce-table2: ## train every available row of Miras Table 2 at SCALE (defaul
 	$(PY) -m miras train experiments/miras/table2.py --all --scale $(SCALE) --skip-done
 	$(PY) -m reports harvest
 	$(PY) -m reports render experiments/miras/table2.py --scale $(SCALE)
+
+reproduce-ttr-fig2: ## test-time regression Figure 2 (online regression, no training; CPU, seconds) into reports/ttr/
+	$(PY) -m experiments.ttr.fig2_online_regression
 
 harvest: ## copy finished run summaries from runs/ into reports/
 	$(PY) -m reports harvest

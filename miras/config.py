@@ -63,6 +63,7 @@ KNOWN_MIXERS = (
 )
 BACKENDS = ("auto", "torch", "triton", "fla")
 TTT_MODELS = ("linear", "mlp")
+TTR_NORMS = ("none", "unit", "rms", "layer")
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "64-true")
 
 
@@ -130,9 +131,21 @@ class MixerConfig:
     ttt_base_lr: float = 1.0
     """TTT's inner learning rate ``eta_t = ttt_base_lr * sigmoid(.) / head_dim`` (TTT paper: 1.0 for Linear,
     0.1 for MLP)."""
+    ttr_norm: str = "unit"
+    """Output normalisation of ``linear_attention`` (Qin et al. 2022; the test-time-regression paper does not give
+    its form): ``none``, ``unit``, ``rms`` or ``layer``."""
+    ttr_ridge: float = 1e-3
+    """Ridge of ``rls`` and ``higher_order_attention`` (the paper gives none; without one the solves are singular
+    while a prefix spans fewer directions than the key width)."""
+    ttr_forget: float = 1.0
+    """Forgetting factor of ``rls`` in (0, 1] (1: the unweighted least squares of eq. "ols")."""
 
     def __post_init__(self) -> None:
         _check_choice("mixer", "name", self.name, KNOWN_MIXERS)
+        _check_choice("mixer", "ttr_norm", self.ttr_norm, TTR_NORMS)
+        _check_positive("mixer", "ttr_ridge", self.ttr_ridge)
+        if not 0 < self.ttr_forget <= 1:
+            raise ConfigError(f"mixer.ttr_forget={self.ttr_forget!r} is invalid; allowed values: a number in (0, 1]")
         _check_choice("mixer", "backend", self.backend, BACKENDS)
         _check_positive("mixer", "n_head", self.n_head)
         if self.window is not None:
@@ -350,6 +363,9 @@ ADDED_FIELDS: dict[str, Any] = {
     "data.streaming": True,
     "data.packing": "fixed",
     "data.val_fraction": 0.0005,
+    "model.mixer.ttr_norm": "unit",
+    "model.mixer.ttr_ridge": 1e-3,
+    "model.mixer.ttr_forget": 1.0,
 }
 
 

@@ -70,4 +70,4 @@ def build_mixer(d_model: int, config: MixerConfig, layer_idx: int) -> nn.Module:
     return MIXERS[config.name](d_model, config, layer_idx)
 
 
-from miras.layers import attention, linear, mamba, miras, ttt  # noqa: E402,F401  (registers the mixers)
+from miras.layers import attention, linear, mamba, miras, ttr, ttt  # noqa: E402,F401  (registers the mixers)

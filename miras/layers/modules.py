@@ -14,15 +14,16 @@ from miras.config import ConfigError, MixerConfig
 
 
 class ShortConvolution(nn.Module):
-    """Depthwise causal 1D convolution followed by SiLU (the short convolution of Mamba, GDN and Miras).
+    """Depthwise causal 1D convolution followed by SiLU (the short convolution of Mamba, GDN and Miras), or
+    linear with ``activation=False`` (the key convolution of the test-time-regression layers).
 
     ``forward(x[B, T, C], cache[B, K-1, C] or None) -> (y[B, T, C], cache)``: ``cache`` holds the last
     ``K - 1`` inputs so that a sequence can be continued exactly.
     """
 
-    def __init__(self, channels: int, kernel_size: int, bias: bool = False) -> None:
+    def __init__(self, channels: int, kernel_size: int, bias: bool = False, activation: bool = True) -> None:
         super().__init__()
-        self.kernel_size = kernel_size
+        self.kernel_size, self.activation = kernel_size, activation
         self.conv = nn.Conv1d(channels, channels, kernel_size, groups=channels, bias=bias)
 
     def forward(self, x: torch.Tensor, cache: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,7 +31,8 @@ class ShortConvolution(nn.Module):
         if cache is None:
             cache = x.new_zeros(B, self.kernel_size - 1, C)
         padded = torch.cat([cache.to(x.dtype), x], dim=1)
-        y = F.silu(self.conv(padded.transpose(1, 2)).transpose(1, 2))
+        y = self.conv(padded.transpose(1, 2)).transpose(1, 2)
+        y = F.silu(y) if self.activation else y
         return y, padded[:, padded.shape[1] - (self.kernel_size - 1) :]
 
 

@@ -84,8 +84,11 @@ def test_fields_added_later_leave_old_hashes_alone_until_they_are_changed():
     config = RunConfig()
     before = to_dict(config)
     for path in ADDED_FIELDS:
-        section, name = path.split(".")
-        del before[section][name]
+        *parents, name = path.split(".")
+        node = before
+        for key in parents:
+            node = node[key]
+        del node[name]
     old_hash = hashlib.sha256(json.dumps(before, sort_keys=True, default=str).encode()).hexdigest()[:12]
     assert config_hash(config) == old_hash
     assert config_hash(override(config, ["data.packing=varlen"])) != old_hash
