@@ -34,6 +34,7 @@ def build_datamodule(config: RunConfig):
     from data.memmap import MemmapDataModule
     from data.sources import document_sources
     from data.text import TextDataModule
+    from data.tokenizer import load_tokenizer, tokenizer_sha256
 
     d = config.data
     common = dict(
@@ -47,6 +48,11 @@ def build_datamodule(config: RunConfig):
     if d.dataset == "memmap":
         dm = MemmapDataModule(d.path, shuffle=d.shuffle_buffer > 0, **common)
         tokenizer = dm.tokenizer
+        if d.tokenizer and tokenizer_sha256(load_tokenizer(d.tokenizer)) != dm.manifest["tokenizer"]["sha256"]:
+            raise ConfigError(
+                f"data.tokenizer={d.tokenizer!r} is invalid for the token shards in {d.path}; allowed values: "
+                f"None or the tokenizer they were written with ({tokenizer})"
+            )
     else:
         path = d.path if d.path or d.dataset != "offline" else offline_corpus_dir()
         sources = document_sources(

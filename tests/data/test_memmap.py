@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -133,3 +134,17 @@ def test_validation_is_a_fixed_prefix_and_missing_folders_name_the_fix(prepared_
     assert dm.vocab_size() == 300
     with pytest.raises(FileNotFoundError, match="no manifest.json; write token shards with `python -m data.prepare`"):
         MemmapDataModule(tmp_path, 16, 2)
+
+
+def test_a_different_tokenizer_than_the_shards_is_a_config_error(prepared_corpus, tmp_path):
+    from data.tokenizer import train_bpe
+    from miras.config import ConfigError, DataConfig, RunConfig
+    from miras.train import build_datamodule
+    from tests.conftest import synthetic_documents
+
+    data = DataConfig(dataset="memmap", path=str(prepared_corpus), seq_len=16, batch_size=2)
+    assert build_datamodule(RunConfig(data=data)).vocab_size() == 300
+    other = tmp_path / "other.json"
+    train_bpe(synthetic_documents(50, seed=9), 280, other)
+    with pytest.raises(ConfigError, match="data.tokenizer=.* is invalid for the token shards"):
+        build_datamodule(RunConfig(data=dataclasses.replace(data, tokenizer=str(other))))
