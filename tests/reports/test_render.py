@@ -48,7 +48,10 @@ def write(reports_dir, table, s):
     path.write_text(json.dumps(s))
 
 
-def test_render_reduces_marks_missing_and_stale(tmp_path):
+def test_render_reduces_marks_missing_and_stale(tmp_path, monkeypatch):
+    import miras.layers
+
+    monkeypatch.setattr(miras.layers, "implemented", lambda name: name != "rls")
     table = fixture_table()
     write(tmp_path, table, summary(table, "transformer-340m", 0, {"val/ppl": 10.0, "eval/piqa/acc": 0.60}))
     write(tmp_path, table, summary(table, "transformer-340m", 1, {"val/ppl": 12.0, "eval/piqa/acc": 0.64}))
