@@ -60,9 +60,10 @@ class Fig2Config:
     t = D_k, the interpolation threshold)."""
     softmax_scale: float = 8.0
     """Logit scale of softmax p=0 and p=1 on the raw keys (the paper does not give it). Chosen on a grid
-    {1/8, 1, 2, 4, 6, 8, 12, 16} as the scale whose p=0 curve is closest to the figure's (L1 distance of the
-    four window means: 1.36, 0.88, 0.60, 0.37, 0.31, 0.31, 0.33, 0.34); 1/sqrt(D_k) = 1/8 is far too flat late
-    in the sequence, as ttr.md section 5.1's re-simulation found. p=1 is not used to choose it."""
+    {1/8, 1, 2, 4, 6, 8, 12, 16} (one run each with ``--softmax-scale``) as the scale whose p=0 curve is closest to
+    the figure's (L1 distance of the four window means: 1.36, 0.88, 0.60, 0.37, 0.31, 0.31, 0.33, 0.34);
+    1/sqrt(D_k) = 1/8 is far too flat late in the sequence, as ttr.md section 5.1's re-simulation found. p=1 is
+    not used to choose it."""
     la_norm: str = "unit"
     """Output normalisation of linear attention (Qin et al. 2022; the form is not stated)."""
 
