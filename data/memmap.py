@@ -20,12 +20,12 @@ import os
 from functools import cached_property
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from data.text import PACKINGS, VarlenCollate, batches_seen
+from data.position import ResumableDataModule
+from data.text import PACKINGS, VarlenCollate
 
 MANIFEST = "manifest.json"
 
@@ -123,7 +123,7 @@ class EpochSampler(Sampler):
         return max(0, self.num_samples - self.start)
 
 
-class MemmapDataModule(L.LightningDataModule):
+class MemmapDataModule(ResumableDataModule):
     """Training and validation loaders over a folder prepared by ``python -m data.prepare``.
 
     Args:
@@ -150,7 +150,6 @@ class MemmapDataModule(L.LightningDataModule):
         self.manifest = read_manifest(folder)
         self.seq_len, self.batch_size, self.num_workers = seq_len, batch_size, num_workers
         self.val_batches, self.seed, self.packing, self.shuffle = val_batches, seed, packing, shuffle
-        self.skip_batches = 0
 
     @property
     def tokenizer(self) -> str:
@@ -160,13 +159,8 @@ class MemmapDataModule(L.LightningDataModule):
     def vocab_size(self) -> int:
         return int(self.manifest["tokenizer"]["vocab_size"])
 
-    def _rank(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-
-    def _loader(self, split: str, shuffle: bool, start: int, num_samples: int | None) -> DataLoader:
+    def _loader(self, dataset: TokenWindows, shuffle: bool, start: int, num_samples: int | None) -> DataLoader:
         rank, world = self._rank()
-        dataset = TokenWindows(self.folder, split, self.seq_len)
         sampler = EpochSampler(
             len(dataset),
             rank=rank,
@@ -187,20 +181,13 @@ class MemmapDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.shuffle, self.skip_batches * self.batch_size, None)
+        dataset = TokenWindows(self.folder, "train", self.seq_len)
+        return self._loader(dataset, self.shuffle, self.skip_batches * self.batch_size, None)
 
     def val_dataloader(self) -> DataLoader:
-        n = len(TokenWindows(self.folder, "validation", self.seq_len))
-        rank, world = self._rank()
-        per_rank = min(self.val_batches * self.batch_size, n // world)
-        return self._loader("validation", False, 0, per_rank)
-
-    def state_dict(self) -> dict:
-        """Batches this rank's training loader has yielded, so that a resumed run continues after them."""
-        return {"batches_seen": batches_seen(self.trainer)}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.skip_batches = int(state_dict["batches_seen"])
+        dataset = TokenWindows(self.folder, "validation", self.seq_len)
+        per_rank = min(self.val_batches * self.batch_size, len(dataset) // self._rank()[1])
+        return self._loader(dataset, False, 0, per_rank)
 
 
 def main(argv: list[str] | None = None) -> int:

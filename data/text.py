@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import os
 
-import lightning as L
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from data.position import ResumableDataModule
 from data.sources import DocumentSource, document_sources, local_files
 from data.tokenizer import eos_id, load_tokenizer
 
@@ -151,7 +151,7 @@ class SkipBatches:
         yield from batches
 
 
-class TextDataModule(L.LightningDataModule):
+class TextDataModule(ResumableDataModule):
     """Training and validation loaders over a text source (see module doc).
 
     Args:
@@ -189,15 +189,10 @@ class TextDataModule(L.LightningDataModule):
         self.num_workers, self.shuffle_buffer = num_workers, shuffle_buffer
         self.val_batches, self.seed = val_batches, seed
         self.packing = packing
-        self.skip_batches = 0
         self._val_samples: list[dict] | None = None
 
     def vocab_size(self) -> int:
         return load_tokenizer(self.tokenizer).get_vocab_size()
-
-    def _rank(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
     def train_dataloader(self) -> SkipBatches:
         rank, world = self._rank()
@@ -237,15 +232,3 @@ class TextDataModule(L.LightningDataModule):
             persistent_workers=False,
             pin_memory=torch.cuda.is_available(),
         )
-
-    def state_dict(self) -> dict:
-        """Batches this rank's training loader has yielded, so that a resumed run continues after them."""
-        return {"batches_seen": batches_seen(self.trainer)}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.skip_batches = int(state_dict["batches_seen"])
-
-
-def batches_seen(trainer) -> int:
-    """Training micro-batches a rank has consumed (the data position a checkpoint saves)."""
-    return trainer.global_step * trainer.accumulate_grad_batches if trainer is not None else 0

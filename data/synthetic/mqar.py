@@ -19,10 +19,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+
+from data.position import ResumableDataModule
 
 IGNORE_INDEX = -100
 _MAX_SEED = 2**32
@@ -302,7 +303,7 @@ class _EvalBatches(Dataset):
         return self.split.batch(*self.index[i])
 
 
-class MQARDataModule(L.LightningDataModule):
+class MQARDataModule(ResumableDataModule):
     """Zoology's MQAR train and test sets as Lightning loaders of ``{"input_ids", "labels", "num_kv_pairs"}``.
 
     ``input_ids`` and ``labels`` are [B, T] int64 and ``num_kv_pairs`` is [B] int64. Every batch comes from
@@ -343,7 +344,6 @@ class MQARDataModule(L.LightningDataModule):
             (batch_size, batch_size) if isinstance(batch_size, int) else tuple(batch_size)
         )
         self.seed, self.num_workers, self.shuffle, self.zoology_rng = seed, num_workers, shuffle, zoology_rng
-        self.skip_batches = 0
         self.train: _Split | None = None
         self.test: _Split | None = None
 
@@ -362,10 +362,6 @@ class MQARDataModule(L.LightningDataModule):
         """Training batches in one pass over every training example (all ranks together)."""
         return sum(math.ceil(s.num_examples / self.train_batch_size) for s in self.train_segments)
 
-    def _rank(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-
     def train_dataloader(self) -> DataLoader:
         self.setup()
         rank, world = self._rank()
@@ -381,13 +377,3 @@ class MQARDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
-
-    def state_dict(self) -> dict:
-        """Training batches this rank has consumed, so that a resumed run continues right after them."""
-        trainer = self.trainer
-        if trainer is None:
-            return {"batches_seen": self.skip_batches}
-        return {"batches_seen": trainer.global_step * trainer.accumulate_grad_batches}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.skip_batches = int(state_dict["batches_seen"])
