@@ -131,6 +131,7 @@ class DocumentSource:
                     "shards and set data.path to their folder"
                 ) from exc
             if not self.streaming:
+                # ranks and workers split an iterable dataset by shards: enough of them for any cluster
                 ds = ds.to_iterable_dataset(num_shards=max(1, min(1024, len(ds) // 10_000)))
         if self.text_field != "text":
             ds = ds.rename_column(self.text_field, "text")
