@@ -9,7 +9,7 @@ RUN ?= transformer-340m
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install corpus test test-gpu test-all lint train dry-run reproduce-table2 reproduce-ttr-fig2 harvest report tensorboard clean
+.PHONY: help install corpus test test-gpu test-all lint train dry-run reproduce-table2 reproduce-table3 eval reproduce-ttr-fig2 harvest report tensorboard clean
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -47,10 +47,21 @@ dry-run: ## parameter counts of every run of EXP (scale paper unless SCALE=... i
 train: ## train RUN of EXP at SCALE (e.g. make train RUN=transformer-340m SCALE=tiny)
 	$(PY) -m miras train $(EXP) --run $(RUN) --scale $(SCALE)
 
-reproduce-table2: ## train every available row of Miras Table 2 at SCALE (default tiny), harvest, render the report
+EVAL_DATA ?= auto
+
+reproduce-table2: ## train + lm-eval every row of Miras Table 2 at SCALE (default tiny), harvest, render (EVAL_DATA=auto|fixtures|hub)
 	$(PY) -m miras train experiments/miras/table2.py --all --scale $(SCALE) --skip-done
+	$(PY) -m miras eval experiments/miras/table2.py --scale $(SCALE) --data $(EVAL_DATA) --skip-done
 	$(PY) -m reports harvest
 	$(PY) -m reports render experiments/miras/table2.py --scale $(SCALE)
+
+reproduce-table3: ## S-NIAH (RULER single needle) of Table 2's trained 760M rows at SCALE, harvest, render Table 3
+	$(PY) -m miras eval experiments/miras/table3_niah.py --scale $(SCALE) --skip-done
+	$(PY) -m reports harvest
+	$(PY) -m reports render experiments/miras/table3_niah.py --scale $(SCALE)
+
+eval: ## lm-eval (and S-NIAH) of the trained runs of EXP at SCALE, merged into their summary.json
+	$(PY) -m miras eval $(EXP) --scale $(SCALE) --data $(EVAL_DATA) --skip-done
 
 reproduce-ttr-fig2: ## test-time regression Figure 2 (online regression, no training; CPU, seconds) into reports/ttr/
 	$(PY) -m experiments.ttr.fig2_online_regression

@@ -1,4 +1,4 @@
-"""``python -m miras {list,train,dry-run}``: experiments in, run folders out."""
+"""``python -m miras {list,train,dry-run,eval}``: experiments in, run folders out."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def run_dir(runs_dir: str | Path, scale: str, table: Table, run: Run, seed: int) -> Path:
     """``<runs_dir>/<scale>/<paper>/<table>/<run>/seed<k>``: the folder is fixed by the declaration."""
-    return Path(runs_dir) / scale / table.paper / table.key / run.name / f"seed{seed}"
+    return Path(runs_dir) / scale / table.paper / table.runs_key / run.name / f"seed{seed}"
 
 
 def _cmd_list(args) -> int:
@@ -65,6 +65,9 @@ def _cmd_train(args) -> int:
     from miras.train import train
 
     table = load_experiment(args.experiment)
+    if table.trained_in:
+        print(f"train: {table.key} evaluates the runs of {table.trained_in}; train those instead", file=sys.stderr)
+        return 2
     if args.all == bool(args.run):
         raise SystemExit("train: give either --run NAME (repeatable, globs allowed) or --all")
     runs = table.select(args.run)
@@ -113,6 +116,64 @@ def _cmd_train(args) -> int:
     return 1 if failures else 0
 
 
+def _cmd_eval(args) -> int:
+    from miras.evaluation.run import NIAH_SAMPLES, checkpoint_of, evaluate_run, table_tasks
+
+    table, targets = None, [args.target]
+    if args.target.suffix == ".py":
+        table = load_experiment(args.target)
+        targets = []
+        for run in table.select(args.only):
+            for seed in run.seeds:
+                folder = run_dir(args.runs_dir, args.scale, table, run, seed)
+                if not (folder / "summary.json").exists():
+                    print(f"skip {folder}: not trained (no summary.json)")
+                elif json.loads((folder / "summary.json").read_text())["config_hash"] != config_hash(
+                    run.config(args.scale, seed=seed)
+                ):
+                    print(f"skip {folder}: stale (trained with another config than the declaration's)")
+                else:
+                    targets.append(folder)
+    for target in targets:
+        folder = checkpoint_of(target)[0]
+        summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").exists() else {}
+        if args.tasks:
+            harness, niah = args.tasks.split(","), {}
+        else:
+            owner = table or _table_of(summary)
+            if owner is None:
+                raise ValueError(f"{target}: give --tasks (no finished run of a known table to take them from)")
+            harness, niah = table_tasks(owner)
+        done = summary.get("eval", {})
+        if (
+            args.skip_done
+            and set(harness) <= set(done.get("lm_eval", {}).get("tasks", []))
+            and set(niah) <= set(done.get("niah", {}).get("tasks", []))
+        ):
+            print(f"skip {folder}: evaluated")
+            continue
+        print(f"eval {folder}: {', '.join([*harness, *niah])}")
+        metrics = evaluate_run(
+            target,
+            harness,
+            niah=niah,
+            offline={"auto": None, "fixtures": True, "hub": False}[args.data],
+            data_dir=args.data_dir,
+            limit=args.limit,
+            niah_samples=args.niah_samples or NIAH_SAMPLES[summary.get("scale", args.scale)],
+            batch_size=args.batch_size,
+            device=args.device,
+        )
+        for key, value in sorted(metrics.items()):
+            print(f"  {key:40s} {value:.4f}")
+    return 0
+
+
+def _table_of(summary: dict) -> Table | None:
+    path = REPO / "experiments" / str(summary.get("paper")) / f"{summary.get('table')}.py"
+    return load_experiment(path) if path.exists() else None
+
+
 def _devices(value: str) -> int | str:
     return int(value) if value.isdigit() else value
 
@@ -155,7 +216,36 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--devices", type=_devices, default="auto")
     tr.add_argument("--num-nodes", type=int, default=1)
     tr.set_defaults(func=_cmd_train)
+
+    ev = sub.add_parser("eval", help="lm-eval and S-NIAH of trained runs; metrics merged into their summary.json")
+    ev.add_argument("target", type=Path, help="a run folder, its last.ckpt, or an experiment file (its trained runs)")
+    ev.add_argument(
+        "--tasks",
+        help="comma list of lm-eval tasks and niah_single_1/2/3; default: the tasks of the run's table columns",
+    )
+    ev.add_argument("--scale", choices=SCALES, default="tiny", help="scale of the runs of an experiment file")
+    ev.add_argument("--only", nargs="*", help="run-name globs (experiment file)")
+    ev.add_argument(
+        "--data",
+        choices=("auto", "fixtures", "hub"),
+        default="auto",
+        help="lm-eval task data: the Hub, the offline fixtures (data/lm_eval), or the Hub when it is reachable",
+    )
+    ev.add_argument("--data-dir", type=Path, help="folder of <task>.jsonl files replacing the fixtures")
+    ev.add_argument("--limit", type=int, help="at most this many documents per lm-eval task")
+    ev.add_argument("--niah-samples", type=int, help="S-NIAH samples per task and length (default: by the run's scale)")
+    ev.add_argument("--batch-size", type=int, default=8)
+    ev.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    ev.add_argument("--skip-done", action="store_true", help="skip runs whose summary already has these tasks")
+    ev.add_argument("--runs-dir", default=str(REPO / "runs"))
+    ev.set_defaults(func=_cmd_eval)
     return p
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,6 +256,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, FileExistsError, KeyError, NotImplementedError) as err:
+    except (ConfigError, FileNotFoundError, FileExistsError, KeyError, NotImplementedError, ValueError) as err:
         print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
         return 2

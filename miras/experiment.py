@@ -88,6 +88,15 @@ class Table:
     """How a cell combines several summaries."""
     notes: tuple[str, ...] = ()
     """Caveats printed under the rendered table."""
+    trained_in: str | None = None
+    """Key of the table (same paper) whose trained runs this table evaluates instead of training its own; each
+    run must be declared there with the same name, preset and overrides (Miras Table 3 evaluates Table 2's
+    models)."""
+
+    @property
+    def runs_key(self) -> str:
+        """The table folder under ``runs/`` and ``reports/.../summaries`` that holds this table's runs."""
+        return self.trained_in or self.key
 
     def __post_init__(self) -> None:
         names = [r.name for r in self.runs]

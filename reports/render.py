@@ -27,7 +27,7 @@ REPORTS = REPO / "reports"
 
 
 def summaries_dir(reports_dir: Path, table: Table, scale: str) -> Path:
-    return reports_dir / table.paper / table.key / "summaries" / scale
+    return reports_dir / table.paper / table.runs_key / "summaries" / scale
 
 
 def harvest(runs_dir: Path, reports_dir: Path = REPORTS) -> list[Path]:
@@ -46,7 +46,9 @@ def harvest(runs_dir: Path, reports_dir: Path = REPORTS) -> list[Path]:
 
 def load_summaries(reports_dir: Path, table: Table, scale: str) -> list[dict]:
     folder = summaries_dir(reports_dir, table, scale)
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    names = {run.name for run in table.runs}
+    summaries = (json.loads(p.read_text()) for p in sorted(folder.glob("*.json")))
+    return [s for s in summaries if s["run"] in names]
 
 
 def default_scale(reports_dir: Path, table: Table) -> str:
@@ -127,13 +129,27 @@ def render_markdown(table: Table, summaries: list[dict], scale: str) -> str:
     lines += [
         "## Provenance",
         "",
-        f"- summaries: {len(summaries)} (from `reports/{table.paper}/{table.key}/summaries/{scale}/`)",
+        f"- summaries: {len(summaries)} (from `reports/{table.paper}/{table.runs_key}/summaries/{scale}/`)",
         f"- git: {', '.join(shas) or '-'}",
         f"- devices: {', '.join(devices) or '-'}",
         f"- tokens per run: {', '.join(sorted({str(s['tokens']) for s in summaries})) or '-'}",
     ]
+    lines += [f"- eval: {source}" for source in eval_sources(summaries)]
     lines += [f"- {note}" for note in table.notes]
     return "\n".join(lines) + "\n"
+
+
+def eval_sources(summaries: list[dict]) -> list[str]:
+    """Where the summaries' downstream metrics come from (task data, lm-eval version, example counts)."""
+    found = set()
+    for s in summaries:
+        for name, record in s.get("eval", {}).items():
+            if name == "lm_eval":
+                limit = f", at most {record['limit']} documents per task" if record.get("limit") else ""
+                found.add(f"lm-eval {record['lm_eval']} zero-shot on {record['data']}{limit}")
+            elif name == "niah":
+                found.add(f"S-NIAH from the {record['data']}, {record['samples']} samples per task and length")
+    return sorted(found)
 
 
 def render_csv(table: Table, summaries: list[dict], scale: str) -> str:

@@ -105,12 +105,19 @@ def _reproduce_table2_at_smoke_scale(tmp_path, capsys, selection: list[str], exp
     assert main(args) == 0
     assert "restart transformer-340m seed0" in capsys.readouterr().out
 
+    evaluate = ["eval", str(table2), "--scale", "smoke", "--runs-dir", str(tmp_path / "runs"), "--data", "fixtures"]
+    assert main([*evaluate, "--limit", "1", "--only", "transformer-340m"]) == 0
+    assert "eval/wikitext/word_perplexity" in capsys.readouterr().out
+
     assert len(harvest(tmp_path / "runs", tmp_path / "reports")) == expected
     md = render(load_experiment(table2), reports_dir=tmp_path / "reports")[0].read_text()
     assert "Scale: **smoke**" in md
     for label in ("Transformer++", "Samba*"):
         row = next(line for line in md.splitlines() if line.startswith(f"| {label} |"))
         assert row.split(" | ")[1] != "-"  # our val ppl is filled
+    row = next(line for line in md.splitlines() if line.startswith("| Transformer++ |"))
+    assert "-" not in row.split(" | ")[1::3]  # and every column of the evaluated row
+    assert "lm-eval 0.4.13 zero-shot on offline fixtures (data/lm_eval), at most 1 documents per task" in md
 
 
 def test_reproduce_table2_at_smoke_scale(tmp_path, capsys):

@@ -1,0 +1,64 @@
+"""Miras Table 3 (arXiv 2504.13173 v1): RULER single-needle S-NIAH at 1K to 8K.
+
+The paper does not state the model size; secondary sources assume 760M, so the runs are Table 2's 760M rows
+(``trained_in="table2"``: ``python -m miras eval`` reads their checkpoints, nothing is trained for this table).
+Column groups: PK = S-NIAH-PK (passkey in a repeated-noise haystack, RULER ``niah_single_1``), N = S-NIAH-N
+(number in an essay haystack, ``niah_single_2``), W = S-NIAH-W, read as RULER's third single-needle task
+(``niah_single_3``, a UUID in an essay haystack); the paper names the groups only. Accuracy is RULER's
+string-match over the greedy answer, in %. Numbers from ``shared/papers/miras.md`` section 4.4; the paper's
+"Average" column is left out because its Miras rows are not the mean of their cells (93.5 / 92.9 / 92.1
+against 93.31 / 92.51 / 92.49).
+"""
+
+from miras.experiment import Column, Run, Table
+
+GROUP = "S-NIAH (size not stated; Table 2's 760M models)"
+TASKS = {
+    "PK": ("niah_single_1", (2048, 4096, 8192)),
+    "N": ("niah_single_2", (2048, 4096, 8192)),
+    "W": ("niah_single_3", (1024, 2048, 4096)),
+}
+COLUMNS = tuple(
+    Column(f"eval/{task}/{length}", f"{group} {length // 1024}K", scale=100)
+    for group, (task, lengths) in TASKS.items()
+    for length in lengths
+)
+LABELS = {
+    "mamba2": "Mamba2",
+    "deltanet": "DeltaNet",
+    "gated_deltanet": "Gated DeltaNet",
+    "ttt": "TTT",
+    "moneta": "Moneta",
+    "yaad": "Yaad",
+    "memora": "Memora",
+}
+# PK 2K 4K 8K, N 2K 4K 8K, W 1K 2K 4K
+PAPER = {
+    "mamba2": (98.6, 61.4, 31.0, 98.4, 55.8, 14.2, 62.2, 42.2, 4.2),
+    "deltanet": (96.8, 98.8, 98.6, 47.2, 15.4, 12.8, 85.2, 46.2, 20.0),
+    "gated_deltanet": (89.8, 91.4, 90.0, 99.2, 91.8, 26.4, 86.4, 82.6, 24.4),
+    "ttt": (98.4, 98.8, 98.0, 60.2, 36.6, 10.2, 85.8, 78.8, 28.0),
+    "moneta": (99.4, 98.8, 98.8, 99.4, 99.4, 92.8, 92.2, 88.2, 70.8),
+    "yaad": (99.2, 98.6, 94.4, 99.8, 98.6, 93.2, 91.8, 89.6, 67.4),
+    "memora": (99.2, 98.8, 92.6, 98.4, 99.2, 93.2, 92.4, 88.2, 70.4),
+}
+
+TABLE = Table(
+    paper="miras",
+    key="table3_niah",
+    title="Needle in a haystack (RULER S-NIAH)",
+    source="Miras, arXiv 2504.13173 v1, Table 3",
+    columns=COLUMNS,
+    runs=tuple(Run(f"{mixer}-760m", LABELS[mixer], GROUP, f"{mixer}-780m", params=760e6) for mixer in PAPER),
+    paper_numbers={
+        (f"{mixer}-760m", column.key): value
+        for mixer, values in PAPER.items()
+        for column, value in zip(COLUMNS, values, strict=True)
+    },
+    trained_in="table2",
+    notes=(
+        "Model size not stated in the paper; evaluated on Table 2's 760M runs.",
+        "W is read as RULER's niah_single_3 (UUID needle); the paper names the column group only.",
+        "The paper's Average column is omitted: its Miras averages are not the mean of their cells.",
+    ),
+)
