@@ -32,7 +32,26 @@ from miras.scales import apply_scale
 
 REPO = Path(__file__).resolve().parents[2]
 VOCAB = 300
-GENERATION_MIXERS = ("transformer", "gated_deltanet", "mamba2", "moneta", "linear_attention")
+GENERATION_MIXERS = (
+    "transformer",
+    "swa",
+    "retnet",
+    "gla",
+    "mamba",
+    "mamba2",
+    "deltanet",
+    "gated_deltanet",
+    "ttt",
+    "moneta",
+    "yaad",
+    "memora",
+    "samba",
+    "gated_deltanet_h2",
+    "moneta_h",
+    "linear_attention",
+    "rls",
+    "higher_order_attention",
+)
 
 
 @pytest.fixture(autouse=True)
