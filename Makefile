@@ -69,8 +69,8 @@ reproduce-ttr-fig2: ## test-time regression Figure 2 (online regression, no trai
 harvest: ## copy finished run summaries from runs/ into reports/
 	$(PY) -m reports harvest
 
-report: ## render every table from the harvested summaries
-	$(PY) -m reports render
+report: ## harvest finished summaries from runs/ and render every report and reports/README.md
+	$(PY) -m miras report
 
 tensorboard: ## serve runs/ on localhost:6006
 	$(VENV)/bin/tensorboard --logdir runs --host 127.0.0.1 --port 6006

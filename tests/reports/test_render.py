@@ -3,7 +3,7 @@ import json
 
 from miras.config import config_hash
 from miras.experiment import Column, Run, Table
-from reports.render import harvest, render
+from reports.render import harvest, render, render_index
 
 
 def fixture_table() -> Table:
@@ -86,3 +86,13 @@ def test_harvest_copies_finished_runs_once(tmp_path):
         "miras/table2/summaries/smoke/transformer-340m.seed0.json"
     ]
     assert harvest(tmp_path / "runs", tmp_path / "reports") == []
+
+
+def test_rendering_twice_changes_nothing_and_the_index_lists_every_report(tmp_path):
+    table = fixture_table()
+    write(tmp_path, table, summary(table, "transformer-340m", 0, {"val/ppl": 30.0, "eval/piqa/acc": 0.6}))
+    outputs = [*render(table, reports_dir=tmp_path), render_index(tmp_path)]
+    first = [p.read_bytes() for p in outputs]
+    assert [*render(table, reports_dir=tmp_path), render_index(tmp_path)] == outputs
+    assert [p.read_bytes() for p in outputs] == first
+    assert "- [t1](demo/t1.md): Demo" in outputs[-1].read_text()
