@@ -12,7 +12,7 @@ from kernels.ttr.naive import (
     softmax_attention,
     softmax_scale,
 )
-from kernels.ttr.rls import discounted_cumsum, naive_rls, rls_parallel, rls_recurrent
+from kernels.ttr.rls import discounted_cumsum, naive_rls, rls_chunk, rls_parallel, rls_recurrent
 from kernels.ttr.sgd import (
     gated_deltanet_to_leaky_lms,
     leaky_lms,
@@ -43,6 +43,7 @@ __all__ = [
     "nlms",
     "nlms_step_size",
     "output_norm",
+    "rls_chunk",
     "rls_parallel",
     "rls_recurrent",
     "softmax_attention",

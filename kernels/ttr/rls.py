@@ -19,7 +19,9 @@ i.e. eq. "general-least-squares" plus a prior at ``M_0`` weighted like a token s
 
 - :func:`rls_recurrent`: sequential Sherman-Morrison updates (decoding).
 - :func:`rls_parallel`: all ``A_t, C_t`` by a discounted prefix sum, then one batched ``torch.linalg.solve``
-  (training).
+  (``O(T K^3)`` work and ``O(T K^2)`` memory).
+- :func:`rls_chunk`: chunkwise Woodbury updates with one ``C x C`` Cholesky factor per chunk (training: matrix
+  products only, ``O(T (C^2 + K^2))`` work per value column and ``O(K^2)`` state).
 - :func:`naive_rls`: the literal formula, rebuilding ``K_t, V_t, Gamma_t`` at each step (the specification).
 
 State: ``(S [B, H, K, V], P [B, H, K, K])`` with ``P = A^{-1}``.
@@ -97,6 +99,65 @@ def rls_recurrent(
         S = S + (u / denom)[..., :, None] * error[..., None, :]
         outputs.append(torch.einsum("bhk,bhkv->bhv", q_t, S))
     y = torch.stack(outputs, 1) if outputs else v.new_zeros(B, 0, H, V)
+    return y.to(out_dtype), ((S, P) if output_final_state else None)
+
+
+def rls_chunk(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    ridge: float = 1e-3,
+    forget: float = 1.0,
+    initial_state: RLSState | None = None,
+    output_final_state: bool = False,
+    chunk_size: int = 64,
+) -> tuple[torch.Tensor, RLSState | None]:
+    """The same function as :func:`rls_recurrent`, chunk by chunk (Woodbury identity).
+
+    Within a chunk starting from ``(S, P)``, with the chunk's rows ``K [C, K]``, ``V``, ``Q`` and
+    ``G = I + K P K^T`` (SPD, Cholesky ``L``)::
+
+        u_t = G_{<=t}^{-1} (K P q_t)_{<=t}            (leading blocks: one factorisation serves every t)
+        y_t = S^T q_t + sum_{s<=t} u_t[s] (v_s - S^T k_s)
+        S' = S + P K^T G^{-1} (V - K S),    P' = P - P K^T G^{-1} K P
+
+    since ``K_{<=t} A_t^{-1} q_t = u_t``; the leading ``t x t`` block of ``G`` has the leading block of ``L`` as
+    its Cholesky factor, so ``U = L^{-T} triu(L^{-1} K P Q^T)`` holds every ``u_t`` as a column. A forget factor
+    ``gamma < 1`` enters as the chunk's i-th key and value scaled by ``gamma^(-i/2)`` (i = 1..C; the ``gamma``
+    powers cancel in ``y_t``) and ``P' / gamma^C``; large chunks with small ``gamma`` lose precision.
+
+    Same arguments and returns as :func:`rls_recurrent`, plus ``chunk_size``.
+    """
+    _check(forget, ridge, initial_state)
+    B, T, H, K = k.shape
+    V = v.shape[-1]
+    dtype = compute_dtype(q, k, v, *(initial_state or ()))
+    out_dtype = v.dtype
+    q, k, v = (x.to(dtype).transpose(1, 2) for x in (q, k, v))
+    S, P = _initial(initial_state, ridge, B, H, K, V, dtype, q.device)
+    # P is symmetric; the Cholesky factorisation reads one triangle of G = I + K P K^T, so P is made exactly so
+    P = 0.5 * (P + P.transpose(-1, -2))
+    outputs = []
+    for start in range(0, T, chunk_size):
+        qc, kc, vc = (x[:, :, start : start + chunk_size] for x in (q, k, v))
+        C = kc.shape[2]
+        if forget != 1:
+            scale = forget ** (-0.5 * torch.arange(1, C + 1, dtype=dtype, device=q.device))[:, None]
+            kc, vc = kc * scale, vc * scale
+        KP = kc @ P
+        eye = torch.eye(C, dtype=dtype, device=q.device)
+        L = torch.linalg.cholesky(eye + KP @ kc.transpose(-1, -2))
+        W = torch.linalg.solve_triangular(L, KP @ qc.transpose(-1, -2), upper=False)
+        U = torch.linalg.solve_triangular(L.transpose(-1, -2), W.triu(), upper=True)
+        R = vc - kc @ S
+        outputs.append(qc @ S + U.transpose(-1, -2) @ R)
+        Z = torch.linalg.solve_triangular(L, KP, upper=False)
+        S = S + Z.transpose(-1, -2) @ torch.linalg.solve_triangular(L, R, upper=False)
+        P = P - Z.transpose(-1, -2) @ Z
+        P = 0.5 * (P + P.transpose(-1, -2))
+        if forget != 1:
+            P = P / forget**C
+    y = torch.cat(outputs, 2).transpose(1, 2) if outputs else v.new_zeros(B, 0, H, V)
     return y.to(out_dtype), ((S, P) if output_final_state else None)
 
 

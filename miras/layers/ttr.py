@@ -8,13 +8,13 @@ the bigrams ``(x_{t-1}, x_t)``); q and v are plain projections; an output projec
 | mixer | regressor (``kernels`` op) | fields |
 | --- | --- | --- |
 | ``linear_attention`` | one batch-gradient step (``ttr.linear_attention``) | ``mixer.ttr_norm`` |
-| ``rls`` | exact (weighted) least squares (``ttr.rls_*``) | ``mixer.ttr_ridge``, ``mixer.ttr_forget`` |
+| ``rls`` | exact (weighted) least squares (``ttr.rls_*``) | ``mixer.ttr_ridge``, ``ttr_forget``, ``chunk_size`` |
 | ``higher_order_attention`` | local-linear (p = 1) softmax regression (``hosa``) | ``mixer.ttr_ridge`` |
 
 ``forward(x[B, T, D], state=None, cu_seqlens=None) -> (y[B, T, D], state)``; a prefix and its continuation give
 the outputs of the whole sequence. Linear attention carries ``S [B, H, K, V]``, RLS ``(S, P)`` (Sherman-Morrison
-for single tokens, batched solves otherwise; the same function), higher-order attention a KV cache over which
-each continuation recomputes the attention (quadratic decoding; it has no recurrent form).
+for single tokens, chunkwise Woodbury updates otherwise; the same function), higher-order attention a KV cache
+over which each continuation recomputes the attention (quadratic decoding; it has no recurrent form).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from kernels.hosa import naive_hosa, parallel_hosa
-from kernels.ttr import linear_attention, rls_parallel, rls_recurrent
+from kernels.ttr import linear_attention, rls_chunk, rls_recurrent
 from miras.config import ConfigError, MixerConfig
 from miras.layers import register_mixer
 from miras.layers.modules import ShortConvolution, check_backend, split_varlen
@@ -80,10 +80,11 @@ class RecursiveLeastSquares(RegressionMixer):
     """Recursive least squares (eq. "ols", or exponentially weighted with ``mixer.ttr_forget < 1``)."""
 
     def regress(self, q, k, v, state):
-        solve = rls_recurrent if q.shape[1] == 1 else rls_parallel
         c = self.config
-        o, (S, P) = solve(q, k, v, ridge=c.ttr_ridge, forget=c.ttr_forget, initial_state=state, output_final_state=True)
-        return o, (S, P)
+        kwargs = {"ridge": c.ttr_ridge, "forget": c.ttr_forget, "initial_state": state, "output_final_state": True}
+        if q.shape[1] == 1:
+            return rls_recurrent(q, k, v, **kwargs)
+        return rls_chunk(q, k, v, chunk_size=c.chunk_size, **kwargs)
 
 
 @register_mixer("higher_order_attention")

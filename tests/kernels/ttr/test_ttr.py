@@ -3,6 +3,7 @@ RLS recurrent vs parallel, state carry, and the paper's identities (GD step = li
 least squares, QK-normalised softmax = Gaussian Nadaraya-Watson, Longhorn / NLMS / Leaky LMS as delta rules)."""
 
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -26,6 +27,7 @@ from kernels.ttr import (
     naive_softmax_attention,
     nlms,
     nlms_step_size,
+    rls_chunk,
     rls_parallel,
     rls_recurrent,
     softmax_attention,
@@ -88,7 +90,11 @@ OPS = {
     },
     **{
         f"{fn.__name__}-forget{forget}": (fn, naive_rls, _rls_args(forget))
-        for fn in (rls_parallel, rls_recurrent)
+        for fn in (rls_parallel, rls_recurrent, rls_chunk)
+        for forget in (1.0, 0.9)
+    },
+    **{
+        f"rls_chunk16-forget{forget}": (partial(rls_chunk, chunk_size=16), naive_rls, _rls_args(forget))
         for forget in (1.0, 0.9)
     },
     "nlms": (nlms, naive_nlms, lambda t: {"beta": 0.2 + 1.3 * randn(B, t, H, seed=5).sigmoid(), "eps": 1e-3}),
@@ -134,16 +140,19 @@ def test_op_matches_its_specification(name, t, with_state):
         same(f"{name} tensor {i}", a, b)
 
 
+@pytest.mark.parametrize("form", ["parallel", "chunk"])
 @pytest.mark.parametrize("with_state", [False, True], ids=["s0=0", "s0"])
 @pytest.mark.parametrize("forget", [1.0, 0.9])
 @pytest.mark.parametrize("t", [1, 15, 63, 65])
-def test_rls_recurrent_equals_parallel(t, forget, with_state):
-    """(a) Sherman-Morrison == (b) batched solves, at the default ridge 1e-3, values and gradients."""
+def test_rls_recurrent_equals_parallel(t, forget, with_state, form):
+    """(a) Sherman-Morrison == (b) batched solves == chunkwise Woodbury, at the default ridge 1e-3, values and
+    gradients."""
     inputs = [x.requires_grad_() for x in qkv(t, seed=3)]
     state = tuple(x.requires_grad_() for x in _rls_state()) if with_state else None
     kwargs = {"ridge": 1e-3, "forget": forget}
     ref = run_with_grads(rls_recurrent, inputs, kwargs, state)
-    out = run_with_grads(rls_parallel, inputs, kwargs, state)
+    fn = rls_parallel if form == "parallel" else partial(rls_chunk, chunk_size=16)
+    out = run_with_grads(fn, inputs, kwargs, state)
     for i, (a, b) in enumerate(zip(ref, out, strict=True)):
         same(f"rls tensor {i}", a, b, 1e-8)
 
@@ -180,6 +189,7 @@ def test_prefix_then_suffix_equals_whole(name, split):
 @pytest.mark.parametrize("forget", [1.0, 0.9])
 def test_rls_prefill_in_parallel_then_decode_recurrently(forget):
     _cat_states("rls", rls_parallel, {"ridge": 0.1, "forget": forget}, 40, 33, suffix_fn=rls_recurrent)
+    _cat_states("rls", rls_chunk, {"ridge": 0.1, "forget": forget}, 40, 33, suffix_fn=rls_recurrent)
 
 
 def _tiny(t=4, b=1, h=1, k=3, v=2, seed=20):
@@ -192,6 +202,7 @@ GRADCHECK = {
     "linear_attention-layer": lambda q, k, v, s: linear_attention(q, k, v, "layer", initial_state=s[0])[0],
     "rls_recurrent": lambda q, k, v, s: rls_recurrent(q, k, v, 0.3, 0.8, initial_state=(s[0], s[1]))[0],
     "rls_parallel": lambda q, k, v, s: rls_parallel(q, k, v, 0.3, 0.8, initial_state=(s[0], s[1]))[0],
+    "rls_chunk": lambda q, k, v, s: rls_chunk(q, k, v, 0.3, 0.8, initial_state=(s[0], s[1]), chunk_size=3)[0],
     "softmax_attention": lambda q, k, v, s: softmax_attention(q, k, v, qk_norm=True, bandwidth=0.8),
     "nlms": lambda q, k, v, s: nlms(q, k, v, s[2], 1e-2, initial_state=s[0])[0],
     "longhorn": lambda q, k, v, s: longhorn(q, k, v, s[2], initial_state=s[0])[0],
