@@ -9,7 +9,7 @@ RUN ?= transformer-340m
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install corpus test test-gpu test-all lint train dry-run reproduce-table2 reproduce-table3 eval reproduce-ttr-fig2 harvest report tensorboard clean
+.PHONY: help install corpus test test-gpu test-all lint train dry-run reproduce-table2 reproduce-table3 eval reproduce-ttr-fig2 reproduce-ttr-fig3 harvest report tensorboard clean
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ eval: ## lm-eval (and S-NIAH) of the trained runs of EXP at SCALE, merged into t
 
 reproduce-ttr-fig2: ## test-time regression Figure 2 (online regression, no training; CPU, seconds) into reports/ttr/
 	$(PY) -m experiments.ttr.fig2_online_regression
+
+reproduce-ttr-fig3: ## test-time regression Figure 3 (MQAR, one layer) at SCALE (tiny: CPU, T=512; small: the paper's grid, GPU)
+	$(PY) -m experiments.ttr.fig3_mqar --scale $(SCALE)
 
 harvest: ## copy finished run summaries from runs/ into reports/
 	$(PY) -m reports harvest

@@ -80,12 +80,20 @@ class LanguageModel(nn.Module):
         states: list | None = None,
         cu_seqlens: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list]:
+        h, new_states = self.hidden(input_ids, states, cu_seqlens)
+        return self.lm_head(h), new_states
+
+    def hidden(
+        self, input_ids: torch.Tensor, states: list | None = None, cu_seqlens: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, list]:
+        """``(h[B, T, D], states)``: the normalised last hidden states, the LM head's input (a loss over a few
+        positions, as in MQAR, applies the head to those alone)."""
         x = self.embed(input_ids)
         new_states = []
         for i, block in enumerate(self.blocks):
             x, state = block(x, state=None if states is None else states[i], cu_seqlens=cu_seqlens)
             new_states.append(state)
-        return self.lm_head(self.norm(x)), new_states
+        return self.norm(x), new_states
 
 
 def count_parameters(model: nn.Module, exclude_embeddings: bool = False) -> int:
