@@ -3,7 +3,15 @@ import json
 
 import torch
 
-from experiments.ttr.fig3_mqar import SCALES, loss_and_accuracy, model_config, ordering_holds, reproduce, train_cell
+from experiments.ttr.fig3_mqar import (
+    SCALES,
+    loss_and_accuracy,
+    model_config,
+    ordering_holds,
+    paper_value,
+    reproduce,
+    train_cell,
+)
 from miras.models import LanguageModel
 
 CPU = torch.device("cpu")
@@ -14,7 +22,7 @@ def test_the_model_is_one_mixer_with_a_length_2_key_convolution_and_no_mlp():
         model = LanguageModel(model_config(SCALES["small"], layer))
         (block,) = model.blocks
         assert block.mlp is None and block.mixer.k_conv.conv.kernel_size == (2,)
-        assert model.config.d_model == block.mixer.n_head * 64 == 64 and model.lm_head.weight is model.embed.weight
+        assert model.config.d_model == 64 and block.mixer.n_head == 1 and model.lm_head.weight is model.embed.weight
 
 
 def test_loss_reads_only_the_queried_positions():
@@ -54,3 +62,11 @@ def test_ordering_compares_la_with_rls_at_128_pairs():
     assert ordering_holds(grid) == {"LA < RLS at P=128, T=512": True}
     grid["rls", 128, 512]["accuracy"] = 0.8
     assert ordering_holds(grid) == {"LA < RLS at P=128, T=512": False}
+
+
+def test_cells_compare_with_the_paper_at_the_same_pairs_per_dimension():
+    assert paper_value("linear_attention", 128, 2048) == 0.921
+    assert paper_value("linear_attention", 32, 128, d_model=16) == 0.934  # P / d = 2, T = 512's value
+    assert paper_value("linear_attention", 16, 128, d_model=16) == paper_value("rls", 128, 4096) == 1.0
+    grid = {("linear_attention", 32, 128): {"accuracy": 0.5}, ("rls", 32, 128): {"accuracy": 0.6}}
+    assert ordering_holds(grid, d_model=16) == {"LA < RLS at P=32, T=128": True}
