@@ -134,20 +134,22 @@ def render_markdown(table: Table, summaries: list[dict], scale: str) -> str:
         f"- devices: {', '.join(devices) or '-'}",
         f"- tokens per run: {', '.join(sorted({str(s['tokens']) for s in summaries})) or '-'}",
     ]
-    lines += [f"- eval: {source}" for source in eval_sources(summaries)]
+    lines += [f"- eval: {source}" for source in eval_sources(summaries, table)]
     lines += [f"- {note}" for note in table.notes]
     return "\n".join(lines) + "\n"
 
 
-def eval_sources(summaries: list[dict]) -> list[str]:
-    """Where the summaries' downstream metrics come from (task data, lm-eval version, example counts)."""
+def eval_sources(summaries: list[dict], table: Table) -> list[str]:
+    """Where the downstream metrics of the table's columns come from (task data, lm-eval version, counts)."""
+    tasks = {c.key.split("/")[1] for c in table.columns if c.key.startswith("eval/")}
+    niah = {t for t in tasks if t.startswith("niah_")}
     found = set()
     for s in summaries:
         for name, record in s.get("eval", {}).items():
-            if name == "lm_eval":
+            if name == "lm_eval" and tasks - niah:
                 limit = f", at most {record['limit']} documents per task" if record.get("limit") else ""
                 found.add(f"lm-eval {record['lm_eval']} zero-shot on {record['data']}{limit}")
-            elif name == "niah":
+            elif name == "niah" and niah:
                 found.add(f"S-NIAH from the {record['data']}, {record['samples']} samples per task and length")
     return sorted(found)
 
