@@ -1,5 +1,7 @@
 """Higher-order (p = 1) softmax attention: closed form vs block solve, limits, Triton forward and backward vs naive."""
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -218,3 +220,15 @@ def test_gpu_matches_naive(dtype, input_precision):
     assert_close("y", y_ref, y, tol)
     for name, g, g_ref in zip("qkv", grads, grads_ref, strict=True):
         assert_close(f"d{name}", g_ref, g, tol)
+
+
+def test_benchmark_harness_writes_ratios_to_sdpa(tmp_path):
+    from kernels.hosa.bench import main
+
+    args = ["--seq-lens", "16", "--batch", "1", "--heads", "1", "--head-dim", "16", "--dtype", "fp32"]
+    assert main([*args, "--warmup", "0", "--repeats", "1", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "hosa_cpu.json").read_text())
+    assert [r["method"] for r in record["results"]] == ["sdpa", "hosa", "hosa_naive"]
+    assert all(r["fwd_s"] > 0 and r["fwd_bwd_s"] > 0 for r in record["results"])
+    md = (tmp_path / "hosa_cpu.md").read_text()
+    assert "| sdpa | 1 | 16 | 1 | 16 |" in md and "1.0x" in md and record["git"]
