@@ -9,7 +9,7 @@ RUN ?= transformer-340m
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install corpus test test-gpu test-all lint train dry-run reproduce-table2 reproduce-table3 eval reproduce-ttr-fig2 reproduce-ttr-fig3 harvest report tensorboard clean
+.PHONY: help install corpus test test-gpu test-all lint train dry-run reproduce-table2 reproduce-table3 eval reproduce-ttr-fig2 reproduce-ttr-fig3 submit test-slurm harvest report tensorboard clean
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -68,6 +68,12 @@ reproduce-ttr-fig2: ## test-time regression Figure 2 (online regression, no trai
 
 reproduce-ttr-fig3: ## test-time regression Figure 3 (MQAR, one layer) at SCALE (tiny: CPU, T=512; small: the paper's grid, GPU)
 	$(PY) -m experiments.ttr.fig3_mqar --scale $(SCALE)
+
+submit: ## sbatch one job per run of EXP at SCALE (default paper) from slurm/ (DRY=1 prints the scripts only)
+	$(PY) -m miras submit $(EXP) --scale $(if $(filter command line,$(origin SCALE)),$(SCALE),paper) $(if $(DRY),--dry-run)
+
+test-slurm: ## the local-SLURM tests alone (2 emulated nodes on localhost; installs SLURM with apt when missing)
+	$(PY) -m pytest -q -m slurm $(PYTEST_ARGS)
 
 harvest: ## copy finished run summaries from runs/ into reports/
 	$(PY) -m reports harvest

@@ -1,4 +1,4 @@
-"""``python -m miras {list,train,dry-run,eval,report}``: experiments in, run folders and reports out."""
+"""``python -m miras {list,train,dry-run,eval,submit,report}``: experiments in, run folders and reports out."""
 
 from __future__ import annotations
 
@@ -103,6 +103,7 @@ def _cmd_train(args) -> int:
                 accelerator=args.accelerator,
                 devices=args.devices,
                 num_nodes=args.num_nodes,
+                strategy=args.strategy,
                 progress=sys.stdout.isatty(),
             )
             if not result:
@@ -169,6 +170,26 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _cmd_submit(args) -> int:
+    from miras.slurm import ClusterSettings, submit
+
+    try:
+        submit(
+            args.experiment,
+            only=args.only,
+            scale=args.scale,
+            dry_run=args.dry_run,
+            cluster=ClusterSettings.load(args.cluster),
+            runs_dir=args.runs_dir,
+            nodes=args.nodes,
+            extra_sets=tuple(args.set),
+        )
+    except RuntimeError as err:  # no sbatch here, or sbatch refused the script
+        print(f"submit: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _table_of(summary: dict) -> Table | None:
     path = REPO / "experiments" / str(summary.get("paper")) / f"{summary.get('table')}.py"
     return load_experiment(path) if path.exists() else None
@@ -215,6 +236,7 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--accelerator", default="auto")
     tr.add_argument("--devices", type=_devices, default="auto")
     tr.add_argument("--num-nodes", type=int, default=1)
+    tr.add_argument("--strategy", default="auto", help="Lightning strategy (auto, ddp, fsdp, ...)")
     tr.set_defaults(func=_cmd_train)
 
     ev = sub.add_parser("eval", help="lm-eval and S-NIAH of trained runs; metrics merged into their summary.json")
@@ -239,6 +261,17 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--skip-done", action="store_true", help="skip runs whose summary already has these tasks")
     ev.add_argument("--runs-dir", default=str(REPO / "runs"))
     ev.set_defaults(func=_cmd_eval)
+
+    sb = sub.add_parser("submit", help="one sbatch script per run and seed (slurm/), submitted with sbatch")
+    sb.add_argument("experiment", type=Path)
+    sb.add_argument("--only", nargs="*", help="run-name globs")
+    sb.add_argument("--scale", choices=SCALES, default="paper")
+    sb.add_argument("--dry-run", action="store_true", help="print the scripts; write and submit nothing")
+    sb.add_argument("--nodes", type=int, help="nodes per job (default: from parameters and tokens)")
+    sb.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for train")
+    sb.add_argument("--cluster", type=Path, default=REPO / "slurm" / "cluster.toml", help="cluster settings")
+    sb.add_argument("--runs-dir", default=str(REPO / "runs"))
+    sb.set_defaults(func=_cmd_submit)
 
     rp = sub.add_parser("report", help="harvest finished summaries from runs/ and render every report (reports/)")
     rp.add_argument("experiments", nargs="*", type=Path, help="experiment files (default: all)")

@@ -91,6 +91,7 @@ def train(
     accelerator: str = "auto",
     devices: int | str = "auto",
     num_nodes: int = 1,
+    strategy: str = "auto",
     callbacks: Sequence[L.Callback] = (),
     progress: bool = True,
 ) -> dict:
@@ -103,6 +104,7 @@ def train(
         resume: continue from ``out_dir/checkpoints/last.ckpt`` (a killed run ends as if never stopped).
         force: delete an existing run folder first.
         progress: a progress bar (terminals); otherwise one log line per 5% of the steps.
+        strategy: Lightning strategy (``auto``: DDP for several processes; ``fsdp`` for the largest models).
         callbacks: extra Lightning callbacks.
     """
     out_dir = Path(out_dir)
@@ -136,6 +138,9 @@ def train(
         accelerator=accelerator,
         devices=devices,
         num_nodes=num_nodes,
+        strategy=strategy,
+        # Lightning writes (and resumes from) hpc_ckpt_*.ckpt in its root dir: keep them in the run folder
+        default_root_dir=out_dir,
         precision=t.precision,
         max_steps=steps,
         max_epochs=-1,
