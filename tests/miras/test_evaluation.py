@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from lm_eval.api.instance import Instance
 from tokenizers import Tokenizer
 
-from miras.config import DataConfig, MixerConfig, ModelConfig, RunConfig
+from miras.config import KNOWN_MIXERS, DataConfig, MixerConfig, ModelConfig, RunConfig
 from miras.evaluation import (
     FIXTURES,
     TABLE2_TASKS,
@@ -32,26 +32,7 @@ from miras.scales import apply_scale
 
 REPO = Path(__file__).resolve().parents[2]
 VOCAB = 300
-GENERATION_MIXERS = (
-    "transformer",
-    "swa",
-    "retnet",
-    "gla",
-    "mamba",
-    "mamba2",
-    "deltanet",
-    "gated_deltanet",
-    "ttt",
-    "moneta",
-    "yaad",
-    "memora",
-    "samba",
-    "gated_deltanet_h2",
-    "moneta_h",
-    "linear_attention",
-    "rls",
-    "higher_order_attention",
-)
+GENERATION_MIXERS = KNOWN_MIXERS  # every mixer and hybrid pattern
 
 
 @pytest.fixture(autouse=True)
