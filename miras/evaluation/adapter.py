@@ -72,8 +72,8 @@ class MirasLM(TemplateLM):
     ) -> MirasLM:
         """The model of a training run: ``path`` is its ``checkpoints/last.ckpt`` or its run folder.
 
-        The config saved in the checkpoint rebuilds the model and names the tokenizer; ``max_length`` defaults
-        to the training context ``data.seq_len``.
+        The config saved in the checkpoint rebuilds the model and names the tokenizer (it is kept as
+        ``run_config``); ``max_length`` defaults to the training context ``data.seq_len``.
         """
         from data.tokenizer import load_tokenizer
 
@@ -94,13 +94,15 @@ class MirasLM(TemplateLM):
         weights = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
         _check_weights(file, model.state_dict(), weights)
         model.load_state_dict(weights)
-        return cls(
+        lm = cls(
             model,
             load_tokenizer(tokenizer_spec(config)),
             max_length=max_length or config.data.seq_len,
             batch_size=batch_size,
             device=device,
         )
+        lm.run_config = config
+        return lm
 
     @classmethod
     def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> MirasLM:

@@ -14,8 +14,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
-import torch
-
 from miras.evaluation.adapter import MirasLM
 from miras.evaluation.tasks import FIXTURES, TABLE2_TASKS, TASK_YAMLS, evaluate, flatten_metrics
 
@@ -78,16 +76,15 @@ def checkpoint_of(target: str | Path) -> tuple[Path, Path]:
     return target.parent.parent, target
 
 
-def check_run_config(run: Path, checkpoint: Path) -> None:
-    """One-line ``ValueError`` when the checkpoint was trained with another config than the run folder's."""
-    from miras.config import RunConfig, config_hash, from_dict
+def check_run_config(run: Path, checkpoint: Path, config) -> None:
+    """One-line ``ValueError`` when the checkpoint's ``config`` is not the one its run folder was trained with."""
+    from miras.config import config_hash
 
     saved = run / "config.json"
-    if not saved.exists() or not checkpoint.exists():
+    if not saved.exists():
         return
     expected = json.loads(saved.read_text()).get("config_hash")
-    config = torch.load(checkpoint, map_location="cpu", weights_only=True).get("hyper_parameters", {}).get("config")
-    if config is not None and config_hash(from_dict(RunConfig, config)) != expected:
+    if config_hash(config) != expected:
         raise ValueError(f"{checkpoint} holds a model of another config than {saved} ({expected})")
 
 
@@ -134,8 +131,8 @@ def evaluate_run(
     Returns the merged metrics (``eval/<task>/<metric>``; S-NIAH: ``eval/<task>/<length>``).
     """
     run, checkpoint = checkpoint_of(target)
-    check_run_config(run, checkpoint)
     lm = MirasLM.from_checkpoint(checkpoint, batch_size=batch_size, device=device)
+    check_run_config(run, checkpoint, lm.run_config)
     tasks = resolve_tasks(tasks)
     harness = [t for t in tasks if t in TASK_YAMLS]
     niah = {**{t: list(NIAH_LENGTHS) for t in tasks if t in NIAH_TASKS}, **dict(niah or {})}
