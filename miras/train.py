@@ -165,5 +165,7 @@ def train(
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume and last.exists() else None)
     if trainer.global_step % t.val_every:
         trainer.validate(module, datamodule=datamodule, verbose=False)
+    # rank 0 writes the summary; every rank returns it (a rank that read too early would report a failed run)
+    trainer.strategy.barrier("summary")
     summary_path = out_dir / "summary.json"
     return json.loads(summary_path.read_text()) if summary_path.exists() else {}
