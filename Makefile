@@ -27,8 +27,8 @@ install: $(VENV)/.installed corpus ## venv, torch (TORCH=torch==2.13.0), the pac
 corpus: | $(VENV)/.installed ## prepare the offline corpus and BPE tokenizer under data/cache/ (idempotent)
 	$(PY) -m data.corpus
 
-test: ## fast CPU test suite (no slow, no gpu tests)
-	$(PY) -m pytest -q -m "not slow and not gpu" $(PYTEST_ARGS)
+test: ## fast CPU test suite (no slow, gpu or slurm tests)
+	$(PY) -m pytest -q -m "not slow and not gpu and not slurm" $(PYTEST_ARGS)
 
 test-gpu: ## gpu-marked tests (needs CUDA)
 	$(PY) -m pytest -q -m gpu $(PYTEST_ARGS)
