@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from data.synthetic.niah import generate_niah, score_niah
-from miras.evaluation.adapter import MirasLM, cut
+from miras.evaluation.adapter import MirasLM
 
 TOKENS_TO_GENERATE = 128
 """RULER's answer budget per sample."""
@@ -58,7 +58,7 @@ def evaluate_niah(lm: MirasLM, tasks: Mapping[str, Sequence[int]], num_samples: 
             for sample in tqdm(samples, desc=f"{task} {length}", leave=False):
                 ids = lm.tok_encode(sample["input"] + " " + sample["gen_prefix"])
                 tokens = lm.greedy(torch.tensor([ids], device=lm.device), TOKENS_TO_GENERATE, [[]])[0]
-                answer = cut(lm.tok_decode(tokens), [])
+                answer = lm.tok_decode(tokens)
                 scores.append(score_niah(answer, sample["outputs"]))
                 records.append({"task": task, "length": length, "index": sample["index"], "answer": answer})
             metrics[f"eval/{task}/{length}"] = sum(scores) / len(scores)
