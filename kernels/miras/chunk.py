@@ -1,0 +1,737 @@
+"""Triton chunk kernels of the Miras memories (section 5.4): forward and backward, varlen, initial/final state.
+
+This transcribes ``naive_chunk_miras`` (``read='chunk'``) for the linear memory ``M(x) = x W``, ``W[K, V]``.
+Per sequence and head one program walks the chunks in order, holding the chunk-start state ``S`` in fp32
+registers. For a chunk of ``BT`` tokens, with ``g_i = sum_{m <= i} log alpha_m`` (channel-wise on the key axis)
+and the lq scale ``c = ||S||_q^-(q-2)`` (1 unless ``retention='lq'``)::
+
+    R = (k * c) S - v,   P = psi(R)                           gradients at the chunk start (Eq. 28)
+    A_ij = sum_f (q * c)_if (eta * k)_jf exp(g_if - g_jf),  j <= i
+    o = (q * c * exp(g)) S - A P                              the dual read of every token (Eq. 29)
+    S' = exp(g_last) S - (eta * k * exp(g_last - g))^T P      the chunk's end state
+
+``psi`` is ``dl/dM(k)`` of the attentional bias (``naive.bias_grad``, Eq. 8-17). ``A`` is formed from the
+explicit ``[BT, BT, K]`` decay, never from ``1 / exp(g)``, so any gate value is safe. The forward stores every
+chunk-start state (fp32); the backward walks the chunks in reverse, recomputes the chunk from its stored
+state, and carries ``dS``. See ``kernels/miras/README.md`` for the derivation of each gradient.
+
+Covered: ``arch='linear'``, every bias, retention ``none``, ``l2``, ``lq`` (both scopes) and ``elastic``,
+``algorithm='gd'``. Anything else raises ``NotImplementedError`` naming the field (the layer then stays on the
+torch path).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.miras.naive import _initial, _lq_normalise, _soft_threshold
+from kernels.miras.spec import MemorySpec
+
+BIAS_CODES = {
+    "dot": 0,
+    "l2": 1,
+    "l1": 2,
+    "lp": 3,
+    "huber_coordinate": 4,
+    "huber_head": 5,
+    "huber_sign": 6,
+    "huber_norm": 7,
+    "robust": 8,
+}
+RETENTION_CODES = {"none": 0, "l2": 1, "lq": 2, "elastic": 3}
+
+
+def bias_code(spec: MemorySpec) -> int:
+    """The kernel's ``psi`` for ``spec.bias`` (the Huber variants resolved to the branch they compute)."""
+    if spec.bias != "huber":
+        return BIAS_CODES[spec.bias]
+    if spec.huber_mode == "norm":
+        return BIAS_CODES["huber_norm"]
+    if spec.huber_mode == "coordinate" or spec.huber_switch == "channel":
+        return BIAS_CODES["huber_coordinate"] if spec.huber_l1 and spec.huber_l2 else _huber_branch(spec)
+    return BIAS_CODES["huber_head"] if spec.huber_l1 and spec.huber_l2 else _huber_branch(spec)
+
+
+def _huber_branch(spec: MemorySpec) -> int:
+    return BIAS_CODES["l2"] if not spec.huber_l1 else BIAS_CODES["huber_sign"]
+
+
+def check_supported(spec: MemorySpec) -> None:
+    """Raise ``NotImplementedError`` naming the field when ``spec`` is not on the Triton kernel."""
+    for name, value, allowed in (
+        ("arch", spec.arch, ("linear",)),
+        ("retention", spec.retention, tuple(RETENTION_CODES)),
+        ("algorithm", spec.algorithm, ("gd",)),
+        ("read", spec.read, ("chunk",)),
+    ):
+        if value not in allowed:
+            raise NotImplementedError(
+                f"memory.{name}={value!r} has no Triton chunk kernel yet (issue 9); on the kernel: {', '.join(allowed)}"
+            )
+
+
+@triton.jit
+def _rows(ptr, rows, cols, n_rows, n_cols, stride):
+    """Rows ``rows``, columns ``cols`` of a row-major view with row stride ``stride``, as fp32 (0 outside)."""
+    mask = (rows[:, None] < n_rows) & (cols[None, :] < n_cols)
+    return tl.load(ptr + tl.cast(rows[:, None], tl.int64) * stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _store(ptr, x, rows, cols, n_rows, n_cols, stride):
+    mask = (rows[:, None] < n_rows) & (cols[None, :] < n_cols)
+    tl.store(ptr + tl.cast(rows[:, None], tl.int64) * stride + cols[None, :], x.to(ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _tanh(x):
+    return 2.0 / (1.0 + tl.exp(-2.0 * x)) - 1.0
+
+
+@triton.jit
+def _head_terms(r, d, V, eps):
+    """``||r||`` with ``eps`` (per row) and the head's mean ``delta`` (per row)."""
+    norm = tl.sqrt(tl.sum(r * r, 1) + eps)
+    return norm, tl.sum(d, 1) / V
+
+
+@triton.jit
+def _psi(r, v, d, V, sharp, p, eps, BIAS: tl.constexpr):
+    """``dl/dM(k)`` at the residual ``r = M(k) - v`` (``naive.bias_grad``; Eq. 8-17, Remark 5)."""
+    if BIAS == 0:
+        out = -v
+    elif BIAS == 1:
+        out = r
+    else:
+        t = _tanh(sharp * r)
+        if BIAS == 2:
+            out = t
+        elif BIAS == 3:
+            out = p * t * tl.exp(0.5 * (p - 1.0) * tl.log(r * r + eps))
+        elif BIAS == 4:
+            out = tl.where(tl.abs(r) <= d, r, d * t)
+        elif BIAS == 6:
+            out = d * t
+        else:
+            norm, dm = _head_terms(r, d, V, eps)
+            if BIAS == 5:
+                out = tl.where((norm <= dm)[:, None], r, d * t)
+            elif BIAS == 7:
+                out = tl.where((norm <= dm)[:, None], r, dm[:, None] * r / norm[:, None])
+            else:
+                out = r + dm[:, None] * r / norm[:, None]
+    return out
+
+
+@triton.jit
+def _psi_vjp(r, d, dp, V, sharp, p, eps, BIAS: tl.constexpr):
+    """``(dr, ddelta)`` of :func:`_psi` for the output gradient ``dp`` (the switches are piecewise constant)."""
+    dd = tl.zeros_like(r)
+    if BIAS == 0:
+        dr = tl.zeros_like(r)
+    elif BIAS == 1:
+        dr = dp
+    else:
+        t = _tanh(sharp * r)
+        dt = sharp * (1.0 - t * t)
+        if BIAS == 2:
+            dr = dp * dt
+        elif BIAS == 3:
+            s = r * r + eps
+            u = tl.exp(0.5 * (p - 1.0) * tl.log(s))
+            dr = dp * p * (dt * u + t * (p - 1.0) * r * u / s)
+        elif BIAS == 4:
+            small = tl.abs(r) <= d
+            dr = tl.where(small, dp, dp * d * dt)
+            dd = tl.where(small, 0.0, dp * t)
+        elif BIAS == 6:
+            dr = dp * d * dt
+            dd = dp * t
+        else:
+            norm, dm = _head_terms(r, d, V, eps)
+            rdp = tl.sum(r * dp, 1)
+            shrink = dm[:, None] / norm[:, None] * (dp - r * (rdp / (norm * norm))[:, None])
+            if BIAS == 5:
+                small = (norm <= dm)[:, None]
+                dr = tl.where(small, dp, dp * d * dt)
+                dd = tl.where(small, 0.0, dp * t)
+            elif BIAS == 7:
+                small = (norm <= dm)[:, None]
+                dr = tl.where(small, dp, shrink)
+                dd = tl.where(small, 0.0, (rdp / norm)[:, None] / V + 0.0 * r)
+            else:
+                dr = dp + shrink
+                dd = (rdp / norm)[:, None] / V + 0.0 * r
+    return dr, dd
+
+
+@triton.jit
+def _lq_scale(S, K, V, q_exp, eps_q, LQ_ROW: tl.constexpr, RETENTION: tl.constexpr, BK: tl.constexpr):
+    """``c = ||S||_q^-(q-2)`` per key row ``[BK]`` (one value repeated for the matrix scope) and ``sum |S|^q``."""
+    if RETENTION == 2:
+        a = tl.abs(S)
+        powq = tl.where(a > 0, tl.exp(q_exp * tl.log(tl.maximum(a, 1e-38))), 0.0)
+        if LQ_ROW:
+            power = tl.sum(powq, 1)
+        else:
+            power = tl.zeros([BK], dtype=tl.float32) + tl.sum(tl.sum(powq, 1), 0)
+        c = tl.exp(-(q_exp - 2.0) / q_exp * tl.log(tl.maximum(power, eps_q)))
+    else:
+        power = tl.zeros([BK], dtype=tl.float32) + 1.0
+        c = tl.zeros([BK], dtype=tl.float32) + 1.0
+    return c, power
+
+
+@triton.jit
+def _soft_threshold_tl(x, gamma):
+    return tl.where(x > gamma, x - gamma, tl.where(x < -gamma, x + gamma, 0.0))
+
+
+@triton.jit
+def _chunk_inputs(
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    eta_ptr,
+    la_ptr,
+    d_ptr,
+    rows,
+    offs_k,
+    offs_v,
+    T,
+    K,
+    V,
+    sk,
+    sv,
+    HAS_ALPHA: tl.constexpr,
+    HAS_DELTA: tl.constexpr,
+    BT: tl.constexpr,
+):
+    """Load one chunk and form the cumulative log decay ``g`` and its last row ``g_last``."""
+    q = _rows(q_ptr, rows, offs_k, T, K, sk)
+    k = _rows(k_ptr, rows, offs_k, T, K, sk)
+    v = _rows(v_ptr, rows, offs_v, T, V, sv)
+    eta = _rows(eta_ptr, rows, offs_k, T, K, sk)
+    if HAS_ALPHA:
+        g = tl.cumsum(_rows(la_ptr, rows, offs_k, T, K, sk), 0)
+    else:
+        g = tl.zeros_like(q)
+    if HAS_DELTA:
+        d = _rows(d_ptr, rows, offs_v, T, V, sv)
+    else:
+        d = tl.zeros_like(v)
+    last = (tl.arange(0, BT) == BT - 1)[:, None]
+    g_last = tl.sum(tl.where(last, g, 0.0), 0)
+    return q, k, v, eta, g, g_last, d
+
+
+@triton.jit
+def _decay(g, BT: tl.constexpr):
+    """``E[i, j, f] = exp(g_if - g_jf)`` for ``j <= i``, else 0: ``[BT, BT, BK]``."""
+    i = tl.arange(0, BT)
+    causal = (i[None, :] <= i[:, None])[:, :, None]
+    return tl.exp(tl.where(causal, g[:, None, :] - g[None, :, :], float("-inf")))
+
+
+@triton.jit
+def _fwd_kernel(
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    eta_ptr,
+    la_ptr,
+    d_ptr,
+    h0_ptr,
+    o_ptr,
+    hs_ptr,
+    ht_ptr,
+    cu_ptr,
+    chunk_ptr,
+    T,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    sharp,
+    p,
+    eps,
+    q_exp,
+    eps_q,
+    gamma,
+    BT: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    BIAS: tl.constexpr,
+    RETENTION: tl.constexpr,
+    LQ_ROW: tl.constexpr,
+    HAS_ALPHA: tl.constexpr,
+    HAS_DELTA: tl.constexpr,
+    HAS_H0: tl.constexpr,
+    STORE_HT: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
+):
+    i_n, i_h = tl.program_id(0), tl.program_id(1)
+    if IS_VARLEN:
+        bos = tl.load(cu_ptr + i_n).to(tl.int64)
+        T = (tl.load(cu_ptr + i_n + 1) - bos).to(tl.int32)
+        first_chunk = tl.load(chunk_ptr + i_n).to(tl.int64)
+    else:
+        bos = tl.cast(i_n, tl.int64) * T
+        first_chunk = tl.cast(i_n, tl.int64) * tl.cdiv(T, BT)
+    sk, sv = H * K, H * V
+    base_k, base_v = bos * sk + i_h * K, bos * sv + i_h * V
+    offs_k, offs_v = tl.arange(0, BK), tl.arange(0, BV)
+    state = (tl.cast(i_n, tl.int64) * H + i_h) * K * V
+    S = tl.zeros([BK, BV], dtype=tl.float32)
+    if HAS_H0:
+        S = _rows(h0_ptr + state, offs_k, offs_v, K, V, V)
+    for it in range(tl.cdiv(T, BT)):
+        _store(hs_ptr + ((first_chunk + it) * H + i_h) * K * V, S, offs_k, offs_v, K, V, V)
+        rows = it * BT + tl.arange(0, BT)
+        q, k, v, eta, g, g_last, d = _chunk_inputs(
+            q_ptr + base_k,
+            k_ptr + base_k,
+            v_ptr + base_v,
+            eta_ptr + base_k,
+            la_ptr + base_k,
+            d_ptr + base_v,
+            rows,
+            offs_k,
+            offs_v,
+            T,
+            K,
+            V,
+            sk,
+            sv,
+            HAS_ALPHA,
+            HAS_DELTA,
+            BT,
+        )
+        c, _ = _lq_scale(S, K, V, q_exp, eps_q, LQ_ROW, RETENTION, BK)
+        qc, ek = q * c[None, :], eta * k
+        r = tl.dot(k * c[None, :], S) - v
+        P = _psi(r, v, d, V, sharp, p, eps, BIAS)
+        A = tl.sum(qc[:, None, :] * ek[None, :, :] * _decay(g, BT), 2)
+        o = tl.dot(qc * tl.exp(g), S) - tl.dot(A, P)
+        _store(o_ptr + base_v, o, rows, offs_v, T, V, sv)
+        kb = ek * tl.exp(g_last[None, :] - g)
+        S = tl.exp(g_last)[:, None] * S - tl.dot(tl.trans(kb), P)
+        if RETENTION == 3:
+            S = _soft_threshold_tl(S, gamma)
+    if STORE_HT:
+        _store(ht_ptr + state, S, offs_k, offs_v, K, V, V)
+
+
+@triton.jit
+def _bwd_kernel(
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    eta_ptr,
+    la_ptr,
+    d_ptr,
+    hs_ptr,
+    do_ptr,
+    dht_ptr,
+    cu_ptr,
+    chunk_ptr,
+    dq_ptr,
+    dk_ptr,
+    dv_ptr,
+    deta_ptr,
+    dla_ptr,
+    dd_ptr,
+    dh0_ptr,
+    T,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    sharp,
+    p,
+    eps,
+    q_exp,
+    eps_q,
+    gamma,
+    BT: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    BIAS: tl.constexpr,
+    RETENTION: tl.constexpr,
+    LQ_ROW: tl.constexpr,
+    HAS_ALPHA: tl.constexpr,
+    HAS_DELTA: tl.constexpr,
+    HAS_H0: tl.constexpr,
+    HAS_DHT: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
+):
+    i_n, i_h = tl.program_id(0), tl.program_id(1)
+    if IS_VARLEN:
+        bos = tl.load(cu_ptr + i_n).to(tl.int64)
+        T = (tl.load(cu_ptr + i_n + 1) - bos).to(tl.int32)
+        first_chunk = tl.load(chunk_ptr + i_n).to(tl.int64)
+    else:
+        bos = tl.cast(i_n, tl.int64) * T
+        first_chunk = tl.cast(i_n, tl.int64) * tl.cdiv(T, BT)
+    sk, sv = H * K, H * V
+    base_k, base_v = bos * sk + i_h * K, bos * sv + i_h * V
+    offs_k, offs_v = tl.arange(0, BK), tl.arange(0, BV)
+    state = (tl.cast(i_n, tl.int64) * H + i_h) * K * V
+    i = tl.arange(0, BT)
+    causal = i[None, :] <= i[:, None]
+    last = (i == BT - 1)[:, None]
+    dS = tl.zeros([BK, BV], dtype=tl.float32)
+    if HAS_DHT:
+        dS = _rows(dht_ptr + state, offs_k, offs_v, K, V, V)
+    n_chunks = tl.cdiv(T, BT)
+    for back in range(n_chunks):
+        it = n_chunks - 1 - back
+        S = _rows(hs_ptr + ((first_chunk + it) * H + i_h) * K * V, offs_k, offs_v, K, V, V)
+        rows = it * BT + tl.arange(0, BT)
+        q, k, v, eta, g, g_last, d = _chunk_inputs(
+            q_ptr + base_k,
+            k_ptr + base_k,
+            v_ptr + base_v,
+            eta_ptr + base_k,
+            la_ptr + base_k,
+            d_ptr + base_v,
+            rows,
+            offs_k,
+            offs_v,
+            T,
+            K,
+            V,
+            sk,
+            sv,
+            HAS_ALPHA,
+            HAS_DELTA,
+            BT,
+        )
+        do = _rows(do_ptr + base_v, rows, offs_v, T, V, sv)
+        c, power = _lq_scale(S, K, V, q_exp, eps_q, LQ_ROW, RETENTION, BK)
+        qc, kc, ek = q * c[None, :], k * c[None, :], eta * k
+        r = tl.dot(kc, S) - v
+        P = _psi(r, v, d, V, sharp, p, eps, BIAS)
+        E = _decay(g, BT)
+        A = tl.sum(qc[:, None, :] * ek[None, :, :] * E, 2)
+        eg = tl.exp(g)
+        kb = ek * tl.exp(g_last[None, :] - g)
+        decay_last = tl.exp(g_last)
+        if RETENTION == 3:
+            end = decay_last[:, None] * S - tl.dot(tl.trans(kb), P)
+            dS = tl.where(tl.abs(end) > gamma, dS, 0.0)
+
+        dP = -tl.dot(tl.trans(A), do) - tl.dot(kb, dS)
+        dr, dd = _psi_vjp(r, d, dP, V, sharp, p, eps, BIAS)
+        if BIAS == 0:
+            dv = -dP
+        else:
+            dv = -dr
+        dA = tl.where(causal, -tl.dot(do, tl.trans(P)), 0.0)
+        dqb = tl.dot(do, tl.trans(S))
+        dkb = -tl.dot(P, tl.trans(dS))
+
+        dS_prev = decay_last[:, None] * dS + tl.dot(tl.trans(qc * eg), do) + tl.dot(tl.trans(kc), dr)
+        dqc = dqb * eg + tl.sum(dA[:, :, None] * ek[None, :, :] * E, 1)
+        dkc = tl.dot(dr, tl.trans(S))
+        X = dA[:, :, None] * qc[:, None, :] * ek[None, :, :] * E
+        dek = tl.sum(dA[:, :, None] * qc[:, None, :] * E, 0) + dkb * tl.exp(g_last[None, :] - g)
+        dg = dqb * qc * eg + tl.sum(X, 1) - tl.sum(X, 0) - dkb * kb
+        dg_last = decay_last * tl.sum(S * dS, 1) + tl.sum(dkb * kb, 0)
+        dg = dg + tl.where(last, dg_last[None, :], 0.0)
+        if RETENTION == 2:
+            dc = tl.sum(dqc * q, 0) + tl.sum(dkc * k, 0)
+            if not LQ_ROW:
+                dc = tl.zeros([BK], dtype=tl.float32) + tl.sum(dc, 0)
+            a = tl.abs(S)
+            pow1 = tl.where(a > 0, tl.exp((q_exp - 1.0) * tl.log(tl.maximum(a, 1e-38))), 0.0)
+            sign = tl.where(S > 0, 1.0, tl.where(S < 0, -1.0, 0.0))
+            dpower = tl.where(power > eps_q, -(q_exp - 2.0) * c / power * dc, 0.0)
+            dS_prev += dpower[:, None] * pow1 * sign
+        dS = dS_prev
+
+        _store(dq_ptr + base_k, dqc * c[None, :], rows, offs_k, T, K, sk)
+        _store(dk_ptr + base_k, dkc * c[None, :] + dek * eta, rows, offs_k, T, K, sk)
+        _store(dv_ptr + base_v, dv, rows, offs_v, T, V, sv)
+        _store(deta_ptr + base_k, dek * k, rows, offs_k, T, K, sk)
+        if HAS_ALPHA:
+            dla = tl.sum(dg, 0)[None, :] - tl.cumsum(dg, 0) + dg
+            _store(dla_ptr + base_k, dla, rows, offs_k, T, K, sk)
+        if HAS_DELTA:
+            _store(dd_ptr + base_v, dd, rows, offs_v, T, V, sv)
+    if HAS_H0:
+        _store(dh0_ptr + state, dS, offs_k, offs_v, K, V, V)
+
+
+def _chunk_offsets(cu_seqlens: torch.Tensor, chunk_size: int) -> torch.Tensor:
+    """First chunk index of every packed sequence."""
+    lengths = cu_seqlens[1:] - cu_seqlens[:-1]
+    counts = (lengths + chunk_size - 1) // chunk_size
+    return torch.cat([counts.new_zeros(1), counts.cumsum(0)]).to(torch.int32)
+
+
+class ChunkMirasFunction(torch.autograd.Function):
+    """Triton forward and backward of the linear Miras memory (inputs ``[B, T, H, D]``, gates expanded)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, eta, log_alpha, delta, h0, spec, chunk_size, cu_seqlens, output_final_state):
+        B, T, H, K = q.shape
+        V = v.shape[-1]
+        N = B if cu_seqlens is None else len(cu_seqlens) - 1
+        offsets = None if cu_seqlens is None else _chunk_offsets(cu_seqlens, chunk_size)
+        n_chunks = B * triton.cdiv(T, chunk_size) if offsets is None else int(offsets[-1])
+        o = torch.empty(v.shape, device=v.device, dtype=q.dtype)
+        hs = torch.empty(n_chunks, H, K, V, device=q.device, dtype=torch.float32)
+        ht = torch.empty(N, H, K, V, device=q.device, dtype=torch.float32) if output_final_state else None
+        scalars = _scalars(spec)
+        _fwd_kernel[(N, H)](
+            q,
+            k,
+            v,
+            eta,
+            *_or_dummy(hs, log_alpha, delta, h0),
+            o,
+            hs,
+            *_or_dummy(hs, ht, cu_seqlens, offsets),
+            T,
+            H,
+            K,
+            V,
+            *scalars,
+            **_meta(spec, chunk_size, K, V, log_alpha, delta),
+            HAS_H0=h0 is not None,
+            STORE_HT=output_final_state,
+            IS_VARLEN=cu_seqlens is not None,
+        )
+        ctx.save_for_backward(q, k, v, eta, log_alpha, delta, h0, hs, cu_seqlens, offsets)
+        ctx.spec, ctx.chunk_size = spec, chunk_size
+        return o, ht
+
+    @staticmethod
+    def backward(ctx, do, dht):
+        q, k, v, eta, log_alpha, delta, h0, hs, cu_seqlens, offsets = ctx.saved_tensors
+        B, T, H, K = q.shape
+        V = v.shape[-1]
+        N = B if cu_seqlens is None else len(cu_seqlens) - 1
+        f32 = dict(dtype=torch.float32, device=q.device)
+        dq, dk, deta = (torch.empty(q.shape, **f32) for _ in range(3))
+        dv = torch.empty(v.shape, **f32)
+        dla = torch.empty(q.shape, **f32) if log_alpha is not None else None
+        dd = torch.empty(v.shape, **f32) if delta is not None else None
+        dh0 = torch.empty(h0.shape, **f32) if h0 is not None else None
+        _bwd_kernel[(N, H)](
+            q,
+            k,
+            v,
+            eta,
+            *_or_dummy(hs, log_alpha, delta),
+            hs,
+            do.contiguous(),
+            *_or_dummy(hs, dht, cu_seqlens, offsets),
+            dq,
+            dk,
+            dv,
+            deta,
+            *_or_dummy(hs, dla, dd, dh0),
+            T,
+            H,
+            K,
+            V,
+            *_scalars(ctx.spec),
+            **_meta(ctx.spec, ctx.chunk_size, K, V, log_alpha, delta),
+            HAS_H0=h0 is not None,
+            HAS_DHT=dht is not None,
+            IS_VARLEN=cu_seqlens is not None,
+        )
+        cast = lambda g, like: None if g is None else g.to(like.dtype)  # noqa: E731
+        return (
+            cast(dq, q),
+            cast(dk, k),
+            cast(dv, v),
+            cast(deta, eta),
+            cast(dla, log_alpha),
+            cast(dd, delta),
+            cast(dh0, h0),
+            None,
+            None,
+            None,
+            None,
+        )
+
+
+def _or_dummy(dummy: torch.Tensor, *tensors):
+    """Absent optional tensors as ``dummy`` (the kernels never touch them: their flags are off)."""
+    return tuple(dummy if t is None else t for t in tensors)
+
+
+def _scalars(spec: MemorySpec) -> tuple[float, ...]:
+    return (spec.sign_sharpness, spec.p, spec.eps, spec.q, spec.eps**spec.q, spec.elastic_threshold)
+
+
+def _meta(spec: MemorySpec, chunk_size: int, K: int, V: int, log_alpha, delta) -> dict:
+    return dict(
+        BT=chunk_size,
+        BK=max(16, triton.next_power_of_2(K)),
+        BV=max(16, triton.next_power_of_2(V)),
+        BIAS=bias_code(spec),
+        RETENTION=RETENTION_CODES[spec.retention],
+        LQ_ROW=spec.lq_scope == "row",
+        HAS_ALPHA=log_alpha is not None,
+        HAS_DELTA=delta is not None,
+    )
+
+
+def _channelwise(g: torch.Tensor | None, d: int) -> torch.Tensor | None:
+    """A per-head gate ``[B, T, H]`` or a channel-wise one ``[B, T, H, D]`` as a contiguous ``[B, T, H, d]``."""
+    if g is None:
+        return None
+    if g.dim() == 3:
+        g = g.unsqueeze(-1)
+    if g.shape[-1] not in (1, d):
+        raise ValueError(f"a channel-wise gate needs {d} channels, got {g.shape[-1]}")
+    return g.expand(*g.shape[:3], d).contiguous()
+
+
+def chunk_miras(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    eta: torch.Tensor,
+    alpha: torch.Tensor | None,
+    spec: MemorySpec,
+    delta: torch.Tensor | None = None,
+    initial_state=None,
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+    chunk_size: int = 64,
+) -> tuple[torch.Tensor, dict | None]:
+    """The chunkwise Miras memory on Triton (Eq. 28-29); the same function as :func:`naive_chunk_miras`.
+
+    Args:
+        q, k: ``[B, T, H, K]`` queries and keys; v: ``[B, T, H, V]`` values (fp32, fp16 or bf16).
+        eta, alpha: learning rate and retention gate, ``[B, T, H]`` or channel-wise ``[B, T, H, K]``
+            (``alpha`` may be None for ``retention='none'``).
+        spec: the memory (see :func:`check_supported`).
+        delta: Huber threshold / robust radius ``[B, T, H]`` or ``[B, T, H, V]`` when ``spec.needs_delta``.
+        initial_state: as :func:`naive_chunk_miras` (``[N, H, K, V]`` per sequence with ``cu_seqlens``).
+        output_final_state: also return the final state dict (fp32).
+        cu_seqlens: ``[N + 1]`` offsets of ``N`` sequences packed into a batch of one; chunks restart at
+            every sequence.
+        chunk_size: tokens per chunk (a power of two >= 16).
+
+    Returns:
+        ``o [B, T, H, V]`` in ``q``'s dtype and the final state dict (or None).
+    """
+    check_supported(spec)
+    if chunk_size < 16 or chunk_size & (chunk_size - 1):
+        raise ValueError(f"chunk_size={chunk_size!r} is invalid; allowed values: a power of two >= 16")
+    if spec.needs_delta and delta is None:
+        raise ValueError(f"memory.bias={spec.bias!r} needs delta (the Huber threshold or robust radius)")
+    if spec.retention != "none" and alpha is None:
+        raise ValueError(f"memory.retention={spec.retention!r} needs alpha (the retention gate)")
+    if cu_seqlens is not None and q.shape[0] != 1:
+        raise ValueError(f"cu_seqlens needs a batch of one packed sequence, got batch {q.shape[0]}")
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    N = B if cu_seqlens is None else len(cu_seqlens) - 1
+    h0 = None
+    if initial_state is not None:
+        h0 = _initial(initial_state, spec, N, H, K, V, q.float())[0][0].float().contiguous()
+    log_alpha = None
+    if spec.retention != "none":
+        log_alpha = _channelwise(alpha, K).float().clamp_min(torch.finfo(torch.float32).tiny).log()
+    o, ht = ChunkMirasFunction.apply(
+        q.contiguous(),
+        k.contiguous(),
+        v.contiguous(),
+        _channelwise(eta, K),
+        log_alpha,
+        _channelwise(delta, V) if spec.needs_delta else None,
+        h0,
+        spec,
+        chunk_size,
+        None if cu_seqlens is None else cu_seqlens.to(torch.int32),
+        output_final_state,
+    )
+    if not output_final_state:
+        return o, None
+    final = {"weights": (_lq_normalise(ht, spec),) if spec.retention == "lq" else (ht,)}
+    if spec.retention == "lq":
+        final["accumulator"] = (ht,)
+    return o, final
+
+
+def fused_recurrent_miras(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    eta: torch.Tensor,
+    alpha: torch.Tensor | None,
+    spec: MemorySpec,
+    delta: torch.Tensor | None = None,
+    state: dict | None = None,
+    chunk_size: int = 64,
+) -> tuple[torch.Tensor, dict]:
+    """Token-by-token decoding of the chunkwise memory (inference; no gradients).
+
+    The state is ``{"start": S_{t'}, "running": S_i, "position": i}``: the chunk-start state at which every
+    gradient of the chunk is taken (Eq. 28), the linearly accumulated state after the chunk's tokens so far, and
+    how many there were. Feeding a sequence in pieces of any length gives the outputs of :func:`chunk_miras` on
+    the whole sequence. Shapes as :func:`chunk_miras`; ``state=None`` starts from zeros.
+    """
+    check_supported(spec)
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    with torch.no_grad():
+        if state is None:
+            start = q.new_zeros(B, H, K, V, dtype=torch.float32)
+            state = {"start": start, "running": start.clone(), "position": 0}
+        start, running, position = state["start"].float(), state["running"].float(), int(state["position"])
+        eta_c = _channelwise(eta, K).float()
+        log_alpha = None if spec.retention == "none" else _channelwise(alpha, K).float().clamp_min(1e-38).log()
+        delta_c = _channelwise(delta, V).float() if spec.needs_delta else None
+        outputs = []
+        for t in range(T):
+            o, running = _recurrent_step(
+                q[:, t].float(),
+                k[:, t].float(),
+                v[:, t].float(),
+                eta_c[:, t],
+                None if log_alpha is None else log_alpha[:, t],
+                None if delta_c is None else delta_c[:, t],
+                start,
+                running,
+                spec,
+            )
+            outputs.append(o)
+            position += 1
+            if position == chunk_size:
+                start = _soft_threshold(running, spec) if spec.retention == "elastic" else running
+                running, position = start.clone(), 0
+        o = torch.stack(outputs, 1) if outputs else v.new_zeros(B, 0, H, V)
+    return o.to(q.dtype), {"start": start, "running": running, "position": position}
+
+
+def _recurrent_step(q, k, v, eta, log_alpha, delta, start, running, spec):
+    """One token: gradient at the chunk start, linear write into ``running``, read through the lq scale."""
+    from kernels.miras.naive import bias_grad
+
+    scale = _lq_row_scale(start, spec)
+    r = torch.einsum("bhk,bhkv->bhv", k * scale, start) - v
+    psi = bias_grad(r + v, v, delta, spec)
+    decay = 1.0 if log_alpha is None else log_alpha.exp()[..., None]
+    running = decay * running - (eta * k)[..., None] * psi[..., None, :]
+    o = torch.einsum("bhk,bhkv->bhv", q * scale, running)
+    return o, running
+
+
+def _lq_row_scale(start: torch.Tensor, spec: MemorySpec) -> torch.Tensor:
+    """``||S||_q^-(q-2)`` as a factor on the key axis ``[B, H, K]`` (1 for other retentions)."""
+    if spec.retention != "lq" or spec.q == 2:
+        return torch.ones_like(start[..., 0])
+    dims = (-2, -1) if spec.lq_scope == "matrix" else (-1,)
+    power = start.abs().pow(spec.q).sum(dims, keepdim=True).clamp_min(spec.eps**spec.q)
+    return power.pow(-(spec.q - 2) / spec.q).expand_as(start)[..., 0]
+
+
+__all__ = ["ChunkMirasFunction", "check_supported", "chunk_miras", "fused_recurrent_miras"]
