@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.miras.naive import _initial, _lq_normalise, _soft_threshold
+from kernels.miras.naive import _initial, _lq_normalise
 from kernels.miras.spec import MemorySpec
 
 BIAS_CODES = {
@@ -235,7 +235,7 @@ def _decay(g, BT: tl.constexpr):
     return tl.exp(tl.where(causal, g[:, None, :] - g[None, :, :], float("-inf")))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T"])
 def _fwd_kernel(
     q_ptr,
     k_ptr,
@@ -323,7 +323,7 @@ def _fwd_kernel(
         _store(ht_ptr + state, S, offs_k, offs_v, K, V, V)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T"])
 def _bwd_kernel(
     q_ptr,
     k_ptr,
@@ -581,7 +581,7 @@ def _meta(spec: MemorySpec, chunk_size: int, K: int, V: int, log_alpha, delta) -
     )
 
 
-def _channelwise(g: torch.Tensor | None, d: int) -> torch.Tensor | None:
+def channelwise(g: torch.Tensor | None, d: int) -> torch.Tensor | None:
     """A per-head gate ``[B, T, H]`` or a channel-wise one ``[B, T, H, D]`` as a contiguous ``[B, T, H, d]``."""
     if g is None:
         return None
@@ -639,14 +639,14 @@ def chunk_miras(
         h0 = _initial(initial_state, spec, N, H, K, V, q.float())[0][0].float().contiguous()
     log_alpha = None
     if spec.retention != "none":
-        log_alpha = _channelwise(alpha, K).float().clamp_min(torch.finfo(torch.float32).tiny).log()
+        log_alpha = channelwise(alpha, K).float().clamp_min(torch.finfo(torch.float32).tiny).log()
     o, ht = ChunkMirasFunction.apply(
         q.contiguous(),
         k.contiguous(),
         v.contiguous(),
-        _channelwise(eta, K),
+        channelwise(eta, K),
         log_alpha,
-        _channelwise(delta, V) if spec.needs_delta else None,
+        channelwise(delta, V) if spec.needs_delta else None,
         h0,
         spec,
         chunk_size,
@@ -661,77 +661,4 @@ def chunk_miras(
     return o, final
 
 
-def fused_recurrent_miras(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    eta: torch.Tensor,
-    alpha: torch.Tensor | None,
-    spec: MemorySpec,
-    delta: torch.Tensor | None = None,
-    state: dict | None = None,
-    chunk_size: int = 64,
-) -> tuple[torch.Tensor, dict]:
-    """Token-by-token decoding of the chunkwise memory (inference; no gradients).
-
-    The state is ``{"start": S_{t'}, "running": S_i, "position": i}``: the chunk-start state at which every
-    gradient of the chunk is taken (Eq. 28), the linearly accumulated state after the chunk's tokens so far, and
-    how many there were. Feeding a sequence in pieces of any length gives the outputs of :func:`chunk_miras` on
-    the whole sequence. Shapes as :func:`chunk_miras`; ``state=None`` starts from zeros.
-    """
-    check_supported(spec)
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    with torch.no_grad():
-        if state is None:
-            start = q.new_zeros(B, H, K, V, dtype=torch.float32)
-            state = {"start": start, "running": start.clone(), "position": 0}
-        start, running, position = state["start"].float(), state["running"].float(), int(state["position"])
-        eta_c = _channelwise(eta, K).float()
-        log_alpha = None if spec.retention == "none" else _channelwise(alpha, K).float().clamp_min(1e-38).log()
-        delta_c = _channelwise(delta, V).float() if spec.needs_delta else None
-        outputs = []
-        for t in range(T):
-            o, running = _recurrent_step(
-                q[:, t].float(),
-                k[:, t].float(),
-                v[:, t].float(),
-                eta_c[:, t],
-                None if log_alpha is None else log_alpha[:, t],
-                None if delta_c is None else delta_c[:, t],
-                start,
-                running,
-                spec,
-            )
-            outputs.append(o)
-            position += 1
-            if position == chunk_size:
-                start = _soft_threshold(running, spec) if spec.retention == "elastic" else running
-                running, position = start.clone(), 0
-        o = torch.stack(outputs, 1) if outputs else v.new_zeros(B, 0, H, V)
-    return o.to(q.dtype), {"start": start, "running": running, "position": position}
-
-
-def _recurrent_step(q, k, v, eta, log_alpha, delta, start, running, spec):
-    """One token: gradient at the chunk start, linear write into ``running``, read through the lq scale."""
-    from kernels.miras.naive import bias_grad
-
-    scale = _lq_row_scale(start, spec)
-    r = torch.einsum("bhk,bhkv->bhv", k * scale, start) - v
-    psi = bias_grad(r + v, v, delta, spec)
-    decay = 1.0 if log_alpha is None else log_alpha.exp()[..., None]
-    running = decay * running - (eta * k)[..., None] * psi[..., None, :]
-    o = torch.einsum("bhk,bhkv->bhv", q * scale, running)
-    return o, running
-
-
-def _lq_row_scale(start: torch.Tensor, spec: MemorySpec) -> torch.Tensor:
-    """``||S||_q^-(q-2)`` as a factor on the key axis ``[B, H, K]`` (1 for other retentions)."""
-    if spec.retention != "lq" or spec.q == 2:
-        return torch.ones_like(start[..., 0])
-    dims = (-2, -1) if spec.lq_scope == "matrix" else (-1,)
-    power = start.abs().pow(spec.q).sum(dims, keepdim=True).clamp_min(spec.eps**spec.q)
-    return power.pow(-(spec.q - 2) / spec.q).expand_as(start)[..., 0]
-
-
-__all__ = ["ChunkMirasFunction", "check_supported", "chunk_miras", "fused_recurrent_miras"]
+__all__ = ["ChunkMirasFunction", "check_supported", "chunk_miras"]

@@ -1,0 +1,173 @@
+"""Token-by-token decoding of the chunkwise Miras memory in Triton (inference: no gradients).
+
+Decoding must give the outputs of :func:`kernels.miras.chunk.chunk_miras` on the whole sequence, so it keeps
+the chunk structure: every gradient of a chunk is taken at the chunk-start state (Eq. 28), and the reads use
+the state accumulated linearly since then. The state is therefore::
+
+    {"start": S_{t'} [N, H, K, V], "running": S_i [N, H, K, V], "position": i}
+
+and one token ``(q, k, v, eta, alpha, delta)`` does, with ``c = ||S_{t'}||_q^-(q-2)`` (1 unless ``lq``)::
+
+    r = (k * c) S_{t'} - v,   S_i = alpha * S_{i-1} - (eta * k) psi(r)^T,   o = (q * c) S_i
+
+When ``position`` reaches the chunk size the running state becomes the next chunk start (soft-thresholded
+for ``elastic``). One program per sequence and head holds both states in fp32 registers.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.miras.chunk import (
+    RETENTION_CODES,
+    _lq_scale,
+    _psi,
+    _soft_threshold_tl,
+    bias_code,
+    channelwise,
+    check_supported,
+)
+from kernels.miras.spec import MemorySpec
+
+
+@triton.jit(do_not_specialize=["T", "position"])
+def _fused_recurrent_kernel(
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    eta_ptr,
+    la_ptr,
+    d_ptr,
+    start_ptr,
+    running_ptr,
+    o_ptr,
+    T,
+    position,
+    chunk_size,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    sharp,
+    p,
+    eps,
+    q_exp,
+    eps_q,
+    gamma,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    BIAS: tl.constexpr,
+    RETENTION: tl.constexpr,
+    LQ_ROW: tl.constexpr,
+    HAS_ALPHA: tl.constexpr,
+    HAS_DELTA: tl.constexpr,
+):
+    i_n, i_h = tl.program_id(0), tl.program_id(1)
+    offs_k, offs_v = tl.arange(0, BK), tl.arange(0, BV)
+    mk, mv = offs_k < K, offs_v < V
+    mkv = mk[:, None] & mv[None, :]
+    state = (tl.cast(i_n, tl.int64) * H + i_h) * K * V + offs_k[:, None] * V + offs_v[None, :]
+    start = tl.load(start_ptr + state, mask=mkv, other=0.0)
+    running = tl.load(running_ptr + state, mask=mkv, other=0.0)
+    base_k = tl.cast(i_n, tl.int64) * T * H * K + i_h * K + offs_k
+    base_v = tl.cast(i_n, tl.int64) * T * H * V + i_h * V + offs_v
+    for t in range(T):
+        tk, tv = base_k + t * H * K, base_v + t * H * V
+        q = tl.load(q_ptr + tk, mask=mk, other=0.0).to(tl.float32)
+        k = tl.load(k_ptr + tk, mask=mk, other=0.0).to(tl.float32)
+        v = tl.load(v_ptr + tv, mask=mv, other=0.0).to(tl.float32)[None, :]
+        eta = tl.load(eta_ptr + tk, mask=mk, other=0.0).to(tl.float32)
+        d = tl.zeros_like(v)
+        if HAS_DELTA:
+            d = tl.load(d_ptr + tv, mask=mv, other=0.0).to(tl.float32)[None, :]
+        c, _ = _lq_scale(start, K, V, q_exp, eps_q, LQ_ROW, RETENTION, BK)
+        r = tl.sum((k * c)[:, None] * start, 0)[None, :] - v
+        P = _psi(r, v, d, V, sharp, p, eps, BIAS)
+        if HAS_ALPHA:
+            running = tl.exp(tl.load(la_ptr + tk, mask=mk, other=0.0))[:, None] * running
+        running = running - (eta * k)[:, None] * P
+        tl.store(o_ptr + tv, tl.sum((q * c)[:, None] * running, 0).to(o_ptr.dtype.element_ty), mask=mv)
+        position += 1
+        at_end = position == chunk_size
+        if RETENTION == 3:
+            new_start = _soft_threshold_tl(running, gamma)
+        else:
+            new_start = running
+        start = tl.where(at_end, new_start, start)
+        running = tl.where(at_end, new_start, running)
+        position = tl.where(at_end, 0, position)
+    tl.store(start_ptr + state, start, mask=mkv)
+    tl.store(running_ptr + state, running, mask=mkv)
+
+
+def fused_recurrent_miras(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    eta: torch.Tensor,
+    alpha: torch.Tensor | None,
+    spec: MemorySpec,
+    delta: torch.Tensor | None = None,
+    state: dict | None = None,
+    chunk_size: int = 64,
+) -> tuple[torch.Tensor, dict]:
+    """Decode ``T`` tokens from ``state`` (module docstring); inputs as :func:`kernels.miras.chunk.chunk_miras`.
+
+    Args:
+        q, k: ``[N, T, H, K]``; v: ``[N, T, H, V]``; eta, alpha, delta: ``[N, T, H]`` or channel-wise.
+        state: ``{"start", "running", "position"}`` from a previous call, or None (zeros at position 0).
+        chunk_size: the chunk size of the :func:`chunk_miras` run being continued.
+
+    Returns:
+        ``o [N, T, H, V]`` in ``q``'s dtype and the new state (fp32; the input state is not modified).
+    """
+    check_supported(spec)
+    N, T, H, K = q.shape
+    V = v.shape[-1]
+    if state is None:
+        zeros = torch.zeros(N, H, K, V, device=q.device, dtype=torch.float32)
+        state = {"start": zeros, "running": zeros, "position": 0}
+    position = int(state["position"])
+    if not 0 <= position < chunk_size:
+        raise ValueError(f"state['position']={position} is invalid; allowed values: 0 .. {chunk_size - 1}")
+    start = state["start"].float().expand(N, H, K, V).clone()
+    running = state["running"].float().expand(N, H, K, V).clone()
+    o = torch.empty(v.shape, device=v.device, dtype=q.dtype)
+    log_alpha = None
+    if spec.retention != "none":
+        log_alpha = channelwise(alpha, K).float().clamp_min(torch.finfo(torch.float32).tiny).log()
+    eta_c = channelwise(eta, K)
+    delta_c = channelwise(delta, V) if spec.needs_delta else None
+    with torch.no_grad():
+        _fused_recurrent_kernel[(N, H)](
+            q.contiguous(),
+            k.contiguous(),
+            v.contiguous(),
+            eta_c,
+            eta_c if log_alpha is None else log_alpha,
+            eta_c if delta_c is None else delta_c,
+            start,
+            running,
+            o,
+            T,
+            position,
+            chunk_size,
+            H,
+            K,
+            V,
+            spec.sign_sharpness,
+            spec.p,
+            spec.eps,
+            spec.q,
+            spec.eps**spec.q,
+            spec.elastic_threshold,
+            BK=max(16, triton.next_power_of_2(K)),
+            BV=max(16, triton.next_power_of_2(V)),
+            BIAS=bias_code(spec),
+            RETENTION=RETENTION_CODES[spec.retention],
+            LQ_ROW=spec.lq_scope == "row",
+            HAS_ALPHA=log_alpha is not None,
+            HAS_DELTA=delta_c is not None,
+        )
+    return o, {"start": start, "running": running, "position": (position + T) % chunk_size}

@@ -1,0 +1,225 @@
+"""The Triton Miras kernels against ``naive_chunk_miras``: output, final state and every gradient; varlen; decoding."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kernels.miras import PRESETS, MemorySpec, naive_chunk_miras
+from kernels.miras.chunk import check_supported, chunk_miras
+from kernels.miras.fused_recurrent import fused_recurrent_miras
+from kernels.utils import assert_close
+
+B, H, D = 2, 2, 12  # D not a power of two: the kernels pad it to 16
+CHUNK = 16
+
+
+@pytest.fixture(autouse=True)
+def _nan_poisoned_empty(monkeypatch):
+    """Every ``torch.empty(_like)`` starts as NaN, so an output element a kernel forgets to write shows."""
+    empty, empty_like = torch.empty, torch.empty_like
+
+    def poison(x):
+        if x.is_floating_point():
+            with torch.no_grad():
+                x.fill_(float("nan"))
+        return x
+
+    monkeypatch.setattr(torch, "empty", lambda *a, **kw: poison(empty(*a, **kw)))
+    monkeypatch.setattr(torch, "empty_like", lambda *a, **kw: poison(empty_like(*a, **kw)))
+
+
+def linear(bias="l2", retention="l2", **kw) -> MemorySpec:
+    return MemorySpec(
+        arch="linear",
+        bias=bias,
+        retention=retention,
+        p=3.0 if bias == "lp" else 2.0,
+        q=4.0 if retention == "lq" else 2.0,
+        **kw,
+    )
+
+
+def make_inputs(T, channel=True, dtype=torch.float32, device="cpu", n=B):
+    """Unit q, k (as the layer gives them), gates in the ranges the layer produces."""
+    q = F.normalize(torch.randn(n, T, H, D, device=device), dim=-1)
+    k = F.normalize(torch.randn(n, T, H, D, device=device), dim=-1)
+    v = torch.randn(n, T, H, D, device=device)
+    shape = (n, T, H, D) if channel else (n, T, H)
+    eta = 0.5 * torch.rand(shape, device=device)
+    alpha = 0.7 + 0.3 * torch.rand(shape, device=device)
+    delta = 0.2 + torch.rand(shape, device=device)
+    return [x.to(dtype).requires_grad_() for x in (q, k, v, eta, alpha, delta)]
+
+
+def make_state(spec, n=B, device="cpu"):
+    key = "accumulator" if spec.retention == "lq" else "weights"
+    return key, (0.3 * torch.randn(n, H, D, D, device=device)).requires_grad_()
+
+
+def grads_of(fn, inputs, state, spec, *extra, chunk_size=CHUNK):
+    """Outputs, final weights and the gradients of a random projection of both, w.r.t. inputs and state."""
+    key, h0 = state if state is not None else (None, None)
+    initial = None if state is None else {key: (h0,)}
+    o, final = fn(*inputs[:5], spec, inputs[5], initial, True, *extra, chunk_size=chunk_size)
+    weights = final["weights"][0]
+    gen = torch.Generator().manual_seed(7)
+    do = torch.randn(o.shape, generator=gen).to(o)
+    dw = torch.randn(weights.shape, generator=gen).to(weights)
+    wrt = [x for x in (*inputs, h0) if x is not None]
+    grads = torch.autograd.grad((o * do).sum() + (weights * dw).sum(), wrt, allow_unused=True)
+    return o, weights, grads
+
+
+def compare(spec, T, channel=True, with_state=True, ratio=2e-5, chunk_size=CHUNK):
+    inputs = make_inputs(T, channel)
+    state = make_state(spec) if with_state else None
+    ref = grads_of(naive_chunk_miras, inputs, state, spec, chunk_size=chunk_size)
+    out = grads_of(chunk_miras, inputs, state, spec, None, chunk_size=chunk_size)
+    assert_close("o", ref[0], out[0], ratio)
+    assert_close("final state", ref[1], out[1], ratio)
+    names = ["dq", "dk", "dv", "deta", "dalpha", "ddelta", "dinitial"]
+    for name, r, o in zip(names, ref[2], out[2], strict=False):
+        if r is None or r.abs().max() < 1e-6:  # no dependence (e.g. on alpha at T=1 from a zero state)
+            assert o is None or not o.abs().max() > 1e-6, name
+        else:
+            assert_close(name, r, o, ratio)
+
+
+SPECS = {
+    **{f"{bias}-l2": linear(bias) for bias in ("dot", "l2", "l1", "lp", "huber", "robust")},
+    "l2-none": linear(retention="none"),
+    "lp-lq": linear("lp", "lq"),
+    "l2-lq-row": linear(retention="lq", lq_scope="row"),
+    "huber-elastic": linear("huber", "elastic", elastic_threshold=0.02),
+    "huber-coordinate": linear("huber", huber_mode="coordinate"),
+    "huber-channel-switch": linear("huber", huber_switch="channel"),
+    "huber-norm": linear("huber", huber_mode="norm"),
+    "huber-no-l1": linear("huber", huber_l1=False),
+    "huber-no-l2": linear("huber", huber_l2=False),
+}
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_chunk_matches_naive(name):
+    compare(SPECS[name], T=37)
+
+
+@pytest.mark.parametrize("preset", ["moneta_linear", "yaad_linear"])
+def test_presets_with_per_head_gates(preset):
+    compare(PRESETS[preset].replace(read="chunk"), T=37, channel=False)
+
+
+@pytest.mark.parametrize("T", [1, 15, 63, 64, 65, 130])
+@pytest.mark.parametrize("with_state", [True, False])
+def test_odd_lengths(T, with_state):
+    compare(PRESETS["yaad_linear"], T=T, with_state=with_state, chunk_size=64)
+
+
+def test_half_inputs():
+    """fp16 inputs, fp32 accumulation: against the fp32 reference on the same (rounded) inputs.
+
+    From a zero accumulator Moneta's first chunk reads at the scale ``eps^-(q-2)``, beyond fp16, so it starts
+    from a random one (as the layer's learned ``A_0``)."""
+    spec = PRESETS["moneta_linear"]
+    inputs = make_inputs(33)
+    half = [x.detach().half().requires_grad_() for x in inputs]
+    wide = [x.detach().float().requires_grad_() for x in half]
+    state = make_state(spec)
+    o_ref, _, g_ref = grads_of(naive_chunk_miras, wide, state, spec)
+    o, _, g = grads_of(chunk_miras, half, state, spec, None)
+    assert o.dtype == torch.float16 and g[0].dtype == torch.float16
+    assert_close("o", o_ref, o.float(), 2e-3)
+    for name, r, x in zip(["dq", "dk", "dv", "deta", "dalpha", "ddelta", "dinitial"], g_ref, g, strict=True):
+        if r is not None:
+            assert_close(name, r, x.float(), 2e-3)
+
+
+def test_varlen_matches_per_sequence():
+    """Packed sequences with ``cu_seqlens`` give each sequence's own run, outputs, states and gradients."""
+    spec = PRESETS["yaad_linear"]
+    lengths = [5, 35, 17]
+    inputs = make_inputs(sum(lengths), n=1)
+    key, h0 = make_state(spec, n=len(lengths))
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()])
+    o, final = chunk_miras(*inputs[:5], spec, inputs[5], {key: (h0,)}, True, cu, chunk_size=CHUNK)
+    parts, finals = [], []
+    for n, (a, b) in enumerate(zip(cu[:-1].tolist(), cu[1:].tolist(), strict=True)):
+        piece = [x[:, a:b] for x in inputs]
+        o_n, f_n = naive_chunk_miras(*piece[:5], spec, piece[5], {key: (h0[n : n + 1],)}, True, CHUNK)
+        parts.append(o_n)
+        finals.append(f_n["weights"][0])
+    ref_o, ref_w = torch.cat(parts, 1), torch.cat(finals, 0)
+    assert_close("o", ref_o, o, 2e-5)
+    assert_close("final state", ref_w, final["weights"][0], 2e-5)
+    do, dw = torch.randn_like(o), torch.randn_like(ref_w)
+    wrt = [*inputs, h0]
+    ref = torch.autograd.grad((ref_o * do).sum() + (ref_w * dw).sum(), wrt)
+    out = torch.autograd.grad((o * do).sum() + (final["weights"][0] * dw).sum(), wrt)
+    for name, r, x in zip(["dq", "dk", "dv", "deta", "dalpha", "ddelta", "dinitial"], ref, out, strict=True):
+        assert_close(name, r, x, 2e-5)
+
+
+@pytest.mark.parametrize("preset", ["moneta_linear", "yaad_linear"])
+def test_fused_recurrent_in_pieces_matches_chunk(preset):
+    """Decoding in pieces of any length (single tokens included) continues the chunk run exactly."""
+    spec = PRESETS[preset]
+    T = 2 * CHUNK + 5
+    q, k, v, eta, alpha, delta = (x.detach() for x in make_inputs(T))
+    key, h0 = make_state(spec)
+    h0 = h0.detach()
+    ref, final = chunk_miras(q, k, v, eta, alpha, spec, delta, {key: (h0,)}, True, chunk_size=CHUNK)
+    state = {"start": h0, "running": h0, "position": 0}
+    outputs, bounds = [], [0, 1, 2, 9, CHUNK, CHUNK + 1, 2 * CHUNK, T]
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        o, state = fused_recurrent_miras(
+            q[:, a:b], k[:, a:b], v[:, a:b], eta[:, a:b], alpha[:, a:b], spec, delta[:, a:b], state, CHUNK
+        )
+        outputs.append(o)
+        if b == 2 * CHUNK:
+            at_boundary = state["start"].clone()
+    assert_close("o", ref, torch.cat(outputs, 1), 2e-5)
+    assert state["position"] == 5
+    whole = chunk_miras(
+        q[:, : 2 * CHUNK],
+        k[:, : 2 * CHUNK],
+        v[:, : 2 * CHUNK],
+        eta[:, : 2 * CHUNK],
+        alpha[:, : 2 * CHUNK],
+        spec,
+        delta[:, : 2 * CHUNK],
+        {key: (h0,)},
+        True,
+        chunk_size=CHUNK,
+    )[1]
+    assert_close(
+        "chunk-start state", whole["accumulator" if spec.retention == "lq" else "weights"][0], at_boundary, 2e-5
+    )
+    assert final is not None
+
+
+def test_unsupported_specs_name_the_field():
+    with pytest.raises(NotImplementedError, match="memory.arch='mlp'"):
+        check_supported(PRESETS["yaad"])
+    with pytest.raises(NotImplementedError, match="memory.retention='kl'"):
+        check_supported(PRESETS["memora_linear"])
+    with pytest.raises(NotImplementedError, match="memory.algorithm='momentum'"):
+        check_supported(linear(algorithm="momentum"))
+    with pytest.raises(ValueError, match="chunk_size=24"):
+        chunk_miras(*make_inputs(4)[:5], linear(), chunk_size=24)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("preset", ["moneta_linear", "yaad_linear"])
+@pytest.mark.parametrize("T", [63, 130])
+def test_bf16_on_gpu(preset, T):
+    """bf16 inputs on a GPU (the interpreter's bf16 dot is wrong): against fp32 naive on the rounded inputs."""
+    spec = PRESETS[preset]
+    inputs = make_inputs(T, device="cuda", dtype=torch.bfloat16)
+    wide = [x.detach().float().requires_grad_() for x in inputs]
+    o_ref, _, g_ref = grads_of(naive_chunk_miras, wide, None, spec, chunk_size=64)
+    o, _, g = grads_of(chunk_miras, inputs, None, spec, None, chunk_size=64)
+    assert_close("o", o_ref, o.float(), 2e-2)
+    for name, r, x in zip(["dq", "dk", "dv", "deta", "dalpha", "ddelta"], g_ref, g, strict=True):
+        if r is not None:
+            assert_close(name, r, x.float(), 3e-2)
