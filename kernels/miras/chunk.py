@@ -87,7 +87,8 @@ def _store(ptr, x, rows, cols, n_rows, n_cols, stride):
 
 @triton.jit
 def _tanh(x):
-    return 2.0 / (1.0 + tl.exp(-2.0 * x)) - 1.0
+    e = tl.exp(-2.0 * tl.abs(x))
+    return tl.where(x < 0, -1.0, 1.0) * (1.0 - e) / (1.0 + e)
 
 
 @triton.jit

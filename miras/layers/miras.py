@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kernels.miras import PRESETS, MemorySpec, naive_chunk_miras, weight_shapes
+from kernels.miras.chunk import check_supported, chunk_miras
 from kernels.miras.naive import simplex
 from miras.config import ConfigError, MixerConfig
 from miras.layers import register_mixer
@@ -35,6 +36,17 @@ def _logit(p: float) -> float:
 
 def _softplus_inverse(y: float) -> float:
     return y + math.log(-math.expm1(-y))
+
+
+def triton_unsupported(spec: MemorySpec, chunk_size: int) -> str | None:
+    """Why the Triton chunk kernel cannot run this memory (None when it can)."""
+    try:
+        check_supported(spec)
+    except NotImplementedError as err:
+        return str(err)
+    if chunk_size < 16 or chunk_size & (chunk_size - 1):
+        return f"mixer.chunk_size={chunk_size} is not a power of two >= 16, which the Triton kernel needs"
+    return None
 
 
 def memory_spec(config: MixerConfig) -> MemorySpec:
@@ -65,12 +77,16 @@ class MirasLayer(nn.Module):
 
     def __init__(self, d_model: int, config: MixerConfig, layer_idx: int = 0) -> None:
         super().__init__()
-        if config.backend in ("fla", "triton"):
+        if config.backend == "fla":
             raise ConfigError(
-                f"mixer.backend={config.backend!r} is invalid for mixer.name={config.name!r}; allowed values: "
-                "'auto', 'torch' (the Triton chunk kernels of the Miras memories are issue 9)"
+                f"mixer.backend='fla' is invalid for mixer.name={config.name!r}; allowed values: 'auto', 'torch', "
+                "'triton' (fla has no kernel for the Miras memories)"
             )
         self.spec = memory_spec(config)
+        self.backend = config.backend
+        self.kernel_reason = triton_unsupported(self.spec, config.chunk_size)
+        if config.backend == "triton" and self.kernel_reason:
+            raise ConfigError(f"mixer.backend='triton' is invalid for mixer.name={config.name!r}: {self.kernel_reason}")
         self.n_head, self.head_dim = config.n_head, d_model // config.n_head
         self.chunk_size = config.chunk_size
         self.rope, self.rope_theta = config.rope, config.rope_theta
@@ -175,6 +191,13 @@ class MirasLayer(nn.Module):
         y = self.o_proj(o.reshape(B, T, -1))
         return y, {"memory": memory, "pending": pending, "conv": new_conv, "offset": offset + T}
 
+    def use_triton(self, x: torch.Tensor) -> bool:
+        """Whether this call runs on the Triton kernel: ``triton`` always, ``auto`` for CUDA tensors when the
+        memory has one (decided per call, so one checkpoint runs on either path)."""
+        if self.backend == "triton":
+            return True
+        return self.backend == "auto" and x.is_cuda and self.kernel_reason is None
+
     def _memory(self, q, k, v, eta, alpha, delta, state):
         """Run the memory from the last chunk start: tokens pending from a previous call are written again
         (their outputs dropped) so chunk boundaries stay where they are for the whole sequence."""
@@ -190,8 +213,10 @@ class MirasLayer(nn.Module):
         q = torch.cat([q.new_zeros(B, P, *q.shape[2:]), q], 1)
         split = (P + T) // self.chunk_size * self.chunk_size
 
+        chunk_fn = chunk_miras if self.use_triton(q) else naive_chunk_miras
+
         def run(part: slice, initial, final: bool):
-            return naive_chunk_miras(
+            return chunk_fn(
                 q[:, part],
                 inputs["k"][:, part],
                 inputs["v"][:, part],

@@ -96,6 +96,35 @@ def test_bad_choices_name_the_field():
         layer("moneta", backend="fla")
     with pytest.raises(ConfigError, match="MixerConfig.memory is None"):
         override(preset("transformer-340m"), ["model.mixer.memory.p=2"])
+    with pytest.raises(ConfigError, match="mixer.backend='triton' is invalid for mixer.name='yaad'.*memory.arch='mlp'"):
+        layer("yaad", backend="triton", chunk_size=16)
+    with pytest.raises(ConfigError, match="mixer.chunk_size=4 is not a power of two >= 16"):
+        layer("yaad", memory=YAAD.replace(arch="linear"), backend="triton")
+
+
+@pytest.mark.parametrize("memory", [YAAD.replace(arch="linear"), MONETA.replace(arch="linear")])
+def test_triton_backend_equals_torch(memory):
+    """The layer on the Triton kernel (interpreted on a CPU) against the same layer on the torch path: outputs,
+    the gradient of every parameter, and a run continued from a prefix's state."""
+    torch_layer = layer("miras", memory=memory, chunk_size=16, backend="torch")
+    triton_layer = layer("miras", memory=memory, chunk_size=16, backend="triton")
+    triton_layer.load_state_dict(torch_layer.state_dict())
+    with torch.no_grad():
+        for w in torch_layer.memory_init:
+            w.normal_(0, 0.3)  # a linear memory starts at zero; a random start exercises the initial state
+        triton_layer.load_state_dict(torch_layer.state_dict())
+    x = torch.randn(2, 37, 16)
+    ref, _ = torch_layer(x)
+    out, _ = triton_layer(x)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+    ref.square().sum().backward()
+    out.square().sum().backward()
+    for (name, a), b in zip(torch_layer.named_parameters(), triton_layer.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-3, atol=1e-5, msg=name)
+    with torch.no_grad():
+        head, state = triton_layer(x[:, :20])
+        tail, _ = triton_layer(x[:, 20:], state)
+    torch.testing.assert_close(torch.cat([head, tail], 1), out.detach(), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["moneta", pytest.param("yaad", marks=pytest.mark.slow), "memora"])
