@@ -163,3 +163,19 @@ def test_diagnostics_report_the_gradient_norm(capsys):
     assert main(["moneta-340m", "--scale", "smoke", "--set", "model.mixer.eta_init=0.01"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("moneta-340m: loss ") and "grad norm" in out
+
+
+@pytest.mark.parametrize("name", ["yaad", "moneta"])
+def test_mlp_memory_inference_on_the_triton_forward(name, monkeypatch):
+    """Without gradients the MLP memories run on the forward-only Triton kernel (on CUDA; forced here under the
+    interpreter) and give the torch path's outputs; with gradients they stay on the torch path."""
+    mixer = layer(name, chunk_size=16)
+    x = torch.randn(2, 37, 16)
+    with torch.no_grad():
+        ref, _ = mixer(x)
+    monkeypatch.setattr(MirasLayer, "use_triton", lambda self, x: True)
+    assert mixer.chunk_function(x).__name__ == "naive_chunk_miras"
+    with torch.no_grad():
+        assert mixer.chunk_function(x).__name__ == "chunk_mlp_forward"
+        out, _ = mixer(x)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)

@@ -4,8 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels.miras import PRESETS, MemorySpec, naive_chunk_miras
+from kernels.miras import PRESETS, MemorySpec, naive_chunk_miras, weight_shapes
 from kernels.miras.chunk import check_supported, chunk_miras
+from kernels.miras.chunk_mlp import check_mlp_supported, chunk_mlp_forward
 from kernels.miras.fused_recurrent import fused_recurrent_miras
 from kernels.utils import assert_close
 
@@ -223,3 +224,54 @@ def test_bf16_on_gpu(preset, T):
     for name, r, x in zip(["dq", "dk", "dv", "deta", "dalpha", "ddelta"], g_ref, g, strict=True):
         if r is not None:
             assert_close(name, r, x.float(), 3e-2)
+
+
+MLP_SPECS = {
+    "yaad": PRESETS["yaad"],
+    "moneta": PRESETS["moneta"],
+    "moneta-row": PRESETS["moneta"].replace(lq_scope="row"),
+    "memora-bias-l2-retention": PRESETS["memora"].replace(retention="l2"),
+    "silu-l1-no-retention": MemorySpec(bias="l1", retention="none", activation="silu"),
+}
+
+
+def mlp_state(spec, n=B):
+    key = "accumulator" if spec.retention == "lq" else "weights"
+    return {key: tuple(torch.randn(n, H, *s) / s[0] ** 0.5 for s in weight_shapes(spec, D, D))}
+
+
+@pytest.mark.parametrize("name", list(MLP_SPECS))
+@pytest.mark.parametrize("channel", [True, False])
+def test_mlp_forward_matches_naive(name, channel):
+    spec = MLP_SPECS[name]
+    q, k, v, eta, alpha, delta = (x.detach() for x in make_inputs(37, channel))
+    state = mlp_state(spec)
+    ref, ref_final = naive_chunk_miras(q, k, v, eta, alpha, spec, delta, state, True, chunk_size=CHUNK)
+    out, final = chunk_mlp_forward(q, k, v, eta, alpha, spec, delta, state, True, chunk_size=CHUNK)
+    assert_close("o", ref, out, 1e-4)
+    for key in ref_final:
+        for i, (a, b) in enumerate(zip(ref_final[key], final[key], strict=True)):
+            assert_close(f"{key}[{i}]", a, b, 1e-4)
+
+
+@pytest.mark.parametrize("T", [1, 65])
+def test_mlp_forward_odd_lengths_and_varlen(T):
+    spec = PRESETS["yaad"]
+    q, k, v, eta, alpha, delta = (x.detach() for x in make_inputs(T + 20, n=1))
+    state = mlp_state(spec, n=2)
+    cu = torch.tensor([0, T, T + 20])
+    out = chunk_mlp_forward(q, k, v, eta, alpha, spec, delta, state, cu_seqlens=cu, chunk_size=64)[0]
+    for n, (a, b) in enumerate(((0, T), (T, T + 20))):
+        piece = {"weights": tuple(w[n : n + 1] for w in state["weights"])}
+        ref = naive_chunk_miras(
+            q[:, a:b], k[:, a:b], v[:, a:b], eta[:, a:b], alpha[:, a:b], spec, delta[:, a:b], piece, chunk_size=64
+        )[0]
+        assert_close(f"sequence {n}", ref, out[:, a:b], 1e-4)
+
+
+def test_mlp_forward_refuses_gradients():
+    q, k, v, eta, alpha, delta = make_inputs(4)
+    with pytest.raises(NotImplementedError, match="backward of the MLP memory"):
+        chunk_mlp_forward(q, k, v, eta, alpha, PRESETS["yaad"], delta, mlp_state(PRESETS["yaad"]))
+    with pytest.raises(NotImplementedError, match="memory.retention='kl'"):
+        check_mlp_supported(PRESETS["memora"])
