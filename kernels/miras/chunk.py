@@ -1,6 +1,7 @@
 """Triton chunk kernels of the Miras memories (section 5.4): forward and backward, varlen, initial/final state.
 
-This transcribes ``naive_chunk_miras`` (``read='chunk'``) for the linear memory ``M(x) = x W``, ``W[K, V]``.
+This transcribes ``naive_chunk_miras`` (``read='chunk'``) for the linear memory ``M(x) = x W``, ``W[K, V]``;
+``chunk_mlp.py`` does the MLP memory on the same device functions, and :func:`chunk_miras` serves both.
 Per sequence and head one program walks the chunks in order, holding the chunk-start state ``S`` in fp32
 registers. For a chunk of ``BT`` tokens, with ``g_i = sum_{m <= i} log alpha_m`` (channel-wise on the key axis)
 and the lq scale ``c = ||S||_q^-(q-2)`` (1 unless ``retention='lq'``)::
@@ -15,9 +16,9 @@ explicit ``[BT, BT, K]`` decay, never from ``1 / exp(g)``, so any gate value is 
 chunk-start state (fp32); the backward walks the chunks in reverse, recomputes the chunk from its stored
 state, and carries ``dS``. See ``kernels/miras/README.md`` for the derivation of each gradient.
 
-Covered: ``arch='linear'``, every bias, retention ``none``, ``l2``, ``lq`` (both scopes) and ``elastic``,
-``algorithm='gd'``. Anything else raises ``NotImplementedError`` naming the field (the layer then stays on the
-torch path).
+Covered: every bias; for the linear memory retention ``none``, ``l2``, ``lq`` (both scopes) and ``elastic``, for
+the 2-layer MLP memory ``none``, ``l2`` and ``lq`` (Moneta, Yaad); ``algorithm='gd'``. Anything else (Memora's
+``kl``, momentum) raises ``NotImplementedError`` naming the field, and the layer stays on the torch path.
 """
 
 from __future__ import annotations
@@ -59,16 +60,19 @@ def _huber_branch(spec: MemorySpec) -> int:
 
 
 def check_supported(spec: MemorySpec) -> None:
-    """Raise ``NotImplementedError`` naming the field when ``spec`` is not on the Triton kernel."""
+    """Raise ``NotImplementedError`` naming the field when ``spec`` is not on the Triton kernels."""
+    retentions = tuple(RETENTION_CODES) if spec.arch == "linear" else ("none", "l2", "lq")
     for name, value, allowed in (
-        ("arch", spec.arch, ("linear",)),
-        ("retention", spec.retention, tuple(RETENTION_CODES)),
+        ("retention", spec.retention, retentions),
         ("algorithm", spec.algorithm, ("gd",)),
         ("read", spec.read, ("chunk",)),
+        ("depth", spec.depth, (2,) if spec.arch == "mlp" else (spec.depth,)),
+        ("residual_norm", spec.residual_norm, (True,) if spec.arch == "mlp" else (spec.residual_norm,)),
     ):
         if value not in allowed:
             raise NotImplementedError(
-                f"memory.{name}={value!r} has no Triton chunk kernel yet (issue 9); on the kernel: {', '.join(allowed)}"
+                f"memory.{name}={value!r} has no Triton chunk kernel yet (issue 9); on the kernel: "
+                + ", ".join(map(repr, allowed))
             )
 
 
@@ -183,6 +187,19 @@ def _lq_scale(S, K, V, q_exp, eps_q, LQ_ROW: tl.constexpr, RETENTION: tl.constex
         power = tl.zeros([BK], dtype=tl.float32) + 1.0
         c = tl.zeros([BK], dtype=tl.float32) + 1.0
     return c, power
+
+
+@triton.jit
+def _lq_grad(S, c, power, dc, q_exp, eps_q, LQ_ROW: tl.constexpr, BK: tl.constexpr):
+    """``dc . dc/dS`` for the scale of :func:`_lq_scale`: ``dc/dS = -(q - 2) c |S|^(q-1) sign(S) / ||S||_q^q``
+    (0 where the norm is clamped). ``dc`` is per row; the matrix scope has one ``c``, so its rows add up."""
+    if not LQ_ROW:
+        dc = tl.zeros([BK], dtype=tl.float32) + tl.sum(dc, 0)
+    a = tl.abs(S)
+    pow1 = tl.where(a > 0, tl.exp((q_exp - 1.0) * tl.log(tl.maximum(a, 1e-38))), 0.0)
+    sign = tl.where(S > 0, 1.0, tl.where(S < 0, -1.0, 0.0))
+    dpower = tl.where(power > eps_q, -(q_exp - 2.0) * c / tl.maximum(power, eps_q) * dc, 0.0)
+    return dpower[:, None] * pow1 * sign
 
 
 @triton.jit
@@ -441,14 +458,7 @@ def _bwd_kernel(
         dg_last = decay_last * tl.sum(S * dS, 1) + tl.sum(dkb * kb, 0)
         dg = dg + tl.where(last, dg_last[None, :], 0.0)
         if RETENTION == 2:
-            dc = tl.sum(dqc * q, 0) + tl.sum(dkc * k, 0)
-            if not LQ_ROW:
-                dc = tl.zeros([BK], dtype=tl.float32) + tl.sum(dc, 0)
-            a = tl.abs(S)
-            pow1 = tl.where(a > 0, tl.exp((q_exp - 1.0) * tl.log(tl.maximum(a, 1e-38))), 0.0)
-            sign = tl.where(S > 0, 1.0, tl.where(S < 0, -1.0, 0.0))
-            dpower = tl.where(power > eps_q, -(q_exp - 2.0) * c / power * dc, 0.0)
-            dS_prev += dpower[:, None] * pow1 * sign
+            dS_prev += _lq_grad(S, c, power, tl.sum(dqc * q, 0) + tl.sum(dkc * k, 0), q_exp, eps_q, LQ_ROW, BK)
         dS = dS_prev
 
         _store(dq_ptr + base_k, dqc * c[None, :], rows, offs_k, T, K, sk)
@@ -632,6 +642,12 @@ def chunk_miras(
         raise ValueError(f"memory.retention={spec.retention!r} needs alpha (the retention gate)")
     if cu_seqlens is not None and q.shape[0] != 1:
         raise ValueError(f"cu_seqlens needs a batch of one packed sequence, got batch {q.shape[0]}")
+    if spec.arch == "mlp":
+        from kernels.miras.chunk_mlp import chunk_miras_mlp  # chunk_mlp builds on this module's device functions
+
+        return chunk_miras_mlp(
+            q, k, v, eta, alpha, spec, delta, initial_state, output_final_state, cu_seqlens, chunk_size
+        )
     B, T, H, K = q.shape
     V = v.shape[-1]
     N = B if cu_seqlens is None else len(cu_seqlens) - 1

@@ -12,8 +12,9 @@ with ``g`` the within-chunk cumulative log decay on the ``D`` axis (rows of ``W_
     o = q + LN(z_2)                                                         the dual reads (Eq. 29)
     W_1' = e^{g_last} W_1 - (eta k e^{g_last - g})^T g_1,   W_2' = W_2 e^{g_last} - H_1^T (eta g_2 e^{g_last - g})
 
-Forward only: the backward is not written yet (issue 9), so :func:`chunk_mlp_forward` refuses inputs that
-need gradients.
+The forward stores every chunk-start ``(W_1, W_2)``; the backward walks the chunks in reverse, recomputes the
+chunk from them and carries ``(dW_1, dW_2)``. Through the hand backprop this needs second derivatives: ``act''``
+and the VJP of the LayerNorm's own VJP (``kernels/miras/README.md``).
 """
 
 from __future__ import annotations
@@ -25,9 +26,13 @@ import triton.language as tl
 from kernels.miras.chunk import (
     RETENTION_CODES,
     _chunk_inputs,
+    _chunk_offsets,
     _decay,
+    _lq_grad,
     _lq_scale,
+    _or_dummy,
     _psi,
+    _psi_vjp,
     _rows,
     _store,
     bias_code,
@@ -35,23 +40,6 @@ from kernels.miras.chunk import (
 )
 from kernels.miras.naive import _initial, _lq_normalise
 from kernels.miras.spec import MemorySpec
-
-
-def check_mlp_supported(spec: MemorySpec) -> None:
-    """Raise ``NotImplementedError`` naming the field when the MLP forward kernel cannot run ``spec``."""
-    for name, value, allowed in (
-        ("arch", spec.arch, ("mlp",)),
-        ("depth", spec.depth, (2,)),
-        ("residual_norm", spec.residual_norm, (True,)),
-        ("retention", spec.retention, ("none", "l2", "lq")),
-        ("algorithm", spec.algorithm, ("gd",)),
-        ("read", spec.read, ("chunk",)),
-    ):
-        if value not in allowed:
-            raise NotImplementedError(
-                f"memory.{name}={value!r} has no Triton MLP kernel yet (issue 9); on the kernel: "
-                + ", ".join(map(repr, allowed))
-            )
 
 
 @triton.jit
@@ -93,9 +81,12 @@ def _mlp_fwd_kernel(
     w1_ptr,
     w2_ptr,
     o_ptr,
+    hs1_ptr,
+    hs2_ptr,
     ht1_ptr,
     ht2_ptr,
     cu_ptr,
+    chunk_ptr,
     T,
     H: tl.constexpr,
     D: tl.constexpr,
@@ -116,14 +107,17 @@ def _mlp_fwd_kernel(
     HAS_ALPHA: tl.constexpr,
     HAS_DELTA: tl.constexpr,
     STORE_HT: tl.constexpr,
+    STORE_STATES: tl.constexpr,
     IS_VARLEN: tl.constexpr,
 ):
     i_n, i_h = tl.program_id(0), tl.program_id(1)
     if IS_VARLEN:
         bos = tl.load(cu_ptr + i_n).to(tl.int64)
         T = (tl.load(cu_ptr + i_n + 1) - bos).to(tl.int32)
+        first_chunk = tl.load(chunk_ptr + i_n).to(tl.int64)
     else:
         bos = tl.cast(i_n, tl.int64) * T
+        first_chunk = tl.cast(i_n, tl.int64) * tl.cdiv(T, BT)
     s = H * D
     base = bos * s + i_h * D
     offs_d, offs_e = tl.arange(0, BD), tl.arange(0, BE)
@@ -131,6 +125,10 @@ def _mlp_fwd_kernel(
     W1 = _rows(w1_ptr + state, offs_d, offs_e, D, E, E)
     W2 = _rows(w2_ptr + state, offs_e, offs_d, E, D, D)
     for it in range(tl.cdiv(T, BT)):
+        if STORE_STATES:
+            chunk_state = ((first_chunk + it) * H + i_h) * D * E
+            _store(hs1_ptr + chunk_state, W1, offs_d, offs_e, D, E, E)
+            _store(hs2_ptr + chunk_state, W2, offs_e, offs_d, E, D, D)
         rows = it * BT + tl.arange(0, BT)
         q, k, v, eta, g, g_last, d = _chunk_inputs(
             q_ptr + base,
@@ -181,7 +179,359 @@ def _mlp_fwd_kernel(
         _store(ht2_ptr + state, W2, offs_e, offs_d, E, D, D)
 
 
-def chunk_mlp_forward(
+@triton.jit
+def _act_grad2(z, ACT: tl.constexpr):
+    """``act''(z)``: GELU ``phi(z) (2 - z^2)``, SiLU ``s (1 - s) (2 + z (1 - 2 s))``."""
+    if ACT == 0:
+        out = tl.exp(-0.5 * z * z) * 0.3989422804014327 * (2.0 - z * z)
+    else:
+        s = 1.0 / (1.0 + tl.exp(-z))
+        out = s * (1.0 - s) * (2.0 + z * (1.0 - 2.0 * s))
+    return out
+
+
+@triton.jit
+def _ln_vjp(dn, n, rstd, cols, D):
+    """VJP of ``n = LN(z)`` at ``dn`` (also the map ``psi -> g_2`` of ``memory_grads``), padding kept at 0."""
+    valid = (cols < D)[None, :]
+    dn = tl.where(valid, dn, 0.0)
+    out = rstd[:, None] * (dn - (tl.sum(dn, 1) / D)[:, None] - n * (tl.sum(dn * n, 1) / D)[:, None])
+    return tl.where(valid, out, 0.0)
+
+
+@triton.jit(do_not_specialize=["T"])
+def _mlp_bwd_kernel(
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    eta_ptr,
+    la_ptr,
+    d_ptr,
+    hs1_ptr,
+    hs2_ptr,
+    do_ptr,
+    dht1_ptr,
+    dht2_ptr,
+    cu_ptr,
+    chunk_ptr,
+    dq_ptr,
+    dk_ptr,
+    dv_ptr,
+    deta_ptr,
+    dla_ptr,
+    dd_ptr,
+    dh1_ptr,
+    dh2_ptr,
+    T,
+    H: tl.constexpr,
+    D: tl.constexpr,
+    E: tl.constexpr,
+    sharp,
+    p,
+    eps,
+    q_exp,
+    eps_q,
+    ln_eps,
+    BT: tl.constexpr,
+    BD: tl.constexpr,
+    BE: tl.constexpr,
+    BIAS: tl.constexpr,
+    RETENTION: tl.constexpr,
+    LQ_ROW: tl.constexpr,
+    ACT: tl.constexpr,
+    HAS_ALPHA: tl.constexpr,
+    HAS_DELTA: tl.constexpr,
+    HAS_H0: tl.constexpr,
+    HAS_DHT: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
+):
+    i_n, i_h = tl.program_id(0), tl.program_id(1)
+    if IS_VARLEN:
+        bos = tl.load(cu_ptr + i_n).to(tl.int64)
+        T = (tl.load(cu_ptr + i_n + 1) - bos).to(tl.int32)
+        first_chunk = tl.load(chunk_ptr + i_n).to(tl.int64)
+    else:
+        bos = tl.cast(i_n, tl.int64) * T
+        first_chunk = tl.cast(i_n, tl.int64) * tl.cdiv(T, BT)
+    s = H * D
+    base = bos * s + i_h * D
+    offs_d, offs_e = tl.arange(0, BD), tl.arange(0, BE)
+    state = (tl.cast(i_n, tl.int64) * H + i_h) * D * E
+    i = tl.arange(0, BT)
+    causal = i[None, :] <= i[:, None]
+    last = (i == BT - 1)[:, None]
+    dW1 = tl.zeros([BD, BE], dtype=tl.float32)
+    dW2 = tl.zeros([BE, BD], dtype=tl.float32)
+    if HAS_DHT:
+        dW1 = _rows(dht1_ptr + state, offs_d, offs_e, D, E, E)
+        dW2 = _rows(dht2_ptr + state, offs_e, offs_d, E, D, D)
+    n_chunks = tl.cdiv(T, BT)
+    for back in range(n_chunks):
+        it = n_chunks - 1 - back
+        chunk_state = ((first_chunk + it) * H + i_h) * D * E
+        W1 = _rows(hs1_ptr + chunk_state, offs_d, offs_e, D, E, E)
+        W2 = _rows(hs2_ptr + chunk_state, offs_e, offs_d, E, D, D)
+        rows = it * BT + tl.arange(0, BT)
+        q, k, v, eta, g, g_last, d = _chunk_inputs(
+            q_ptr + base,
+            k_ptr + base,
+            v_ptr + base,
+            eta_ptr + base,
+            la_ptr + base,
+            d_ptr + base,
+            rows,
+            offs_d,
+            offs_d,
+            T,
+            D,
+            D,
+            s,
+            s,
+            HAS_ALPHA,
+            HAS_DELTA,
+            BT,
+        )
+        do = _rows(do_ptr + base, rows, offs_d, T, D, s)
+
+        # the chunk's forward again, from its stored start state
+        c1, power1 = _lq_scale(W1, D, E, q_exp, eps_q, LQ_ROW, RETENTION, BD)
+        c2, power2 = _lq_scale(W2, E, D, q_exp, eps_q, LQ_ROW, RETENTION, BE)
+        kc = k * c1[None, :]
+        Z1 = tl.dot(kc, W1)
+        H1 = _act(Z1, ACT)
+        a1 = _act_grad(Z1, ACT)
+        H1c = H1 * c2[None, :]
+        N, rstd = _layer_norm(tl.dot(H1c, W2), offs_d, D, ln_eps)
+        R = k + N - v
+        P = _psi(R, v, d, D, sharp, p, eps, BIAS)
+        g2 = _ln_vjp(P, N, rstd, offs_d, D)
+        G = tl.dot(g2, tl.trans(W2))
+        g1 = G * c2[None, :] * a1
+        E3 = _decay(g, BT)
+        eg = tl.exp(g)
+        ek, eg2 = eta * k, eta * g2
+        read1 = q * c1[None, :]
+        A1 = tl.sum(read1[:, None, :] * ek[None, :, :] * E3, 2)
+        z1 = tl.dot(read1 * eg, W1) - tl.dot(A1, g1)
+        h = _act(z1, ACT)
+        read2 = h * c2[None, :]
+        S2 = tl.where(causal, tl.dot(read2, tl.trans(H1)), 0.0)
+        M2 = tl.dot(read2, W2)
+        z2 = eg * M2 - tl.sum(S2[:, :, None] * eg2[None, :, :] * E3, 1)
+        n_out, rstd_out = _layer_norm(z2, offs_d, D, ln_eps)
+        tail = tl.exp(g_last[None, :] - g)
+        decay_last = tl.exp(g_last)
+
+        # the state update W_1' = e^{g_last} W_1 - (ek tail)^T g_1, W_2' = W_2 e^{g_last} - H_1^T (eg2 tail)
+        dW1_prev = decay_last[:, None] * dW1
+        dW2_prev = dW2 * decay_last[None, :]
+        dg_last = decay_last * (tl.sum(W1 * dW1, 1) + tl.sum(W2 * dW2, 0))
+        ekt, eg2t = ek * tail, eg2 * tail
+        dekt = -tl.dot(g1, tl.trans(dW1))
+        dg1 = -tl.dot(ekt, dW1)
+        dH1 = -tl.dot(eg2t, tl.trans(dW2))
+        deg2t = -tl.dot(H1, dW2)
+        dek = dekt * tail
+        deg2 = deg2t * tail
+        dg = -dekt * ekt - deg2t * eg2t
+        dg_last += tl.sum(dekt * ekt, 0) + tl.sum(deg2t * eg2t, 0)
+
+        # the read of layer 2: o = q + LN(z_2)
+        dz2 = _ln_vjp(do, n_out, rstd_out, offs_d, D)
+        dM2 = dz2 * eg
+        dg += dM2 * M2
+        dread2 = tl.dot(dM2, tl.trans(W2))
+        dW2_prev += tl.dot(tl.trans(read2), dM2)
+        dS2 = tl.where(causal, -tl.sum(dz2[:, None, :] * eg2[None, :, :] * E3, 2), 0.0)
+        deg2 += -tl.sum(dz2[:, None, :] * S2[:, :, None] * E3, 0)
+        X2 = -dz2[:, None, :] * S2[:, :, None] * eg2[None, :, :] * E3
+        dg += tl.sum(X2, 1) - tl.sum(X2, 0)
+        dread2 += tl.dot(dS2, H1)
+        dH1 += tl.dot(tl.trans(dS2), read2)
+        dc2 = tl.sum(dread2 * h, 0)
+
+        # the read of layer 1
+        dz1 = dread2 * c2[None, :] * _act_grad(z1, ACT)
+        dW1_prev += tl.dot(tl.trans(read1 * eg), dz1)
+        dreg = tl.dot(dz1, tl.trans(W1))
+        dread1 = dreg * eg
+        dg += dreg * read1 * eg
+        dA1 = tl.where(causal, -tl.dot(dz1, tl.trans(g1)), 0.0)
+        dg1 += -tl.dot(tl.trans(A1), dz1)
+        dread1 += tl.sum(dA1[:, :, None] * ek[None, :, :] * E3, 1)
+        dek += tl.sum(dA1[:, :, None] * read1[:, None, :] * E3, 0)
+        X1 = dA1[:, :, None] * read1[:, None, :] * ek[None, :, :] * E3
+        dg += tl.sum(X1, 1) - tl.sum(X1, 0)
+        dq = do + dread1 * c1[None, :]
+        dc1 = tl.sum(dread1 * q, 0)
+
+        # the hand backprop g_1 = (g_2 W_2^T) c_2 act'(Z_1), g_2 = LN'(psi)
+        deta = deg2 * g2 + dek * k
+        dk = dek * eta
+        dg2 = deg2 * eta
+        dG = dg1 * c2[None, :] * a1
+        dc2 += tl.sum(dg1 * G * a1, 0)
+        dZ1 = dg1 * G * c2[None, :] * _act_grad2(Z1, ACT)
+        dg2 += tl.dot(dG, W2)
+        dW2_prev += tl.dot(tl.trans(dG), g2)
+        dg2 = tl.where((offs_d < D)[None, :], dg2, 0.0)
+        dP = _ln_vjp(dg2, N, rstd, offs_d, D)
+        dN = -rstd[:, None] * (dg2 * (tl.sum(P * N, 1) / D)[:, None] + P * (tl.sum(dg2 * N, 1) / D)[:, None])
+        drstd = tl.sum(dg2 * g2, 1) / rstd
+
+        # the bias and the memory at the keys: R = k + LN(H_1 c_2 W_2) - v
+        dR, dd = _psi_vjp(R, d, dP, D, sharp, p, eps, BIAS)
+        if BIAS == 0:
+            dv = -dP
+        else:
+            dv = -dR
+        dk += dR
+        dN += dR
+        dZ2 = _ln_vjp(dN, N, rstd, offs_d, D) - (drstd * rstd * rstd / D)[:, None] * N
+        dH1c = tl.dot(dZ2, tl.trans(W2))
+        dW2_prev += tl.dot(tl.trans(H1c), dZ2)
+        dH1 += dH1c * c2[None, :]
+        dc2 += tl.sum(dH1c * H1, 0)
+        dZ1 += dH1 * a1
+        dkc = tl.dot(dZ1, tl.trans(W1))
+        dW1_prev += tl.dot(tl.trans(kc), dZ1)
+        dk += dkc * c1[None, :]
+        dc1 += tl.sum(dkc * k, 0)
+        if RETENTION == 2:
+            dW1_prev += _lq_grad(W1, c1, power1, dc1, q_exp, eps_q, LQ_ROW, BD)
+            dW2_prev += _lq_grad(W2, c2, power2, dc2, q_exp, eps_q, LQ_ROW, BE)
+        dW1, dW2 = dW1_prev, dW2_prev
+
+        _store(dq_ptr + base, dq, rows, offs_d, T, D, s)
+        _store(dk_ptr + base, dk, rows, offs_d, T, D, s)
+        _store(dv_ptr + base, dv, rows, offs_d, T, D, s)
+        _store(deta_ptr + base, deta, rows, offs_d, T, D, s)
+        if HAS_ALPHA:
+            dg = dg + tl.where(last, dg_last[None, :], 0.0)
+            _store(dla_ptr + base, tl.sum(dg, 0)[None, :] - tl.cumsum(dg, 0) + dg, rows, offs_d, T, D, s)
+        if HAS_DELTA:
+            _store(dd_ptr + base, dd, rows, offs_d, T, D, s)
+    if HAS_H0:
+        _store(dh1_ptr + state, dW1, offs_d, offs_e, D, E, E)
+        _store(dh2_ptr + state, dW2, offs_e, offs_d, E, D, D)
+
+
+def _meta(spec: MemorySpec, chunk_size: int, D: int, log_alpha, delta, cu_seqlens) -> dict:
+    return dict(
+        BT=chunk_size,
+        BD=max(16, triton.next_power_of_2(D)),
+        BE=max(16, triton.next_power_of_2(spec.expansion * D)),
+        BIAS=bias_code(spec),
+        RETENTION=RETENTION_CODES[spec.retention],
+        LQ_ROW=spec.lq_scope == "row",
+        ACT=0 if spec.activation == "gelu" else 1,
+        HAS_ALPHA=log_alpha is not None,
+        HAS_DELTA=delta is not None,
+        IS_VARLEN=cu_seqlens is not None,
+    )
+
+
+def _scalars(spec: MemorySpec) -> tuple[float, ...]:
+    return (spec.sign_sharpness, spec.p, spec.eps, spec.q, spec.eps**spec.q, spec.ln_eps)
+
+
+class ChunkMirasMLPFunction(torch.autograd.Function):
+    """Triton forward and backward of the 2-layer MLP memory (inputs ``[B, T, H, D]``, gates expanded)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, eta, log_alpha, delta, w1, w2, spec, chunk_size, cu_seqlens, output_final_state):
+        B, T, H, D = q.shape
+        E = spec.expansion * D
+        N = B if cu_seqlens is None else len(cu_seqlens) - 1
+        offsets = None if cu_seqlens is None else _chunk_offsets(cu_seqlens, chunk_size)
+        n_chunks = B * triton.cdiv(T, chunk_size) if offsets is None else int(offsets[-1])
+        save = ctx.needs_input_grad[:8] != (False,) * 8
+        f32 = dict(device=q.device, dtype=torch.float32)
+        o = torch.empty(v.shape, device=v.device, dtype=q.dtype)
+        hs1 = torch.empty(n_chunks if save else 1, H, D, E, **f32)
+        hs2 = torch.empty(n_chunks if save else 1, H, E, D, **f32)
+        ht1 = torch.empty(N, H, D, E, **f32) if output_final_state else hs1
+        ht2 = torch.empty(N, H, E, D, **f32) if output_final_state else hs2
+        _mlp_fwd_kernel[(N, H)](
+            q,
+            k,
+            v,
+            eta,
+            *_or_dummy(hs1, log_alpha, delta),
+            w1,
+            w2,
+            o,
+            hs1,
+            hs2,
+            ht1,
+            ht2,
+            *_or_dummy(hs1, cu_seqlens, offsets),
+            T,
+            H,
+            D,
+            E,
+            *_scalars(spec),
+            **_meta(spec, chunk_size, D, log_alpha, delta, cu_seqlens),
+            STORE_HT=output_final_state,
+            STORE_STATES=save,
+        )
+        ctx.save_for_backward(q, k, v, eta, log_alpha, delta, hs1, hs2, cu_seqlens, offsets)
+        ctx.spec, ctx.chunk_size = spec, chunk_size
+        ctx.mark_non_differentiable(*(() if output_final_state else (ht1, ht2)))
+        return o, ht1, ht2
+
+    @staticmethod
+    def backward(ctx, do, dht1, dht2):
+        q, k, v, eta, log_alpha, delta, hs1, hs2, cu_seqlens, offsets = ctx.saved_tensors
+        spec = ctx.spec
+        B, T, H, D = q.shape
+        E = spec.expansion * D
+        N = B if cu_seqlens is None else len(cu_seqlens) - 1
+        f32 = dict(dtype=torch.float32, device=q.device)
+        dq, dk, dv, deta = (torch.empty(q.shape, **f32) for _ in range(4))
+        dla = torch.empty(q.shape, **f32) if log_alpha is not None else None
+        dd = torch.empty(q.shape, **f32) if delta is not None else None
+        dh1, dh2 = torch.empty(N, H, D, E, **f32), torch.empty(N, H, E, D, **f32)
+        has_dht = dht1 is not None or dht2 is not None
+        if has_dht:
+            dht1 = torch.zeros_like(dh1) if dht1 is None else dht1.float().contiguous()
+            dht2 = torch.zeros_like(dh2) if dht2 is None else dht2.float().contiguous()
+        _mlp_bwd_kernel[(N, H)](
+            q,
+            k,
+            v,
+            eta,
+            *_or_dummy(hs1, log_alpha, delta),
+            hs1,
+            hs2,
+            do.contiguous(),
+            *_or_dummy(hs1, dht1, dht2, cu_seqlens, offsets),
+            dq,
+            dk,
+            dv,
+            deta,
+            *_or_dummy(hs1, dla, dd),
+            dh1,
+            dh2,
+            T,
+            H,
+            D,
+            E,
+            *_scalars(spec),
+            **_meta(spec, ctx.chunk_size, D, log_alpha, delta, cu_seqlens),
+            HAS_H0=True,
+            HAS_DHT=has_dht,
+        )
+
+        def cast(grad, like):
+            return None if grad is None or like is None else grad.to(like.dtype)
+
+        grads = (dq, dk, dv, deta, dla, dd)
+        likes = (q, k, v, eta, log_alpha, delta)
+        return (*(cast(g, x) for g, x in zip(grads, likes, strict=True)), dh1, dh2, None, None, None, None)
+
+
+def chunk_miras_mlp(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -194,65 +544,31 @@ def chunk_mlp_forward(
     cu_seqlens: torch.Tensor | None = None,
     chunk_size: int = 64,
 ) -> tuple[torch.Tensor, dict | None]:
-    """The chunkwise MLP memory on Triton, forward only; arguments as :func:`kernels.miras.chunk.chunk_miras`.
+    """The chunkwise MLP memory on Triton, forward and backward; called by :func:`chunk_miras`, which checks the
+    arguments (same signature).
 
-    ``initial_state`` is required in practice (an MLP memory at zero weights stays at the symmetric point); None
-    starts from zeros as :func:`naive_chunk_miras` does.
+    ``initial_state`` should be given (the layer's learned ``W_0``): an MLP memory at zero weights stays at the
+    symmetric point. None starts from zeros, as :func:`naive_chunk_miras` does.
     """
-    check_mlp_supported(spec)
-    if torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (q, k, v, eta, alpha, delta, *_leaves(initial_state))
-    ):
-        raise NotImplementedError("the Triton backward of the MLP memory is not written yet (issue 9)")
-    if chunk_size < 16 or chunk_size & (chunk_size - 1):
-        raise ValueError(f"chunk_size={chunk_size!r} is invalid; allowed values: a power of two >= 16")
     B, T, H, D = q.shape
     N = B if cu_seqlens is None else len(cu_seqlens) - 1
-    E = spec.expansion * D
-    weights = _initial(initial_state, spec, N, H, D, D, q.float())[0]
-    W1, W2 = (w.float().contiguous() for w in weights)
+    w1, w2 = (w.float().contiguous() for w in _initial(initial_state, spec, N, H, D, D, q.float())[0])
     log_alpha = None
     if spec.retention != "none":
         log_alpha = channelwise(alpha, D).float().clamp_min(torch.finfo(torch.float32).tiny).log()
-    eta_c = channelwise(eta, D)
-    delta_c = channelwise(delta, D) if spec.needs_delta else None
-    o = torch.empty(v.shape, device=v.device, dtype=q.dtype)
-    ht1 = torch.empty_like(W1) if output_final_state else W1
-    ht2 = torch.empty_like(W2) if output_final_state else W2
-    _mlp_fwd_kernel[(N, H)](
+    o, ht1, ht2 = ChunkMirasMLPFunction.apply(
         q.contiguous(),
         k.contiguous(),
         v.contiguous(),
-        eta_c,
-        eta_c if log_alpha is None else log_alpha,
-        eta_c if delta_c is None else delta_c,
-        W1,
-        W2,
-        o,
-        ht1,
-        ht2,
-        W1 if cu_seqlens is None else cu_seqlens.to(torch.int32),
-        T,
-        H,
-        D,
-        E,
-        spec.sign_sharpness,
-        spec.p,
-        spec.eps,
-        spec.q,
-        spec.eps**spec.q,
-        spec.ln_eps,
-        BT=chunk_size,
-        BD=max(16, triton.next_power_of_2(D)),
-        BE=max(16, triton.next_power_of_2(E)),
-        BIAS=bias_code(spec),
-        RETENTION=RETENTION_CODES[spec.retention],
-        LQ_ROW=spec.lq_scope == "row",
-        ACT=0 if spec.activation == "gelu" else 1,
-        HAS_ALPHA=log_alpha is not None,
-        HAS_DELTA=delta_c is not None,
-        STORE_HT=output_final_state,
-        IS_VARLEN=cu_seqlens is not None,
+        channelwise(eta, D),
+        log_alpha,
+        channelwise(delta, D) if spec.needs_delta else None,
+        w1,
+        w2,
+        spec,
+        chunk_size,
+        None if cu_seqlens is None else cu_seqlens.to(torch.int32),
+        output_final_state,
     )
     if not output_final_state:
         return o, None
@@ -262,14 +578,4 @@ def chunk_mlp_forward(
     return o, {"weights": final}
 
 
-def _leaves(state) -> tuple:
-    if state is None:
-        return ()
-    if torch.is_tensor(state):
-        return (state,)
-    if isinstance(state, dict):
-        return tuple(t for value in state.values() for t in (value if isinstance(value, tuple) else (value,)))
-    return tuple(state)
-
-
-__all__ = ["check_mlp_supported", "chunk_mlp_forward"]
+__all__ = ["ChunkMirasMLPFunction", "chunk_miras_mlp"]

@@ -10,7 +10,6 @@ from torch import nn
 
 from kernels.miras import PRESETS, MemorySpec, naive_chunk_miras, weight_shapes
 from kernels.miras.chunk import check_supported, chunk_miras
-from kernels.miras.chunk_mlp import check_mlp_supported, chunk_mlp_forward
 from kernels.miras.naive import simplex
 from miras.config import ConfigError, MixerConfig
 from miras.layers import register_mixer
@@ -39,10 +38,10 @@ def _softplus_inverse(y: float) -> float:
     return y + math.log(-math.expm1(-y))
 
 
-def triton_unsupported(spec: MemorySpec, chunk_size: int, check=check_supported) -> str | None:
-    """Why the Triton chunk kernel (``check``'s) cannot run this memory (None when it can)."""
+def triton_unsupported(spec: MemorySpec, chunk_size: int) -> str | None:
+    """Why the Triton chunk kernel cannot run this memory (None when it can)."""
     try:
-        check(spec)
+        check_supported(spec)
     except NotImplementedError as err:
         return str(err)
     if chunk_size < 16 or chunk_size & (chunk_size - 1):
@@ -86,7 +85,6 @@ class MirasLayer(nn.Module):
         self.spec = memory_spec(config)
         self.backend = config.backend
         self.kernel_reason = triton_unsupported(self.spec, config.chunk_size)
-        self.mlp_kernel_reason = triton_unsupported(self.spec, config.chunk_size, check_mlp_supported)
         if config.backend == "triton" and self.kernel_reason:
             raise ConfigError(f"mixer.backend='triton' is invalid for mixer.name={config.name!r}: {self.kernel_reason}")
         self.n_head, self.head_dim = config.n_head, d_model // config.n_head
@@ -194,20 +192,11 @@ class MirasLayer(nn.Module):
         return y, {"memory": memory, "pending": pending, "conv": new_conv, "offset": offset + T}
 
     def use_triton(self, x: torch.Tensor) -> bool:
-        """Whether this call may run on a Triton kernel: ``triton`` always, ``auto`` for CUDA tensors (decided per
-        call, so one checkpoint runs on either path)."""
-        return self.backend == "triton" or (self.backend == "auto" and x.is_cuda)
-
-    def chunk_function(self, x: torch.Tensor):
-        """The chunk form for this call: the Triton kernel of the memory when it has one, the MLP memory's
-        forward-only kernel when no gradient is needed (evaluation, decoding), else ``naive_chunk_miras``."""
-        if not self.use_triton(x):
-            return naive_chunk_miras
-        if self.kernel_reason is None:
-            return chunk_miras
-        if not torch.is_grad_enabled() and self.mlp_kernel_reason is None:
-            return chunk_mlp_forward
-        return naive_chunk_miras
+        """Whether this call runs on the Triton kernel: ``triton`` always, ``auto`` for CUDA tensors when the
+        memory has one (decided per call, so one checkpoint runs on either path)."""
+        if self.backend == "triton":
+            return True
+        return self.backend == "auto" and x.is_cuda and self.kernel_reason is None
 
     def _memory(self, q, k, v, eta, alpha, delta, state):
         """Run the memory from the last chunk start: tokens pending from a previous call are written again
@@ -224,7 +213,7 @@ class MirasLayer(nn.Module):
         q = torch.cat([q.new_zeros(B, P, *q.shape[2:]), q], 1)
         split = (P + T) // self.chunk_size * self.chunk_size
 
-        chunk_fn = self.chunk_function(q)
+        chunk_fn = chunk_miras if self.use_triton(q) else naive_chunk_miras
 
         def run(part: slice, initial, final: bool):
             return chunk_fn(

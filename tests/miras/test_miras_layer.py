@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from kernels.miras import MEMORA, MONETA, YAAD, MemorySpec
+from kernels.utils import assert_close
 from miras.config import ConfigError, MixerConfig, ModelConfig, override
 from miras.layers import build_mixer
 from miras.layers.miras import MirasLayer, memory_spec
@@ -96,22 +97,23 @@ def test_bad_choices_name_the_field():
         layer("moneta", backend="fla")
     with pytest.raises(ConfigError, match="MixerConfig.memory is None"):
         override(preset("transformer-340m"), ["model.mixer.memory.p=2"])
-    with pytest.raises(ConfigError, match="mixer.backend='triton' is invalid for mixer.name='yaad'.*memory.arch='mlp'"):
-        layer("yaad", backend="triton", chunk_size=16)
+    with pytest.raises(ConfigError, match="mixer.backend='triton' is invalid for mixer.name='memora'.*retention='kl'"):
+        layer("memora", backend="triton", chunk_size=16)
     with pytest.raises(ConfigError, match="mixer.chunk_size=4 is not a power of two >= 16"):
         layer("yaad", memory=YAAD.replace(arch="linear"), backend="triton")
 
 
-@pytest.mark.parametrize("memory", [YAAD.replace(arch="linear"), MONETA.replace(arch="linear")])
+@pytest.mark.parametrize("memory", [YAAD.replace(arch="linear"), MONETA.replace(arch="linear"), YAAD, MONETA])
 def test_triton_backend_equals_torch(memory):
     """The layer on the Triton kernel (interpreted on a CPU) against the same layer on the torch path: outputs,
     the gradient of every parameter, and a run continued from a prefix's state."""
     torch_layer = layer("miras", memory=memory, chunk_size=16, backend="torch")
     triton_layer = layer("miras", memory=memory, chunk_size=16, backend="triton")
     triton_layer.load_state_dict(torch_layer.state_dict())
-    with torch.no_grad():
-        for w in torch_layer.memory_init:
-            w.normal_(0, 0.3)  # a linear memory starts at zero; a random start exercises the initial state
+    if memory.arch == "linear":
+        with torch.no_grad():
+            for w in torch_layer.memory_init:
+                w.normal_(0, 0.3)  # a linear memory starts at zero; a random start exercises the initial state
         triton_layer.load_state_dict(torch_layer.state_dict())
     x = torch.randn(2, 37, 16)
     ref, _ = torch_layer(x)
@@ -120,7 +122,7 @@ def test_triton_backend_equals_torch(memory):
     ref.square().sum().backward()
     out.square().sum().backward()
     for (name, a), b in zip(torch_layer.named_parameters(), triton_layer.parameters(), strict=True):
-        torch.testing.assert_close(b.grad, a.grad, rtol=1e-3, atol=1e-5, msg=name)
+        assert_close(name, a.grad, b.grad, 1e-4)
     with torch.no_grad():
         head, state = triton_layer(x[:, :20])
         tail, _ = triton_layer(x[:, 20:], state)
@@ -163,19 +165,3 @@ def test_diagnostics_report_the_gradient_norm(capsys):
     assert main(["moneta-340m", "--scale", "smoke", "--set", "model.mixer.eta_init=0.01"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("moneta-340m: loss ") and "grad norm" in out
-
-
-@pytest.mark.parametrize("name", ["yaad", "moneta"])
-def test_mlp_memory_inference_on_the_triton_forward(name, monkeypatch):
-    """Without gradients the MLP memories run on the forward-only Triton kernel (on CUDA; forced here under the
-    interpreter) and give the torch path's outputs; with gradients they stay on the torch path."""
-    mixer = layer(name, chunk_size=16)
-    x = torch.randn(2, 37, 16)
-    with torch.no_grad():
-        ref, _ = mixer(x)
-    monkeypatch.setattr(MirasLayer, "use_triton", lambda self, x: True)
-    assert mixer.chunk_function(x).__name__ == "naive_chunk_miras"
-    with torch.no_grad():
-        assert mixer.chunk_function(x).__name__ == "chunk_mlp_forward"
-        out, _ = mixer(x)
-    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
