@@ -41,7 +41,7 @@ BIAS_CODES = {
     "huber_norm": 7,
     "robust": 8,
 }
-RETENTION_CODES = {"none": 0, "l2": 1, "lq": 2, "elastic": 3}
+RETENTION_CODES = {"none": 0, "l2": 1, "lq": 2, "elastic": 3, "kl": 4}
 
 
 def bias_code(spec: MemorySpec) -> int:
@@ -61,13 +61,15 @@ def _huber_branch(spec: MemorySpec) -> int:
 
 def check_supported(spec: MemorySpec) -> None:
     """Raise ``NotImplementedError`` naming the field when ``spec`` is not on the Triton kernels."""
-    retentions = tuple(RETENTION_CODES) if spec.arch == "linear" else ("none", "l2", "lq")
+    mlp = spec.arch == "mlp"
     for name, value, allowed in (
-        ("retention", spec.retention, retentions),
+        ("retention", spec.retention, ("none", "l2", "lq", "kl") if mlp else ("none", "l2", "lq", "elastic")),
         ("algorithm", spec.algorithm, ("gd",)),
         ("read", spec.read, ("chunk",)),
-        ("depth", spec.depth, (2,) if spec.arch == "mlp" else (spec.depth,)),
-        ("residual_norm", spec.residual_norm, (True,) if spec.arch == "mlp" else (spec.residual_norm,)),
+        ("depth", spec.depth, (2,) if mlp else (spec.depth,)),
+        ("residual_norm", spec.residual_norm, (True,) if mlp else (spec.residual_norm,)),
+        ("kl_axis", spec.kl_axis, ("fan_in",) if spec.retention == "kl" else (spec.kl_axis,)),
+        ("kl_lag", spec.kl_lag, (True,) if spec.retention == "kl" else (spec.kl_lag,)),
     ):
         if value not in allowed:
             raise NotImplementedError(

@@ -97,16 +97,22 @@ def test_bad_choices_name_the_field():
         layer("moneta", backend="fla")
     with pytest.raises(ConfigError, match="MixerConfig.memory is None"):
         override(preset("transformer-340m"), ["model.mixer.memory.p=2"])
-    with pytest.raises(ConfigError, match="mixer.backend='triton' is invalid for mixer.name='memora'.*retention='kl'"):
-        layer("memora", backend="triton", chunk_size=16)
+    with pytest.raises(ConfigError, match="mixer.backend='triton' is invalid for mixer.name='miras'.*retention='kl'"):
+        layer("miras", memory=MEMORA.replace(arch="linear"), backend="triton", chunk_size=16)
     with pytest.raises(ConfigError, match="mixer.chunk_size=4 is not a power of two >= 16"):
         layer("yaad", memory=YAAD.replace(arch="linear"), backend="triton")
 
 
-@pytest.mark.parametrize("memory", [YAAD.replace(arch="linear"), MONETA.replace(arch="linear"), YAAD, MONETA])
+@pytest.mark.parametrize(
+    "memory",
+    [YAAD.replace(arch="linear"), MONETA.replace(arch="linear"), YAAD, MONETA, MEMORA],
+    ids=["yaad_linear", "moneta_linear", "yaad", "moneta", "memora"],
+)
 def test_triton_backend_equals_torch(memory):
     """The layer on the Triton kernel (interpreted on a CPU) against the same layer on the torch path: outputs,
-    the gradient of every parameter, and a run continued from a prefix's state."""
+    the gradient of every parameter, and a run continued from a prefix's state. Memora's log/softmax carry costs
+    fp32 precision on both paths (each is up to 5e-3 from the fp64 layer in some gradients), hence its ratio."""
+    ratio = 1e-2 if memory.retention == "kl" else 1e-4
     torch_layer = layer("miras", memory=memory, chunk_size=16, backend="torch")
     triton_layer = layer("miras", memory=memory, chunk_size=16, backend="triton")
     triton_layer.load_state_dict(torch_layer.state_dict())
@@ -118,11 +124,11 @@ def test_triton_backend_equals_torch(memory):
     x = torch.randn(2, 37, 16)
     ref, _ = torch_layer(x)
     out, _ = triton_layer(x)
-    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+    assert_close("y", ref, out, ratio)
     ref.square().sum().backward()
     out.square().sum().backward()
     for (name, a), b in zip(torch_layer.named_parameters(), triton_layer.parameters(), strict=True):
-        assert_close(name, a.grad, b.grad, 1e-4)
+        assert_close(name, a.grad, b.grad, ratio)
     with torch.no_grad():
         head, state = triton_layer(x[:, :20])
         tail, _ = triton_layer(x[:, 20:], state)
