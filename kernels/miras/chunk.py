@@ -17,8 +17,9 @@ chunk-start state (fp32); the backward walks the chunks in reverse, recomputes t
 state, and carries ``dS``. See ``kernels/miras/README.md`` for the derivation of each gradient.
 
 Covered: every bias; for the linear memory retention ``none``, ``l2``, ``lq`` (both scopes) and ``elastic``, for
-the 2-layer MLP memory ``none``, ``l2`` and ``lq`` (Moneta, Yaad); ``algorithm='gd'``. Anything else (Memora's
-``kl``, momentum) raises ``NotImplementedError`` naming the field, and the layer stays on the torch path.
+the 2-layer MLP memory ``none``, ``l2``, ``lq`` and ``kl`` (Moneta, Yaad, Memora); ``algorithm='gd'``. Anything
+else (momentum, the linear memory with ``kl``) raises ``NotImplementedError`` naming the field, and the layer
+stays on the torch path.
 """
 
 from __future__ import annotations

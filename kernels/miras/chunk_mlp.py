@@ -1,4 +1,4 @@
-"""Triton chunk forward of the Miras MLP memory ``M(x) = x + LN(act(x W_1) W_2)`` (section 5.3-5.4).
+"""Triton chunk forward and backward of the Miras MLP memory ``M(x) = x + LN(act(x W_1) W_2)`` (section 5.3-5.4).
 
 The transcription of ``naive_chunk_miras`` (``read='chunk'``) for a 2-layer memory with expansion ``E / D``.
 One program per (sequence, head) walks the chunks holding ``W_1 [D, E]`` and ``W_2 [E, D]`` in fp32. Per chunk,
@@ -12,6 +12,8 @@ with ``g`` the within-chunk cumulative log decay on the ``D`` axis (rows of ``W_
     o = q + LN(z_2)                                                         the dual reads (Eq. 29)
     W_1' = e^{g_last} W_1 - (eta k e^{g_last - g})^T g_1,   W_2' = W_2 e^{g_last} - H_1^T (eta g_2 e^{g_last - g})
 
+Memora (``retention='kl'``) takes the exact step on the chunk's first token (the lag token, Eq. 30), runs the
+rest of the chunk from the weights after it, and carries ``c Softmax(e^{g_last} log W - U)`` (Eq. 27, 31-32).
 The forward stores every chunk-start ``(W_1, W_2)``; the backward walks the chunks in reverse, recomputes the
 chunk from them and carries ``(dW_1, dW_2)``. Through the hand backprop this needs second derivatives: ``act''``
 and the VJP of the LayerNorm's own VJP (``kernels/miras/README.md``).
