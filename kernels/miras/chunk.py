@@ -16,13 +16,16 @@ explicit ``[BT, BT, K]`` decay, never from ``1 / exp(g)``, so any gate value is 
 chunk-start state (fp32); the backward walks the chunks in reverse, recomputes the chunk from its stored
 state, and carries ``dS``. See ``kernels/miras/README.md`` for the derivation of each gradient.
 
-Covered: every bias; for the linear memory retention ``none``, ``l2``, ``lq`` (both scopes) and ``elastic``, for
-the 2-layer MLP memory ``none``, ``l2``, ``lq`` and ``kl`` (Moneta, Yaad, Memora); ``algorithm='gd'``. Anything
-else (momentum, the linear memory with ``kl``) raises ``NotImplementedError`` naming the field, and the layer
-stays on the torch path.
+Covered: every bias; for the linear memory retention ``none``, ``l2``, ``lq`` (both scopes), ``elastic`` and
+``kl``, for the 2-layer MLP memory ``none``, ``l2``, ``lq`` and ``kl`` (Moneta, Yaad, Memora); ``algorithm='gd'``.
+Memora's ``kl`` takes the exact step on each chunk's first token (the lag token, Eq. 30) and carries
+``c Softmax(e^{g_last} log S - U)`` out of the chunk. Anything else (momentum) raises ``NotImplementedError``
+naming the field, and the layer stays on the torch path.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import triton
@@ -64,7 +67,7 @@ def check_supported(spec: MemorySpec) -> None:
     """Raise ``NotImplementedError`` naming the field when ``spec`` is not on the Triton kernels."""
     mlp = spec.arch == "mlp"
     for name, value, allowed in (
-        ("retention", spec.retention, ("none", "l2", "lq", "kl") if mlp else ("none", "l2", "lq", "elastic")),
+        ("retention", spec.retention, ("none", "l2", "lq", "kl") if mlp else ("none", "l2", "lq", "elastic", "kl")),
         ("algorithm", spec.algorithm, ("gd",)),
         ("read", spec.read, ("chunk",)),
         ("depth", spec.depth, (2,) if mlp else (spec.depth,)),
@@ -206,6 +209,24 @@ def _lq_grad(S, c, power, dc, q_exp, eps_q, LQ_ROW: tl.constexpr, BK: tl.constex
 
 
 @triton.jit
+def _simplex(L, rows, n_rows, cols, n_cols, scale):
+    """``scale * softmax`` over the fan-in (axis 0) of the valid block of ``L`` (Eq. 21, 27); 0 on padding."""
+    valid = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
+    e = tl.exp(tl.where(valid, L, float("-inf")) - tl.max(tl.where(valid, L, -1e30), 0)[None, :])
+    return scale * e / tl.maximum(tl.sum(e, 0), 1e-30)[None, :]
+
+
+@triton.jit
+def _simplex_vjp(y, dy, scale):
+    return y * (dy - tl.sum(y * dy, 0)[None, :] / scale)
+
+
+@triton.jit
+def _log_floor(W, floor):
+    return tl.log(tl.maximum(W, floor))
+
+
+@triton.jit
 def _soft_threshold_tl(x, gamma):
     return tl.where(x > gamma, x - gamma, tl.where(x < -gamma, x + gamma, 0.0))
 
@@ -280,6 +301,8 @@ def _fwd_kernel(
     q_exp,
     eps_q,
     gamma,
+    floor,
+    scale,
     BT: tl.constexpr,
     BK: tl.constexpr,
     BV: tl.constexpr,
@@ -304,6 +327,7 @@ def _fwd_kernel(
     base_k, base_v = bos * sk + i_h * K, bos * sv + i_h * V
     offs_k, offs_v = tl.arange(0, BK), tl.arange(0, BV)
     state = (tl.cast(i_n, tl.int64) * H + i_h) * K * V
+    lag = (tl.arange(0, BT) == 0)[:, None]
     S = tl.zeros([BK, BV], dtype=tl.float32)
     if HAS_H0:
         S = _rows(h0_ptr + state, offs_k, offs_v, K, V, V)
@@ -329,15 +353,32 @@ def _fwd_kernel(
             HAS_DELTA,
             BT,
         )
+        if RETENTION == 4:
+            la0 = tl.sum(tl.where(lag, g, 0.0), 0)
+            k0, v0, eta0 = tl.where(lag, k, 0.0), tl.where(lag, v, 0.0), tl.where(lag, eta, 0.0)
+            P0 = _psi(tl.dot(k0, S) - v0, v0, tl.where(lag, d, 0.0), V, sharp, p, eps, BIAS)
+            L0 = tl.exp(la0)[:, None] * _log_floor(S, floor) - tl.dot(tl.trans(eta0 * k0), P0)
+            S = _simplex(L0, offs_k, K, offs_v, V, scale)
+            o_lag = tl.dot(tl.where(lag, q, 0.0), S)
+            eta = tl.where(lag, 0.0, eta)
+            g = g - la0[None, :]
+            g_last = g_last - la0
         c, _ = _lq_scale(S, K, V, q_exp, eps_q, LQ_ROW, RETENTION, BK)
         qc, ek = q * c[None, :], eta * k
         r = tl.dot(k * c[None, :], S) - v
         P = _psi(r, v, d, V, sharp, p, eps, BIAS)
         A = tl.sum(qc[:, None, :] * ek[None, :, :] * _decay(g, BT), 2)
         o = tl.dot(qc * tl.exp(g), S) - tl.dot(A, P)
+        if RETENTION == 4:
+            o = tl.where(lag, o_lag, o)
         _store(o_ptr + base_v, o, rows, offs_v, T, V, sv)
         kb = ek * tl.exp(g_last[None, :] - g)
-        S = tl.exp(g_last)[:, None] * S - tl.dot(tl.trans(kb), P)
+        if RETENTION == 4:
+            S = _simplex(
+                tl.exp(g_last)[:, None] * _log_floor(S, floor) - tl.dot(tl.trans(kb), P), offs_k, K, offs_v, V, scale
+            )
+        else:
+            S = tl.exp(g_last)[:, None] * S - tl.dot(tl.trans(kb), P)
         if RETENTION == 3:
             S = _soft_threshold_tl(S, gamma)
     if STORE_HT:
@@ -374,6 +415,8 @@ def _bwd_kernel(
     q_exp,
     eps_q,
     gamma,
+    floor,
+    scale,
     BT: tl.constexpr,
     BK: tl.constexpr,
     BV: tl.constexpr,
@@ -401,6 +444,7 @@ def _bwd_kernel(
     i = tl.arange(0, BT)
     causal = i[None, :] <= i[:, None]
     last = (i == BT - 1)[:, None]
+    lag = (i == 0)[:, None]
     dS = tl.zeros([BK, BV], dtype=tl.float32)
     if HAS_DHT:
         dS = _rows(dht_ptr + state, offs_k, offs_v, K, V, V)
@@ -429,6 +473,26 @@ def _bwd_kernel(
             BT,
         )
         do = _rows(do_ptr + base_v, rows, offs_v, T, V, sv)
+        if RETENTION == 4:
+            S_start = S
+            la0 = tl.sum(tl.where(lag, g, 0.0), 0)
+            k0, v0, d0 = tl.where(lag, k, 0.0), tl.where(lag, v, 0.0), tl.where(lag, d, 0.0)
+            eta0, q0 = tl.where(lag, eta, 0.0), tl.where(lag, q, 0.0)
+            r0 = tl.dot(k0, S) - v0
+            P0 = _psi(r0, v0, d0, V, sharp, p, eps, BIAS)
+            S = _simplex(
+                tl.exp(la0)[:, None] * _log_floor(S, floor) - tl.dot(tl.trans(eta0 * k0), P0),
+                offs_k,
+                K,
+                offs_v,
+                V,
+                scale,
+            )
+            eta = tl.where(lag, 0.0, eta)
+            g = g - la0[None, :]
+            g_last = g_last - la0
+            do_lag = tl.where(lag, do, 0.0)
+            do = tl.where(lag, 0.0, do)
         c, power = _lq_scale(S, K, V, q_exp, eps_q, LQ_ROW, RETENTION, BK)
         qc, kc, ek = q * c[None, :], k * c[None, :], eta * k
         r = tl.dot(kc, S) - v
@@ -441,8 +505,19 @@ def _bwd_kernel(
         if RETENTION == 3:
             end = decay_last[:, None] * S - tl.dot(tl.trans(kb), P)
             dS = tl.where(tl.abs(end) > gamma, dS, 0.0)
+        if RETENTION == 4:
+            logS = _log_floor(S, floor)
+            dU = _simplex_vjp(
+                _simplex(decay_last[:, None] * logS - tl.dot(tl.trans(kb), P), offs_k, K, offs_v, V, scale), dS, scale
+            )
+            carry = tl.where(S > floor, decay_last[:, None] * dU / tl.maximum(S, floor), 0.0)
+            dg_last = decay_last * tl.sum(logS * dU, 1)
+        else:
+            dU = dS
+            carry = decay_last[:, None] * dS
+            dg_last = decay_last * tl.sum(S * dS, 1)
 
-        dP = -tl.dot(tl.trans(A), do) - tl.dot(kb, dS)
+        dP = -tl.dot(tl.trans(A), do) - tl.dot(kb, dU)
         dr, dd = _psi_vjp(r, d, dP, V, sharp, p, eps, BIAS)
         if BIAS == 0:
             dv = -dP
@@ -450,26 +525,48 @@ def _bwd_kernel(
             dv = -dr
         dA = tl.where(causal, -tl.dot(do, tl.trans(P)), 0.0)
         dqb = tl.dot(do, tl.trans(S))
-        dkb = -tl.dot(P, tl.trans(dS))
+        dkb = -tl.dot(P, tl.trans(dU))
 
-        dS_prev = decay_last[:, None] * dS + tl.dot(tl.trans(qc * eg), do) + tl.dot(tl.trans(kc), dr)
+        dS_prev = carry + tl.dot(tl.trans(qc * eg), do) + tl.dot(tl.trans(kc), dr)
         dqc = dqb * eg + tl.sum(dA[:, :, None] * ek[None, :, :] * E, 1)
         dkc = tl.dot(dr, tl.trans(S))
         X = dA[:, :, None] * qc[:, None, :] * ek[None, :, :] * E
         dek = tl.sum(dA[:, :, None] * qc[:, None, :] * E, 0) + dkb * tl.exp(g_last[None, :] - g)
         dg = dqb * qc * eg + tl.sum(X, 1) - tl.sum(X, 0) - dkb * kb
-        dg_last = decay_last * tl.sum(S * dS, 1) + tl.sum(dkb * kb, 0)
+        dg_last += tl.sum(dkb * kb, 0)
         dg = dg + tl.where(last, dg_last[None, :], 0.0)
         if RETENTION == 2:
             dS_prev += _lq_grad(S, c, power, tl.sum(dqc * q, 0) + tl.sum(dkc * k, 0), q_exp, eps_q, LQ_ROW, BK)
+        dq = dqc * c[None, :]
+        dk = dkc * c[None, :] + dek * eta
+        deta = dek * k
+        dla = tl.sum(dg, 0)[None, :] - tl.cumsum(dg, 0) + dg
+        if RETENTION == 4:
+            # the lag token: its read q_0 W_lag, then its exact step from the chunk start (Eq. 30)
+            dS_prev += tl.dot(tl.trans(q0), do_lag)
+            dq += tl.dot(do_lag, tl.trans(S))
+            dL = _simplex_vjp(S, dS_prev, scale)
+            a0 = tl.exp(la0)
+            dek0 = -tl.dot(P0, tl.trans(dL))
+            dP0 = -tl.dot(eta0 * k0, dL)
+            dr0, dd0 = _psi_vjp(r0, d0, dP0, V, sharp, p, eps, BIAS)
+            if BIAS == 0:
+                dv += -dP0
+            else:
+                dv += -dr0
+            dd += dd0
+            dk += tl.dot(dr0, tl.trans(S_start)) + dek0 * eta0
+            deta = tl.where(lag, dek0 * k0, deta)
+            dla = tl.where(lag, (a0 * tl.sum(dL * _log_floor(S_start, floor), 1))[None, :], dla)
+            dS_prev = tl.where(S_start > floor, a0[:, None] * dL / tl.maximum(S_start, floor), 0.0)
+            dS_prev += tl.dot(tl.trans(k0), dr0)
         dS = dS_prev
 
-        _store(dq_ptr + base_k, dqc * c[None, :], rows, offs_k, T, K, sk)
-        _store(dk_ptr + base_k, dkc * c[None, :] + dek * eta, rows, offs_k, T, K, sk)
+        _store(dq_ptr + base_k, dq, rows, offs_k, T, K, sk)
+        _store(dk_ptr + base_k, dk, rows, offs_k, T, K, sk)
         _store(dv_ptr + base_v, dv, rows, offs_v, T, V, sv)
-        _store(deta_ptr + base_k, dek * k, rows, offs_k, T, K, sk)
+        _store(deta_ptr + base_k, deta, rows, offs_k, T, K, sk)
         if HAS_ALPHA:
-            dla = tl.sum(dg, 0)[None, :] - tl.cumsum(dg, 0) + dg
             _store(dla_ptr + base_k, dla, rows, offs_k, T, K, sk)
         if HAS_DELTA:
             _store(dd_ptr + base_v, dd, rows, offs_v, T, V, sv)
@@ -497,7 +594,7 @@ class ChunkMirasFunction(torch.autograd.Function):
         o = torch.empty(v.shape, device=v.device, dtype=q.dtype)
         hs = torch.empty(n_chunks, H, K, V, device=q.device, dtype=torch.float32)
         ht = torch.empty(N, H, K, V, device=q.device, dtype=torch.float32) if output_final_state else None
-        scalars = _scalars(spec)
+        scalars = _scalars(spec, K)
         _fwd_kernel[(N, H)](
             q,
             k,
@@ -551,7 +648,7 @@ class ChunkMirasFunction(torch.autograd.Function):
             H,
             K,
             V,
-            *_scalars(ctx.spec),
+            *_scalars(ctx.spec, K),
             **_meta(ctx.spec, ctx.chunk_size, K, V, log_alpha, delta),
             HAS_H0=h0 is not None,
             HAS_DHT=dht is not None,
@@ -578,8 +675,19 @@ def _or_dummy(dummy: torch.Tensor, *tensors):
     return tuple(dummy if t is None else t for t in tensors)
 
 
-def _scalars(spec: MemorySpec) -> tuple[float, ...]:
-    return (spec.sign_sharpness, spec.p, spec.eps, spec.q, spec.eps**spec.q, spec.elastic_threshold)
+def _scalars(spec: MemorySpec, K: int) -> tuple[float, ...]:
+    """The kernels' float arguments; Memora's simplex scale ``c`` is ``kl_scale`` or ``sqrt(K)`` (the fan-in)."""
+    scale = spec.kl_scale if spec.kl_scale is not None else math.sqrt(K)
+    return (
+        spec.sign_sharpness,
+        spec.p,
+        spec.eps,
+        spec.q,
+        spec.eps**spec.q,
+        spec.elastic_threshold,
+        spec.kl_floor,
+        scale,
+    )
 
 
 def _meta(spec: MemorySpec, chunk_size: int, K: int, V: int, log_alpha, delta) -> dict:

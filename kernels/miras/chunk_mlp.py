@@ -32,12 +32,15 @@ from kernels.miras.chunk import (
     _chunk_inputs,
     _chunk_offsets,
     _decay,
+    _log_floor,
     _lq_grad,
     _lq_scale,
     _or_dummy,
     _psi,
     _psi_vjp,
     _rows,
+    _simplex,
+    _simplex_vjp,
     _store,
     bias_code,
     channelwise,
@@ -139,24 +142,6 @@ def _keys_vjp(
     dkc = tl.dot(dZ1, tl.trans(W1))
     dW1 = tl.dot(tl.trans(kc), dZ1)
     return dR + dkc * c1[None, :], dv, dd, dW1, dW2, tl.sum(dkc * k, 0), dc2
-
-
-@triton.jit
-def _simplex(L, rows, n_rows, cols, n_cols, scale):
-    """``scale * softmax`` over the fan-in (axis 0) of the valid block of ``L`` (Eq. 21, 27); 0 on padding."""
-    valid = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
-    e = tl.exp(tl.where(valid, L, float("-inf")) - tl.max(tl.where(valid, L, -1e30), 0)[None, :])
-    return scale * e / tl.maximum(tl.sum(e, 0), 1e-30)[None, :]
-
-
-@triton.jit
-def _simplex_vjp(y, dy, scale):
-    return y * (dy - tl.sum(y * dy, 0)[None, :] / scale)
-
-
-@triton.jit
-def _log_floor(W, floor):
-    return tl.log(tl.maximum(W, floor))
 
 
 @triton.jit

@@ -123,6 +123,11 @@ def fused_recurrent_miras(
         ``o [N, T, H, V]`` in ``q``'s dtype and the new state (fp32; the input state is not modified).
     """
     check_supported(spec)
+    if spec.arch != "linear" or spec.retention == "kl":
+        raise NotImplementedError(
+            f"fused_recurrent_miras runs the linear memory without kl retention; got memory.arch={spec.arch!r}, "
+            f"memory.retention={spec.retention!r} (decode those through chunk_miras)"
+        )
     N, T, H, K = q.shape
     V = v.shape[-1]
     if state is None:

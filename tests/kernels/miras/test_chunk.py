@@ -106,6 +106,8 @@ SPECS = {
     "lp-lq": linear("lp", "lq"),
     "l2-lq-row": linear(retention="lq", lq_scope="row"),
     "huber-elastic": linear("huber", "elastic", elastic_threshold=0.02),
+    "memora-linear": PRESETS["memora_linear"],
+    "memora-linear-lp": linear("lp", "kl"),
     "huber-coordinate": linear("huber", huber_mode="coordinate"),
     "huber-channel-switch": linear("huber", huber_switch="channel"),
     "huber-norm": linear("huber", huber_mode="norm"),
@@ -217,8 +219,10 @@ def test_unsupported_specs_name_the_field():
         check_supported(PRESETS["memora"].replace(kl_axis="matrix"))
     with pytest.raises(NotImplementedError, match="memory.depth=3"):
         check_supported(PRESETS["yaad"].replace(depth=3))
-    with pytest.raises(NotImplementedError, match="memory.retention='kl'"):
-        check_supported(PRESETS["memora_linear"])
+    with pytest.raises(NotImplementedError, match="memory.kl_lag=False"):
+        check_supported(PRESETS["memora_linear"].replace(kl_lag=False))
+    with pytest.raises(NotImplementedError, match="fused_recurrent_miras runs the linear memory"):
+        fused_recurrent_miras(*make_inputs(2)[:5], PRESETS["yaad"])
     with pytest.raises(NotImplementedError, match="memory.algorithm='momentum'"):
         check_supported(linear(algorithm="momentum"))
     with pytest.raises(ValueError, match="chunk_size=24"):
