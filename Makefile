@@ -7,9 +7,15 @@ SCALE ?= tiny
 EXP ?= experiments/miras/table2.py
 RUN ?= transformer-340m
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
+CLUSTER ?= local
+# a cluster runs the paper's scale unless SCALE=... is given, as `make submit` does
+ifeq ($(CLUSTER)$(origin SCALE),slurmfile)
+SCALE := paper
+endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install corpus test test-gpu test-all lint train dry-run reproduce-table2 reproduce-table3 eval reproduce-ttr-fig2 reproduce-ttr-fig3 submit test-slurm harvest report tensorboard clean
+.PHONY: help install corpus test test-gpu test-all lint train dry-run reproduce-table2 reproduce-table3 reproduce-table4 reproduce-iclr-ablation reproduce-fig3 reproduce-fig4 reproduce-all eval reproduce-ttr-fig2 reproduce-ttr-fig3 submit test-slurm harvest report tensorboard bench clean
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -49,16 +55,55 @@ train: ## train RUN of EXP at SCALE (e.g. make train RUN=transformer-340m SCALE=
 
 EVAL_DATA ?= auto
 
-reproduce-table2: ## train + lm-eval every row of Miras Table 2 at SCALE (default tiny), harvest, render (EVAL_DATA=auto|fixtures|hub)
-	$(PY) -m miras train experiments/miras/table2.py --all --scale $(SCALE) --skip-done
-	$(PY) -m miras eval experiments/miras/table2.py --scale $(SCALE) --data $(EVAL_DATA) --skip-done
-	$(PY) -m reports harvest
-	$(PY) -m reports render experiments/miras/table2.py --scale $(SCALE)
+# $(call reproduce,EXP,eval): every unfinished run of EXP at SCALE, then (with "eval") lm-eval, harvest and render;
+# with CLUSTER=slurm one sbatch job per unfinished run instead, after which the reports wait for the jobs
+ifeq ($(CLUSTER),slurm)
+define reproduce
+$(PY) -m miras submit $(1) --scale $(SCALE)
+@echo "submitted $(1) at SCALE=$(SCALE); when the jobs finish, run$(if $(2), make eval EXP=$(1) SCALE=$(SCALE) and) make report"
+endef
+else ifeq ($(CLUSTER),local)
+define reproduce
+$(PY) -m miras train $(1) --all --scale $(SCALE) --skip-done
+$(if $(2),$(PY) -m miras eval $(1) --scale $(SCALE) --data $(EVAL_DATA) --skip-done)
+$(PY) -m reports harvest
+$(PY) -m reports render $(1) --scale $(SCALE)
+endef
+else
+$(error CLUSTER=$(CLUSTER) is invalid; allowed values: local, slurm)
+endif
+
+reproduce-table2: ## train + lm-eval every row of Miras Table 2 at SCALE (default tiny), harvest, render (EVAL_DATA=auto|fixtures|hub; CLUSTER=slurm submits)
+	$(call reproduce,experiments/miras/table2.py,eval)
 
 reproduce-table3: ## S-NIAH (RULER single needle) of Table 2's trained 760M rows at SCALE, harvest, render Table 3
 	$(PY) -m miras eval experiments/miras/table3_niah.py --scale $(SCALE) --skip-done
 	$(PY) -m reports harvest
 	$(PY) -m reports render experiments/miras/table3_niah.py --scale $(SCALE)
+
+reproduce-table4: ## Miras Table 4 (Yaad ablations): train + lm-eval at SCALE, harvest, render (CLUSTER=slurm submits)
+	$(call reproduce,experiments/miras/table4_yaad_ablation.py,eval)
+
+reproduce-iclr-ablation: ## the ICLR version's Moneta/Memora ablation: train + lm-eval at SCALE, harvest, render
+	$(call reproduce,experiments/miras/iclr_ablation.py,eval)
+
+reproduce-fig3: ## Miras Figure 3 (scaling over size and context 2K-32K) at SCALE: train, harvest, render with plots
+	$(call reproduce,experiments/miras/fig3_scaling.py)
+
+reproduce-fig4: ## Miras Figure 4 (p and q of Moneta over context) at SCALE: train, harvest, render with plots
+	$(call reproduce,experiments/miras/fig4_pq.py)
+
+# Table 3 evaluates Table 2's models, so under SLURM it waits until Table 2's jobs have finished
+REPRODUCE_ALL := reproduce-table2 $(if $(filter slurm,$(CLUSTER)),,reproduce-table3) reproduce-table4 \
+	reproduce-iclr-ablation reproduce-fig3 reproduce-fig4 reproduce-ttr-fig2 reproduce-ttr-fig3
+
+reproduce-all: ## every table and figure of both papers at SCALE (skips finished runs), then `miras report`
+	$(MAKE) --no-print-directory $(REPRODUCE_ALL)
+ifeq ($(CLUSTER),slurm)
+	@echo "when the jobs finish, run make reproduce-table3 SCALE=$(SCALE), then make report"
+else
+	$(PY) -m miras report
+endif
 
 eval: ## lm-eval (and S-NIAH) of the trained runs of EXP at SCALE, merged into their summary.json
 	$(PY) -m miras eval $(EXP) --scale $(SCALE) --data $(EVAL_DATA) --skip-done
@@ -66,8 +111,8 @@ eval: ## lm-eval (and S-NIAH) of the trained runs of EXP at SCALE, merged into t
 reproduce-ttr-fig2: ## test-time regression Figure 2 (online regression, no training; CPU, seconds) into reports/ttr/
 	$(PY) -m experiments.ttr.fig2_online_regression
 
-reproduce-ttr-fig3: ## test-time regression Figure 3 (MQAR, one layer) at SCALE (tiny: CPU, T=512; small: the paper's grid, GPU)
-	$(PY) -m experiments.ttr.fig3_mqar --scale $(SCALE)
+reproduce-ttr-fig3: ## test-time regression Figure 3 (MQAR, one layer) at SCALE (tiny: CPU, T=512; small or paper: the paper's grid, GPU)
+	$(PY) -m experiments.ttr.fig3_mqar --scale $(if $(filter paper,$(SCALE)),small,$(SCALE))
 
 submit: ## sbatch one job per run of EXP at SCALE (default paper) from slurm/ (DRY=1 prints the scripts only)
 	$(PY) -m miras submit $(EXP) --scale $(if $(filter command line,$(origin SCALE)),$(SCALE),paper) $(if $(DRY),--dry-run)
@@ -83,6 +128,9 @@ report: ## harvest finished summaries from runs/ and render every report and rep
 
 tensorboard: ## serve runs/ on localhost:6006
 	$(VENV)/bin/tensorboard --logdir runs --host 127.0.0.1 --port 6006
+
+bench: ## Miras kernel benchmark (python -m kernels.bench; on a GPU)
+	$(PY) -m kernels.bench $(BENCH_ARGS)
 
 clean: ## remove caches and lightning_logs (keeps .venv, runs/ and data/cache/)
 	rm -rf .pytest_cache .ruff_cache lightning_logs

@@ -1,8 +1,10 @@
 """Harvest run summaries into ``reports/`` and render every table from them (ours | paper | delta).
 
 ``harvest`` copies ``runs/<scale>/<paper>/<table>/<run>/seed<k>/summary.json`` to the tracked
-``reports/<paper>/<table>/summaries/<scale>/<run>.seed<k>.json``. ``render`` reads only those tracked copies
-and the experiment file, so any clone regenerates every report; rendering twice changes nothing.
+``reports/<paper>/<table>/summaries/<scale>/<run>.seed<k>.json``, and the run's training-loss curve from its
+TensorBoard event files to ``reports/<paper>/<table>/curves/<scale>/<run>.seed<k>.json`` (``reports.plots``).
+``render`` reads only those tracked copies and the experiment file, so any clone regenerates every report and
+its figures; rendering twice changes nothing.
 
 Cells: ``-`` where there is no number (run unavailable, not trained, or column not evaluated yet);
 ``stale`` where every summary of the cell was trained with a config that no longer matches the declaration.
@@ -16,11 +18,13 @@ import dataclasses
 import io
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from miras.config import config_hash
 from miras.experiment import Table, experiment_files, load_experiment
 from miras.scales import SCALES
+from reports import plots
 
 REPO = Path(__file__).resolve().parent.parent
 REPORTS = REPO / "reports"
@@ -31,12 +35,20 @@ def summaries_dir(reports_dir: Path, table: Table, scale: str) -> Path:
 
 
 def harvest(runs_dir: Path, reports_dir: Path = REPORTS) -> list[Path]:
-    """Copy every finished run's summary under ``runs_dir`` into ``reports_dir``; returns the new paths."""
+    """Copy every finished run's summary under ``runs_dir`` into ``reports_dir``; returns the new paths.
+
+    A copied summary (or one whose curve file is missing) also gets its training curve saved beside the
+    summaries folder, under ``curves/``.
+    """
     copied = []
     for src in sorted(Path(runs_dir).glob("*/*/*/*/seed*/summary.json")):
         scale, paper, table, run, seed = src.parts[-6:-1]
         dst = reports_dir / paper / table / "summaries" / scale / f"{run}.{seed}.json"
-        if dst.exists() and dst.read_bytes() == src.read_bytes():
+        curve = reports_dir / paper / table / "curves" / scale / f"{run}.{seed}.json"
+        unchanged = dst.exists() and dst.read_bytes() == src.read_bytes()
+        if not (unchanged and curve.exists()):
+            plots.save_curve(src.parent, json.loads(src.read_text()), curve)
+        if unchanged:
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dst)
@@ -99,7 +111,8 @@ def _fmt(x: float | None, signed: bool = False) -> str:
     return f"{x:+.2f}" if signed else f"{x:.2f}"
 
 
-def render_markdown(table: Table, summaries: list[dict], scale: str) -> str:
+def render_markdown(table: Table, summaries: list[dict], scale: str, figures: Sequence[tuple[str, str]] = ()) -> str:
+    """The report page; ``figures`` are ``(caption, path relative to the page)`` of the PNGs it shows."""
     grid = cells(table, summaries, scale)
     lines = [
         f"# {table.title}",
@@ -124,6 +137,8 @@ def render_markdown(table: Table, summaries: list[dict], scale: str) -> str:
                 row += [ours, _fmt(cell.paper), _fmt(cell.delta, signed=True)]
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
+    if figures:
+        lines += ["## Figures", ""] + [line for caption, src in figures for line in (f"![{caption}]({src})", "")]
     shas = sorted({f"{s['git']['sha'][:10]}{'+dirty' if s['git'].get('dirty') else ''}" for s in summaries})
     devices = sorted({s["device"] for s in summaries})
     lines += [
@@ -197,15 +212,19 @@ def render_csv(table: Table, summaries: list[dict], scale: str) -> str:
 
 
 def render(table: Table, reports_dir: Path = REPORTS, scale: str | None = None) -> list[Path]:
-    """Write ``reports/<paper>/<table>.md`` and ``.csv``; returns their paths."""
+    """Write ``reports/<paper>/<table>.md``, ``.csv`` and the figures under ``<table>/``; returns their paths."""
     scale = scale or default_scale(reports_dir, table)
     summaries = load_summaries(reports_dir, table, scale)
     base = reports_dir / table.paper / table.key
     base.parent.mkdir(parents=True, exist_ok=True)
+    first = table.columns[0].key
+    values = {r: c.ours for (r, k), c in cells(table, summaries, scale).items() if k == first and c.ours is not None}
+    drawn = plots.figures(table, reports_dir, scale, values)
+    links = [(caption, path.relative_to(base.parent).as_posix()) for caption, path in drawn]
     md, csv_path = base.with_suffix(".md"), base.with_suffix(".csv")
-    md.write_text(render_markdown(table, summaries, scale))
+    md.write_text(render_markdown(table, summaries, scale, links))
     csv_path.write_text(render_csv(table, summaries, scale))
-    return [md, csv_path]
+    return [md, csv_path, *(path for _, path in drawn)]
 
 
 def render_index(reports_dir: Path = REPORTS) -> Path:
