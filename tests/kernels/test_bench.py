@@ -1,0 +1,41 @@
+"""The kernel benchmark harness on a CPU: every row gets times or a stated reason, and the targets are judged."""
+
+import json
+
+from kernels.bench import Shape, main, targets
+
+
+def test_bench_writes_rows_statuses_and_targets(tmp_path):
+    methods = ["yaad_linear", "memora", "naive:memora", "gated_deltanet", "sdpa"]
+    argv = ["--shapes", "1x20x1x16", "--methods", *methods, "--warmup", "0", "--repeats", "1", "--device", "cpu"]
+    assert main([*argv, "--dtype", "fp32", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "miras_cpu.json").read_text())
+    rows = {r["method"]: r for r in record["results"]}
+    assert set(rows) == set(methods)
+    for method in ("yaad_linear", "memora", "naive:memora", "sdpa"):
+        assert rows[method]["status"] == "ok", rows[method]
+        assert rows[method]["fwd_s"] > 0 and rows[method]["tflops_fwd_bwd"] > 0
+    assert rows["gated_deltanet"]["status"] == "unavailable: needs CUDA"
+    assert record["git"] and record["versions"]["torch"]
+    markdown = (tmp_path / "miras_cpu.md").read_text()
+    assert "| memora | 1x20x1x16 |" in markdown and "unavailable: needs CUDA" in markdown
+
+
+def test_targets_judge_ratios_at_4096():
+    shape = "4x4096x16x64"
+
+    def ok(method, fwd_bwd, peak):
+        return {"method": method, "shape": shape, "status": "ok", "fwd_bwd_s": fwd_bwd, "peak_mib": peak}
+
+    results = [ok("gated_deltanet", 1.0, 100.0), ok("yaad_linear", 1.4, 250.0), ok("yaad", 5.0, 150.0)]
+    results += [ok("naive:yaad", 40.0, 900.0), ok("titans_pytorch", 60.0, 900.0)]
+    checks = {t["target"]: t for t in targets(results) if t["shape"] == shape}
+    assert checks["yaad_linear fwd+bwd / gated_deltanet <= 1.5"]["met"] is True
+    assert checks["yaad fwd+bwd / gated_deltanet <= 4"]["met"] is False
+    assert checks["naive:yaad / yaad fwd+bwd >= 10"]["ratio"] == 8.0
+    assert checks["naive:yaad / yaad fwd+bwd >= 10"]["met"] is False
+    assert checks["titans_pytorch / yaad fwd+bwd >= 10"]["met"] is True
+    assert checks["yaad_linear peak memory / gated_deltanet <= 2"]["met"] is False
+    assert checks["moneta fwd+bwd / gated_deltanet <= 4"]["met"] is None
+    assert not targets([{**ok("yaad", 1.0, 1.0), "shape": "1x2048x1x16"}])
+    assert str(Shape.parse("8x2048x16x64")) == "8x2048x16x64"
