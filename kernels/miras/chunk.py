@@ -33,6 +33,7 @@ import triton.language as tl
 
 from kernels.miras.naive import _initial, _lq_normalise
 from kernels.miras.spec import MemorySpec
+from kernels.utils import autotune
 
 BIAS_CODES = {
     "dot": 0,
@@ -277,6 +278,12 @@ def _decay(g, BT: tl.constexpr):
     return tl.exp(tl.where(causal, g[:, None, :] - g[None, :, :], float("-inf")))
 
 
+LAUNCH_CONFIGS = [triton.Config({}, num_warps=w, num_stages=s) for w, s in ((4, 2), (8, 2), (4, 1), (8, 1), (2, 2))]
+"""Warps and pipeline stages the chunk kernels' autotuner tries on a GPU; the interpreter keeps the first.
+Every config overwrites the same outputs from unchanged inputs, so the tuning runs leave no trace."""
+
+
+@autotune(LAUNCH_CONFIGS, key=["BT", "BK", "BV", "BIAS", "RETENTION"])
 @triton.jit(do_not_specialize=["T"])
 def _fwd_kernel(
     q_ptr,
@@ -385,6 +392,7 @@ def _fwd_kernel(
         _store(ht_ptr + state, S, offs_k, offs_v, K, V, V)
 
 
+@autotune(LAUNCH_CONFIGS, key=["BT", "BK", "BV", "BIAS", "RETENTION"])
 @triton.jit(do_not_specialize=["T"])
 def _bwd_kernel(
     q_ptr,

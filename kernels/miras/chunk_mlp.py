@@ -28,6 +28,7 @@ import triton
 import triton.language as tl
 
 from kernels.miras.chunk import (
+    LAUNCH_CONFIGS,
     RETENTION_CODES,
     _chunk_inputs,
     _chunk_offsets,
@@ -47,6 +48,7 @@ from kernels.miras.chunk import (
 )
 from kernels.miras.naive import _initial, _lq_normalise
 from kernels.miras.spec import MemorySpec
+from kernels.utils import autotune
 
 
 @triton.jit
@@ -172,6 +174,7 @@ def _read(q, W1, W2, offs_d, D, ln_eps, ACT: tl.constexpr):
     return q + n, z1, h, n, rstd
 
 
+@autotune(LAUNCH_CONFIGS, key=["BT", "BD", "BE", "BIAS", "RETENTION"])
 @triton.jit(do_not_specialize=["T"])
 def _mlp_fwd_kernel(
     q_ptr, k_ptr, v_ptr, eta_ptr, la_ptr, d_ptr, w1_ptr, w2_ptr, o_ptr, hs1_ptr, hs2_ptr, ht1_ptr, ht2_ptr,
@@ -249,6 +252,7 @@ def _mlp_fwd_kernel(
         _store(ht2_ptr + state, W2, offs_e, offs_d, E, D, D)
 
 
+@autotune(LAUNCH_CONFIGS, key=["BT", "BD", "BE", "BIAS", "RETENTION"])
 @triton.jit(do_not_specialize=["T"])
 def _mlp_bwd_kernel(
     q_ptr, k_ptr, v_ptr, eta_ptr, la_ptr, d_ptr, hs1_ptr, hs2_ptr, do_ptr, dht1_ptr, dht2_ptr, cu_ptr, chunk_ptr,
