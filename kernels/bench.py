@@ -18,7 +18,8 @@ Times are medians of ``--repeats`` runs after ``--warmup``, synchronised on CUDA
 allocator's high-water mark over one forward+backward above what the inputs hold. ``FLOPS`` states the count
 each family is charged (forward; forward+backward is charged 3x); TFLOP/s is that count over the time. A
 method that cannot run says why in its row (``unavailable``: a package or CUDA is missing; ``unsupported``:
-the kernel refuses the shape; ``out of memory``). ``targets`` checks issue 9's ratios at ``T = 4096``.
+the kernel refuses the shape; ``out of memory``; ``failed``: any other error, e.g. a kernel that does not
+compile for the shape). ``targets`` checks issue 9's ratios at ``T = 4096``.
 Writes ``miras_<device>.json`` and ``.md`` with the device, versions and git sha. On a CPU (the Triton
 interpreter) only the harness is meaningful.
 """
@@ -242,6 +243,10 @@ def timed(fn: Callable[[], object], device: torch.device, warmup: int, repeats: 
     return statistics.median(times)
 
 
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [""])[0]
+
+
 def measure(method: str, s: Shape, dtype, device, chunk: int, warmup: int, repeats: int) -> dict:
     """One row: times, peak memory, FLOPs and TFLOP/s of ``method`` at ``s``, or its ``status``."""
     build, flops = METHODS[method]
@@ -275,7 +280,9 @@ def measure(method: str, s: Shape, dtype, device, chunk: int, warmup: int, repea
     except torch.OutOfMemoryError:
         return {**row, "status": "out of memory"}
     except (NotImplementedError, ValueError) as error:
-        return {**row, "status": f"unsupported: {str(error).splitlines()[0]}"}
+        return {**row, "status": f"unsupported: {_first_line(error)}"}
+    except Exception as error:  # a compile failure (e.g. Triton's OutOfResources) must not end the other rows
+        return {**row, "status": f"failed: {type(error).__name__}: {_first_line(error)}"}
     finally:
         if device.type == "cuda":
             torch.cuda.empty_cache()

@@ -39,3 +39,14 @@ def test_targets_judge_ratios_at_4096():
     assert checks["moneta fwd+bwd / gated_deltanet <= 4"]["met"] is None
     assert not targets([{**ok("yaad", 1.0, 1.0), "shape": "1x2048x1x16"}])
     assert str(Shape.parse("8x2048x16x64")) == "8x2048x16x64"
+
+
+def test_a_method_that_raises_gets_a_failed_row(monkeypatch):
+    from kernels import bench
+
+    def broken(*args):
+        raise RuntimeError("out of resources: shared memory\ndetails")
+
+    monkeypatch.setitem(bench.METHODS, "broken", (broken, bench.linear_flops))
+    row = bench.measure("broken", Shape(1, 16, 1, 16), None, bench.torch.device("cpu"), 16, 0, 1)
+    assert row["status"] == "failed: RuntimeError: out of resources: shared memory"
