@@ -1,0 +1,161 @@
+"""Registers, spills and shared memory of the Miras chunk kernels on a GPU target, compiled ahead of time.
+
+    python -m kernels.miras.resources                       # linear memory, D = 64, sm_90a (H100)
+    python -m kernels.miras.resources --kernels mlp_fwd --head-dim 128 --num-warps 8
+
+Needs no GPU: Triton compiles each kernel for ``--arch`` and ``ptxas -v`` (the one bundled with Triton) reports
+what one program uses. A spill means the program's tensors (``[BT, BT, K]`` decays, MLP weights) do not fit the
+register file; it is the first number the performance work has to move. Compiling takes minutes per kernel on
+a CPU. Writes ``reports/benchmarks/miras_resources_<arch>.{json,md}`` (Triton version, git sha), rewritten after
+each kernel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+REPO = Path(__file__).resolve().parents[2]
+BF16_POINTERS = ("q_ptr", "k_ptr", "v_ptr", "o_ptr", "do_ptr")
+"""Inputs and output in bf16, as in training; gates, states and gradients are fp32."""
+INT_ARGS = ("T",)
+
+
+def _kernels():
+    from kernels.miras import chunk, chunk_mlp
+
+    return {
+        "linear_fwd": (chunk._fwd_kernel, {"HAS_H0": False, "STORE_HT": False}),
+        "linear_bwd": (chunk._bwd_kernel, {"HAS_H0": False, "HAS_DHT": False}),
+        "mlp_fwd": (chunk_mlp._mlp_fwd_kernel, {"STORE_HT": False, "STORE_STATES": True}),
+        "mlp_bwd": (chunk_mlp._mlp_bwd_kernel, {"HAS_DHT": False}),
+    }
+
+
+KERNELS = ("linear_fwd", "linear_bwd", "mlp_fwd", "mlp_bwd")
+
+
+def constexprs(name: str, head_dim: int, chunk: int, extra: dict) -> dict:
+    """The specialisation compiled: l2 bias, l2 retention, channel-wise gates, no varlen, 16 heads."""
+    common = {"BT": chunk, "BIAS": 0, "RETENTION": 1, "LQ_ROW": False, "HAS_ALPHA": True, "HAS_DELTA": False}
+    common |= {"IS_VARLEN": False, "H": 16, **extra}
+    if name.startswith("linear"):
+        return common | {"K": head_dim, "V": head_dim, "BK": head_dim, "BV": head_dim}
+    E = 4 * head_dim
+    return common | {"D": head_dim, "E": E, "BD": head_dim, "BE": E, "ACT": 0}
+
+
+def _ptxas(ptx: str, arch: str) -> dict:
+    """``ptxas -v`` of ``ptx`` with whichever bundled ptxas accepts its PTX version."""
+    binaries = sorted((Path(triton.__file__).parent / "backends" / "nvidia" / "bin").glob("ptxas*"))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "kernel.ptx"
+        path.write_text(ptx)
+        for ptxas in binaries:
+            out = subprocess.run(
+                [str(ptxas), "-v", f"--gpu-name={arch}", str(path), "-o", str(Path(tmp) / "kernel.cubin")],
+                capture_output=True,
+                text=True,
+            )
+            if out.returncode == 0:
+                text = out.stderr + out.stdout
+                numbers = {
+                    "registers": r"Used (\d+) registers",
+                    "spill_stores_bytes": r"(\d+) bytes spill stores",
+                    "spill_loads_bytes": r"(\d+) bytes spill loads",
+                    "stack_bytes": r"(\d+) bytes stack frame",
+                }
+                found = {key: re.search(pattern, text) for key, pattern in numbers.items()}
+                return {key: int(m.group(1)) for key, m in found.items() if m} | {"ptxas": ptxas.name}
+    raise RuntimeError(f"no bundled ptxas ({', '.join(b.name for b in binaries)}) assembles this PTX")
+
+
+def compile_kernel(name: str, head_dim: int, chunk: int, arch: str, num_warps: int, num_stages: int) -> dict:
+    """One row: shared memory from Triton, registers and spills from ptxas."""
+    kernel, extra = _kernels()[name]
+    fn = getattr(kernel, "fn", kernel)
+    consts = constexprs(name, head_dim, chunk, extra)
+    signature = {}
+    for param in fn.params:
+        if param.is_constexpr:
+            signature[param.name] = "constexpr"
+        elif param.name.endswith("_ptr"):
+            signature[param.name] = "*bf16" if param.name in BF16_POINTERS else "*fp32"
+        else:
+            signature[param.name] = "i32" if param.name in INT_ARGS else "fp32"
+    missing = [n for n, kind in signature.items() if kind == "constexpr" and n not in consts]
+    if missing:
+        raise ValueError(f"{name}: no value for constexpr {missing}")
+    source = ASTSource(fn, signature=signature, constexprs={n: consts[n] for n in signature if n in consts})
+    capability = int(re.sub(r"\D", "", arch))
+    compiled = triton.compile(
+        source, target=GPUTarget("cuda", capability, 32), options={"num_warps": num_warps, "num_stages": num_stages}
+    )
+    row = {"kernel": name, "head_dim": head_dim, "chunk": chunk, "num_warps": num_warps, "num_stages": num_stages}
+    return row | {"shared_bytes": compiled.metadata.shared, **_ptxas(compiled.asm["ptx"], arch)}
+
+
+def to_markdown(record: dict) -> str:
+    lines = [
+        "# Miras chunk kernels: registers, spills and shared memory per program",
+        "",
+        f"Target {record['arch']}; triton {record['triton']}; git {record['git']}. Command: `{record['command']}`.",
+        "Specialisation: l2 bias, l2 retention, channel-wise gates, bf16 q/k/v/o, fp32 states.",
+        "",
+        "| kernel | D | chunk | warps | stages | registers | spill stores B | spill loads B | stack B | shared B |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in record["results"]:
+        cells = [r.get(k, "-") for k in ("registers", "spill_stores_bytes", "spill_loads_bytes", "stack_bytes")]
+        lines.append(
+            f"| {r['kernel']} | {r['head_dim']} | {r['chunk']} | {r['num_warps']} | {r['num_stages']} | "
+            + " | ".join(str(c) for c in cells)
+            + f" | {r['shared_bytes']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from miras.lit.callbacks import git_state
+
+    parser = argparse.ArgumentParser(prog="python -m kernels.miras.resources", description=__doc__)
+    parser.add_argument("--kernels", nargs="+", choices=KERNELS, default=["linear_fwd", "linear_bwd"])
+    parser.add_argument("--head-dim", type=int, default=64)
+    parser.add_argument("--chunk-size", type=int, default=64)
+    parser.add_argument("--arch", default="sm_90a")
+    parser.add_argument("--num-warps", type=int, default=4)
+    parser.add_argument("--num-stages", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=REPO / "reports" / "benchmarks")
+    args = parser.parse_args(argv)
+    git = git_state(REPO)
+    command = " ".join(sys.argv[1:] if argv is None else argv)
+    record = {
+        "arch": args.arch,
+        "triton": triton.__version__,
+        "git": git["sha"][:12] + ("-dirty" if git.get("dirty") else ""),
+        "command": f"python -m kernels.miras.resources {command}".strip(),
+        "results": [],
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"miras_resources_{args.arch}"
+    for name in args.kernels:
+        row = compile_kernel(name, args.head_dim, args.chunk_size, args.arch, args.num_warps, args.num_stages)
+        record["results"].append(row)
+        print(json.dumps(row), flush=True)
+        stem.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+        stem.with_suffix(".md").write_text(to_markdown(record))
+    print(f"wrote {stem}.json and {stem}.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
