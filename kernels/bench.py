@@ -29,9 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from kernels.miras import PRESETS, MemorySpec, naive_chunk_miras
+from kernels.utils import git_tag, timed, write_record
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPES = ("4x4096x16x64", "8x2048x16x64", "1x16384x16x64", "4x4096x16x128")
@@ -224,25 +223,6 @@ FLOPS = {
 }
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> float:
-    """Median seconds of ``fn()``."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def _first_line(error: Exception) -> str:
     return (str(error).strip().splitlines() or [""])[0]
 
@@ -326,7 +306,7 @@ def targets(results: list[dict]) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from miras.lit.callbacks import device_name, git_state
+    from miras.lit.callbacks import device_name
 
     device = torch.device(args.device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
@@ -335,7 +315,6 @@ def run(args: argparse.Namespace) -> dict:
         for method in args.methods:
             results.append(measure(method, s, dtype, device, args.chunk_size, args.warmup, args.repeats))
             print(json.dumps(results[-1]), flush=True)
-    git = git_state(REPO)
     versions = {"torch": torch.__version__}
     for package in ("triton", "fla", "titans_pytorch"):
         try:
@@ -347,7 +326,7 @@ def run(args: argparse.Namespace) -> dict:
         "dtype": args.dtype,
         "chunk_size": args.chunk_size,
         "versions": versions,
-        "git": git["sha"][:12] + ("-dirty" if git.get("dirty") else ""),
+        "git": git_tag(REPO),
         "command": "python -m kernels.bench " + " ".join(args.argv),
         "flops": FLOPS,
         "results": results,
@@ -405,10 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     record = run(args)
-    args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"miras_{args.device.split(':')[0]}"
-    stem.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
-    stem.with_suffix(".md").write_text(to_markdown(record))
+    write_record(stem, record, to_markdown(record))
     print(f"wrote {stem}.json and {stem}.md")
     return 0
 

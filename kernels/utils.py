@@ -39,3 +39,42 @@ def assert_close(name: str, ref: torch.Tensor, out: torch.Tensor, ratio: float) 
     err = relative_rms(ref, out)
     if not err <= ratio:
         raise AssertionError(f"{name}: relative RMS error {err:.3e} > {ratio:.1e}")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device, warmup: int, repeats: int) -> float:
+    """Median seconds of ``fn()`` over ``repeats`` runs after ``warmup``, synchronised on CUDA."""
+    import statistics
+    import time
+
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def git_tag(repo) -> str:
+    """The checkout's short sha, ``-dirty`` when tracked files differ: what a benchmark record cites."""
+    from miras.lit.callbacks import git_state
+
+    git = git_state(repo)
+    return git["sha"][:12] + ("-dirty" if git.get("dirty") else "")
+
+
+def write_record(stem, record: dict, markdown: str) -> None:
+    """Write a benchmark's ``<stem>.json`` and ``<stem>.md`` (``stem``: a path without suffix)."""
+    import json
+
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+    stem.with_suffix(".md").write_text(markdown)

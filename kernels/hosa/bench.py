@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from kernels.hosa import naive_hosa, parallel_hosa
+from kernels.utils import git_tag, timed, write_record
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,25 +32,6 @@ def sdpa(q, k, v):
 
 
 METHODS: dict[str, Callable] = {"sdpa": sdpa, "hosa": parallel_hosa, "hosa_naive": naive_hosa}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> float:
-    """Median seconds of ``fn()``."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def measure(method: str, shape: tuple[int, int, int, int], dtype, device, warmup: int, repeats: int) -> dict:
@@ -84,7 +64,7 @@ def measure(method: str, shape: tuple[int, int, int, int], dtype, device, warmup
 
 
 def run(args: argparse.Namespace) -> dict:
-    from miras.lit.callbacks import device_name, git_state
+    from miras.lit.callbacks import device_name
 
     device = torch.device(args.device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
@@ -97,7 +77,6 @@ def run(args: argparse.Namespace) -> dict:
             row = measure(method, shape, dtype, device, args.warmup, args.repeats)
             results.append({"method": method, "B": shape[0], "T": T, "H": shape[2], "D": shape[3], **row})
             print(json.dumps(results[-1]), flush=True)
-    git = git_state(REPO)
     import triton
 
     return {
@@ -105,7 +84,7 @@ def run(args: argparse.Namespace) -> dict:
         "dtype": args.dtype,
         "torch": torch.__version__,
         "triton": triton.__version__,
-        "git": git["sha"][:12] + ("-dirty" if git.get("dirty") else ""),
+        "git": git_tag(REPO),
         "command": "python -m kernels.hosa.bench " + " ".join(args.argv),
         "results": results,
     }
@@ -154,10 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     record = run(args)
-    args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"hosa_{args.device.split(':')[0]}"
-    stem.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
-    stem.with_suffix(".md").write_text(to_markdown(record))
+    write_record(stem, record, to_markdown(record))
     print(f"wrote {stem}.json and {stem}.md")
     return 0
 

@@ -24,6 +24,8 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
+from kernels.utils import git_tag, write_record
+
 REPO = Path(__file__).resolve().parents[2]
 BF16_POINTERS = ("q_ptr", "k_ptr", "v_ptr", "o_ptr", "do_ptr")
 """Inputs and output in bf16, as in training; gates, states and gradients are fp32."""
@@ -125,8 +127,6 @@ def to_markdown(record: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from miras.lit.callbacks import git_state
-
     parser = argparse.ArgumentParser(prog="python -m kernels.miras.resources", description=__doc__)
     parser.add_argument("--kernels", nargs="+", choices=KERNELS, default=["linear_fwd", "linear_bwd"])
     parser.add_argument("--head-dim", type=int, default=64)
@@ -136,23 +136,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-stages", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "benchmarks")
     args = parser.parse_args(argv)
-    git = git_state(REPO)
     command = " ".join(sys.argv[1:] if argv is None else argv)
     record = {
         "arch": args.arch,
         "triton": triton.__version__,
-        "git": git["sha"][:12] + ("-dirty" if git.get("dirty") else ""),
+        "git": git_tag(REPO),
         "command": f"python -m kernels.miras.resources {command}".strip(),
         "results": [],
     }
-    args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"miras_resources_{args.arch}"
     for name in args.kernels:
         row = compile_kernel(name, args.head_dim, args.chunk_size, args.arch, args.num_warps, args.num_stages)
         record["results"].append(row)
         print(json.dumps(row), flush=True)
-        stem.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
-        stem.with_suffix(".md").write_text(to_markdown(record))
+        write_record(stem, record, to_markdown(record))
     print(f"wrote {stem}.json and {stem}.md")
     return 0
 
