@@ -198,7 +198,8 @@ def plot_sweep(table: Table, values: dict[str, float], scale: str, path: Path) -
     for ax, (panel, points) in zip(axes[0], panels, strict=True):
         for series, pts in points.items():
             ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=series, linewidth=1)
-        if panel.logx:
+        xs = [x for pts in points.values() for x, _ in pts]
+        if panel.logx and max(xs) >= panel.logx * min(xs):  # within one step of the base, log ticks crowd
             ax.set_xscale("log", base=panel.logx)
         ax.set(title=f"{panel.title} ({scale} scale)", xlabel=panel.xlabel, ylabel=column.title)
         ax.legend(fontsize=6, frameon=False)
