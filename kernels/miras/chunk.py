@@ -11,8 +11,9 @@ and the lq scale ``c = ||S||_q^-(q-2)`` (1 unless ``retention='lq'``)::
     o = (q * c * exp(g)) S - A P                              the dual read of every token (Eq. 29)
     S' = exp(g_last) S - (eta * k * exp(g_last - g))^T P      the chunk's end state
 
-``psi`` is ``dl/dM(k)`` of the attentional bias (``naive.bias_grad``, Eq. 8-17). ``A`` is formed from the
-explicit ``[BT, BT, K]`` decay, never from ``1 / exp(g)``, so any gate value is safe. The forward stores every
+``psi`` is ``dl/dM(k)`` of the attentional bias (``naive.bias_grad``, Eq. 8-17). ``A`` and the decay-weighted
+sums of the backward come from ``kernels.miras.decay`` (16-row blocks, never ``1 / exp(g)``), so any gate value
+is safe. The forward stores every
 chunk-start state (fp32); the backward walks the chunks in reverse, recomputes the chunk from its stored
 state, and carries ``dS``. See ``kernels/miras/README.md`` for the derivation of each gradient.
 
@@ -31,6 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.miras.decay import check_chunk_size, mix, mix_t, scores
 from kernels.miras.naive import _initial, _lq_normalise
 from kernels.miras.spec import MemorySpec
 from kernels.utils import autotune
@@ -270,14 +272,6 @@ def _chunk_inputs(
     return q, k, v, eta, g, g_last, d
 
 
-@triton.jit
-def _decay(g, BT: tl.constexpr):
-    """``E[i, j, f] = exp(g_if - g_jf)`` for ``j <= i``, else 0: ``[BT, BT, BK]``."""
-    i = tl.arange(0, BT)
-    causal = (i[None, :] <= i[:, None])[:, :, None]
-    return tl.exp(tl.where(causal, g[:, None, :] - g[None, :, :], float("-inf")))
-
-
 LAUNCH_CONFIGS = [triton.Config({}, num_warps=w, num_stages=s) for w, s in ((4, 2), (8, 2), (4, 1), (8, 1), (2, 2))]
 """Warps and pipeline stages the chunk kernels' autotuner tries on a GPU; the interpreter keeps the first.
 Every config overwrites the same outputs from unchanged inputs, so the tuning runs leave no trace."""
@@ -374,7 +368,7 @@ def _fwd_kernel(
         qc, ek = q * c[None, :], eta * k
         r = tl.dot(k * c[None, :], S) - v
         P = _psi(r, v, d, V, sharp, p, eps, BIAS)
-        A = tl.sum(qc[:, None, :] * ek[None, :, :] * _decay(g, BT), 2)
+        A = scores(qc, ek, g, BT, BK)
         o = tl.dot(qc * tl.exp(g), S) - tl.dot(A, P)
         if RETENTION == 4:
             o = tl.where(lag, o_lag, o)
@@ -505,8 +499,7 @@ def _bwd_kernel(
         qc, kc, ek = q * c[None, :], k * c[None, :], eta * k
         r = tl.dot(kc, S) - v
         P = _psi(r, v, d, V, sharp, p, eps, BIAS)
-        E = _decay(g, BT)
-        A = tl.sum(qc[:, None, :] * ek[None, :, :] * E, 2)
+        A = scores(qc, ek, g, BT, BK)
         eg = tl.exp(g)
         kb = ek * tl.exp(g_last[None, :] - g)
         decay_last = tl.exp(g_last)
@@ -536,11 +529,11 @@ def _bwd_kernel(
         dkb = -tl.dot(P, tl.trans(dU))
 
         dS_prev = carry + tl.dot(tl.trans(qc * eg), do) + tl.dot(tl.trans(kc), dr)
-        dqc = dqb * eg + tl.sum(dA[:, :, None] * ek[None, :, :] * E, 1)
+        mA, mA_t = mix(dA, ek, g, BT, BK), mix_t(dA, qc, g, BT, BK)
+        dqc = dqb * eg + mA
         dkc = tl.dot(dr, tl.trans(S))
-        X = dA[:, :, None] * qc[:, None, :] * ek[None, :, :] * E
-        dek = tl.sum(dA[:, :, None] * qc[:, None, :] * E, 0) + dkb * tl.exp(g_last[None, :] - g)
-        dg = dqb * qc * eg + tl.sum(X, 1) - tl.sum(X, 0) - dkb * kb
+        dek = mA_t + dkb * tl.exp(g_last[None, :] - g)
+        dg = dqb * qc * eg + qc * mA - ek * mA_t - dkb * kb
         dg_last += tl.sum(dkb * kb, 0)
         dg = dg + tl.where(last, dg_last[None, :], 0.0)
         if RETENTION == 2:
@@ -747,14 +740,13 @@ def chunk_miras(
         output_final_state: also return the final state dict (fp32).
         cu_seqlens: ``[N + 1]`` offsets of ``N`` sequences packed into a batch of one; chunks restart at
             every sequence.
-        chunk_size: tokens per chunk (a power of two >= 16).
+        chunk_size: tokens per chunk: 16, 32 or 64 (``kernels.miras.decay``).
 
     Returns:
         ``o [B, T, H, V]`` in ``q``'s dtype and the final state dict (or None).
     """
     check_supported(spec)
-    if chunk_size < 16 or chunk_size & (chunk_size - 1):
-        raise ValueError(f"chunk_size={chunk_size!r} is invalid; allowed values: a power of two >= 16")
+    check_chunk_size(chunk_size)
     if spec.needs_delta and delta is None:
         raise ValueError(f"memory.bias={spec.bias!r} needs delta (the Huber threshold or robust radius)")
     if spec.retention != "none" and alpha is None:

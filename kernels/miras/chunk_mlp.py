@@ -32,7 +32,6 @@ from kernels.miras.chunk import (
     RETENTION_CODES,
     _chunk_inputs,
     _chunk_offsets,
-    _decay,
     _log_floor,
     _lq_grad,
     _lq_scale,
@@ -46,6 +45,7 @@ from kernels.miras.chunk import (
     bias_code,
     channelwise,
 )
+from kernels.miras.decay import mix, mix_t, scores
 from kernels.miras.naive import _initial, _lq_normalise
 from kernels.miras.spec import MemorySpec
 from kernels.utils import autotune
@@ -225,14 +225,13 @@ def _mlp_fwd_kernel(
         kc, Z1, H1, a1, H1c, N, rstd, R, P, g2, G, g1 = _keys(
             k, v, d, W1, W2, c1, c2, offs_d, D, sharp, p, eps, ln_eps, BIAS, ACT
         )
-        E3 = _decay(g, BT)
         ek, eg2 = eta * k, eta * g2
         read1 = q * c1[None, :]
-        A1 = tl.sum(read1[:, None, :] * ek[None, :, :] * E3, 2)
+        A1 = scores(read1, ek, g, BT, BD)
         h = _act(tl.dot(read1 * tl.exp(g), W1) - tl.dot(A1, g1), ACT)
         read2 = h * c2[None, :]
-        S2 = tl.where(i[None, :] <= i[:, None], tl.dot(read2, tl.trans(H1)), 0.0)
-        z2 = tl.exp(g) * tl.dot(read2, W2) - tl.sum(S2[:, :, None] * eg2[None, :, :] * E3, 1)
+        S2 = tl.dot(read2, tl.trans(H1))
+        z2 = tl.exp(g) * tl.dot(read2, W2) - mix(S2, eg2, g, BT, BD)
         o = q + _layer_norm(z2, offs_d, D, ln_eps)[0]
         if RETENTION == 4:
             o = tl.where(lag, o_lag, o)
@@ -315,17 +314,17 @@ def _mlp_bwd_kernel(
         kc, Z1, H1, a1, H1c, N, rstd, R, P, g2, G, g1 = _keys(
             k, v, d, W1, W2, c1, c2, offs_d, D, sharp, p, eps, ln_eps, BIAS, ACT
         )
-        E3 = _decay(g, BT)
         eg = tl.exp(g)
         ek, eg2 = eta * k, eta * g2
         read1 = q * c1[None, :]
-        A1 = tl.sum(read1[:, None, :] * ek[None, :, :] * E3, 2)
+        A1 = scores(read1, ek, g, BT, BD)
         z1 = tl.dot(read1 * eg, W1) - tl.dot(A1, g1)
         h = _act(z1, ACT)
         read2 = h * c2[None, :]
         S2 = tl.where(causal, tl.dot(read2, tl.trans(H1)), 0.0)
         M2 = tl.dot(read2, W2)
-        z2 = eg * M2 - tl.sum(S2[:, :, None] * eg2[None, :, :] * E3, 1)
+        mS2 = mix(S2, eg2, g, BT, BD)
+        z2 = eg * M2 - mS2
         n_out, rstd_out = _layer_norm(z2, offs_d, D, ln_eps)
         tail = tl.exp(g_last[None, :] - g)
         decay_last = tl.exp(g_last)
@@ -367,10 +366,10 @@ def _mlp_bwd_kernel(
         dg += dM2 * M2
         dread2 = tl.dot(dM2, tl.trans(W2))
         dW2_prev += tl.dot(tl.trans(read2), dM2)
-        dS2 = tl.where(causal, -tl.sum(dz2[:, None, :] * eg2[None, :, :] * E3, 2), 0.0)
-        deg2 += -tl.sum(dz2[:, None, :] * S2[:, :, None] * E3, 0)
-        X2 = -dz2[:, None, :] * S2[:, :, None] * eg2[None, :, :] * E3
-        dg += tl.sum(X2, 1) - tl.sum(X2, 0)
+        dS2 = -scores(dz2, eg2, g, BT, BD)
+        mS2_t = mix_t(S2, dz2, g, BT, BD)
+        deg2 -= mS2_t
+        dg += eg2 * mS2_t - dz2 * mS2
         dread2 += tl.dot(dS2, H1)
         dH1 += tl.dot(tl.trans(dS2), read2)
         dc2 = tl.sum(dread2 * h, 0)
@@ -383,10 +382,10 @@ def _mlp_bwd_kernel(
         dg += dreg * read1 * eg
         dA1 = tl.where(causal, -tl.dot(dz1, tl.trans(g1)), 0.0)
         dg1 += -tl.dot(tl.trans(A1), dz1)
-        dread1 += tl.sum(dA1[:, :, None] * ek[None, :, :] * E3, 1)
-        dek += tl.sum(dA1[:, :, None] * read1[:, None, :] * E3, 0)
-        X1 = dA1[:, :, None] * read1[:, None, :] * ek[None, :, :] * E3
-        dg += tl.sum(X1, 1) - tl.sum(X1, 0)
+        mA1, mA1_t = mix(dA1, ek, g, BT, BD), mix_t(dA1, read1, g, BT, BD)
+        dread1 += mA1
+        dek += mA1_t
+        dg += read1 * mA1 - ek * mA1_t
         dq = do + dread1 * c1[None, :]
         dc1 = tl.sum(dread1 * q, 0)
 

@@ -10,6 +10,7 @@ from torch import nn
 
 from kernels.miras import PRESETS, MemorySpec, naive_chunk_miras, weight_shapes
 from kernels.miras.chunk import check_supported, chunk_miras
+from kernels.miras.decay import CHUNK_SIZES
 from kernels.miras.naive import simplex
 from miras.config import ConfigError, MixerConfig
 from miras.layers import register_mixer
@@ -44,8 +45,8 @@ def triton_unsupported(spec: MemorySpec, chunk_size: int) -> str | None:
         check_supported(spec)
     except NotImplementedError as err:
         return str(err)
-    if chunk_size < 16 or chunk_size & (chunk_size - 1):
-        return f"mixer.chunk_size={chunk_size} is not a power of two >= 16, which the Triton kernel needs"
+    if chunk_size not in CHUNK_SIZES:
+        return f"mixer.chunk_size={chunk_size} is not one of the Triton kernels' chunk sizes {CHUNK_SIZES}"
     return None
 
 

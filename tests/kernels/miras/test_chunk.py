@@ -225,7 +225,7 @@ def test_unsupported_specs_name_the_field():
         fused_recurrent_miras(*make_inputs(2)[:5], PRESETS["yaad"])
     with pytest.raises(NotImplementedError, match="memory.algorithm='momentum'"):
         check_supported(linear(algorithm="momentum"))
-    with pytest.raises(ValueError, match="chunk_size=24"):
+    with pytest.raises(ValueError, match="chunk_size=24 is invalid for the Triton kernels"):
         chunk_miras(*make_inputs(4)[:5], linear(), chunk_size=24)
 
 
