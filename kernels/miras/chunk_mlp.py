@@ -1,9 +1,9 @@
 """Triton chunk forward and backward of the Miras MLP memory ``M(x) = x + LN(act(x W_1) W_2)`` (section 5.3-5.4).
 
 The transcription of ``naive_chunk_miras`` (``read='chunk'``) for a 2-layer memory with expansion ``E / D``.
-One program per (sequence, head) walks the chunks holding ``W_1 [D, E]`` and ``W_2 [E, D]`` in fp32. Per chunk,
-with ``g`` the within-chunk cumulative log decay on the ``D`` axis (rows of ``W_1``, columns of ``W_2``) and
-``c_1, c_2`` the lq scales (1 unless ``retention='lq'``)::
+One program per (sequence, head) walks the chunks. Per chunk, with ``g`` the within-chunk cumulative log decay
+on the ``D`` axis (rows of ``W_1``, columns of ``W_2``) and ``c_1, c_2`` the lq scales (1 unless
+``retention='lq'``)::
 
     Z_1 = (k c_1) W_1,  H_1 = act(Z_1),  y = k + LN(H_1 c_2 W_2)            the memory at the chunk start
     g_2 = LN'(psi(y - v)),  g_1 = (g_2 (c_2 W_2)^T) act'(Z_1)               its hand backprop (Eq. 28)
@@ -12,11 +12,21 @@ with ``g`` the within-chunk cumulative log decay on the ``D`` axis (rows of ``W_
     o = q + LN(z_2)                                                         the dual reads (Eq. 29)
     W_1' = e^{g_last} W_1 - (eta k e^{g_last - g})^T g_1,   W_2' = W_2 e^{g_last} - H_1^T (eta g_2 e^{g_last - g})
 
+The weights of a head (``W_1 [D, E]`` and ``W_2 [E, D]``: 128 KB in fp32 at ``D = 64, E = 256``) fit neither a
+program's registers nor, as ``tl.dot`` operands, its shared memory. They stay in global memory, in the
+per-chunk state buffers that the L2 cache holds, and every pass over them walks ``E`` in tiles of ``BET``
+columns (``W_1[:, e]``, ``W_2[e, :]``). What sums over ``E`` (the memory at the keys, the layer-2 read, the
+gradients flowing back to ``D``-sized tensors) accumulates over the tiles; a tile's ``[BT, BET]``
+intermediates are recomputed in each pass that needs them instead of being stored.
+
 Memora (``retention='kl'``) takes the exact step on the chunk's first token (the lag token, Eq. 30), runs the
 rest of the chunk from the weights after it, and carries ``c Softmax(e^{g_last} log W - U)`` (Eq. 27, 31-32).
-The forward stores every chunk-start ``(W_1, W_2)``; the backward walks the chunks in reverse, recomputes the
-chunk from them and carries ``(dW_1, dW_2)``. Through the hand backprop this needs second derivatives: ``act''``
-and the VJP of the LayerNorm's own VJP (``kernels/miras/README.md``).
+The softmax of ``W_2`` runs over ``E`` (its fan-in), across tiles: the logits are written, then normalised
+in a second pass with the running column maximum and sum. The forward keeps every chunk-start state; the
+backward walks the chunks in reverse, recomputes each chunk from its start state and carries
+``(dW_1, dW_2)`` in a pair of buffers. Through the hand backprop this needs second derivatives: ``act''`` and
+the VJP of the LayerNorm's own VJP (``kernels/miras/README.md``). A program rereads buffers that other threads
+of it wrote, so every such hand-over passes a ``tl.debug_barrier``.
 """
 
 from __future__ import annotations
@@ -34,7 +44,6 @@ from kernels.miras.chunk import (
     _chunk_offsets,
     _log_floor,
     _lq_grad,
-    _lq_scale,
     _or_dummy,
     _psi,
     _psi_vjp,
@@ -49,6 +58,9 @@ from kernels.miras.decay import mix, mix_t, scores
 from kernels.miras.naive import _initial, _lq_normalise
 from kernels.miras.spec import MemorySpec
 from kernels.utils import autotune
+
+TILE_E = 64
+"""Columns of ``W_1`` (rows of ``W_2``) per tile: ``[D, 64]`` fp32 weights are 16 KB at ``D = 64``."""
 
 
 @triton.jit
@@ -100,34 +112,118 @@ def _ln_vjp(dn, n, rstd, cols, D):
 
 
 @triton.jit
-def _keys(k, v, d, W1, W2, c1, c2, offs_d, D, sharp, p, eps, ln_eps, BIAS: tl.constexpr, ACT: tl.constexpr):
-    """The memory at the keys and its hand backprop: ``g_1 [BT, E]``, ``g_2 [BT, D]`` and what the VJP needs."""
-    kc = k * c1[None, :]
-    Z1 = tl.dot(kc, W1)
-    H1 = _act(Z1, ACT)
-    a1 = _act_grad(Z1, ACT)
-    H1c = H1 * c2[None, :]
-    N, rstd = _layer_norm(tl.dot(H1c, W2), offs_d, D, ln_eps)
-    R = k + N - v
-    P = _psi(R, v, d, D, sharp, p, eps, BIAS)
-    g2 = _ln_vjp(P, N, rstd, offs_d, D)
-    G = tl.dot(g2, tl.trans(W2))
-    g1 = G * c2[None, :] * a1
-    return kc, Z1, H1, a1, H1c, N, rstd, R, P, g2, G, g1
+def _mm(a, b, BF16: tl.constexpr):
+    """``a @ b`` with fp32 accumulation; bf16 operands for bf16 inputs (as fla's kernels, and as torch under bf16
+    autocast), else fp32 (fp16 would overflow on Moneta's lq-scaled weights). bf16 operands halve the shared
+    memory a ``tl.dot`` stages: the tiled backward needs 112 KB at ``D = 64`` and 192 KB at ``D = 128`` with
+    them on sm_90a, 224 KB and 384 KB without (``python -m kernels.miras.resources``)."""
+    if BF16:
+        out = tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+    else:
+        out = tl.dot(a, b)
+    return out
 
 
 @triton.jit
-def _keys_vjp(
-    dg1, dg2, dH1, k, d, W1, W2, c1, c2, kc, Z1, H1, a1, H1c, N, rstd, R, P, g2, G, offs_d, D, sharp, p, eps,
-    BIAS: tl.constexpr, ACT: tl.constexpr,
+def _tile(w1_ptr, w2_ptr, t, offs_d, D, E, BET: tl.constexpr):
+    """Tile ``t``: ``W_1[:, e] [BD, BET]``, ``W_2[e, :] [BET, BD]`` and ``e`` (0 outside ``D`` rows, ``E`` columns)."""
+    cols = t * BET + tl.arange(0, BET)
+    return _rows(w1_ptr, offs_d, cols, D, E, E), _rows(w2_ptr, cols, offs_d, E, D, D), cols
+
+
+@triton.jit
+def _put(w1_ptr, w2_ptr, W1, W2, cols, offs_d, D, E):
+    _store(w1_ptr, W1, offs_d, cols, D, E, E)
+    _store(w2_ptr, W2, cols, offs_d, E, D, D)
+
+
+@triton.jit
+def _powq(W, q_exp):
+    a = tl.abs(W)
+    return tl.where(a > 0, tl.exp(q_exp * tl.log(tl.maximum(a, 1e-38))), 0.0)
+
+
+@triton.jit
+def _lq_c(power, q_exp, eps_q):
+    return tl.exp(-(q_exp - 2.0) / q_exp * tl.log(tl.maximum(power, eps_q)))
+
+
+@triton.jit
+def _scales(
+    w1_ptr, w2_ptr, offs_d, D, E, q_exp, eps_q, LQ_ROW: tl.constexpr, RETENTION: tl.constexpr, BD: tl.constexpr,
+    BET: tl.constexpr, NE: tl.constexpr,
 ):  # fmt: skip
-    """VJP of :func:`_keys` for the gradients of ``g_1``, ``g_2`` and ``H_1``: ``dk, dv, ddelta, dW_1, dW_2`` and the
-    gradients of the lq scales. This is the second-order part: ``act''`` and the VJP of the LayerNorm's VJP."""
-    dG = dg1 * c2[None, :] * a1
-    dc2 = tl.sum(dg1 * G * a1, 0)
-    dZ1 = dg1 * G * c2[None, :] * _act_grad2(Z1, ACT)
-    dg2 = tl.where((offs_d < D)[None, :], dg2 + tl.dot(dG, W2), 0.0)
-    dW2 = tl.dot(tl.trans(dG), g2)
+    """lq (Eq. 24): ``c_1`` and ``||.||_q^q`` per row of ``W_1`` (the matrix scope repeats the whole sum), and the
+    whole ``||W_2||_q^q``; ones for other retentions."""
+    p1 = tl.zeros([BD], dtype=tl.float32)
+    p2 = 0.0
+    if RETENTION == 2:
+        for t in range(NE):
+            W1, W2, cols = _tile(w1_ptr, w2_ptr, t, offs_d, D, E, BET)
+            p1 += tl.sum(_powq(W1, q_exp), 1)
+            p2 += tl.sum(tl.sum(_powq(W2, q_exp), 1), 0)
+        if not LQ_ROW:
+            p1 = tl.zeros([BD], dtype=tl.float32) + tl.sum(p1, 0)
+        c1 = _lq_c(p1, q_exp, eps_q)
+    else:
+        p1 += 1.0
+        c1 = p1
+    return c1, p1, p2
+
+
+@triton.jit
+def _scale2(W2, p2, q_exp, eps_q, LQ_ROW: tl.constexpr, RETENTION: tl.constexpr, BET: tl.constexpr):
+    """``c_2`` and ``||.||_q^q`` per row of a ``W_2`` tile (the matrix scope: ``p2``, the whole sum); ones otherwise."""
+    if RETENTION == 2:
+        if LQ_ROW:
+            power = tl.sum(_powq(W2, q_exp), 1)
+        else:
+            power = tl.zeros([BET], dtype=tl.float32) + p2
+        c = _lq_c(power, q_exp, eps_q)
+    else:
+        power = tl.zeros([BET], dtype=tl.float32) + 1.0
+        c = power
+    return c, power
+
+
+@triton.jit
+def _keys(
+    w1_ptr, w2_ptr, k, v, d, c1, p2, offs_d, D, E, sharp, p, eps, q_exp, eps_q, ln_eps, BIAS: tl.constexpr,
+    LQ_ROW: tl.constexpr, RETENTION: tl.constexpr, ACT: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
+    BET: tl.constexpr, NE: tl.constexpr, BF16: tl.constexpr,
+):  # fmt: skip
+    """The memory at the keys (a pass over the tiles) and the ``D``-sized part of its hand backprop:
+    ``kc = k c_1``, ``N, rstd = LN(H_1 c_2 W_2)``, ``R = k + N - v``, ``P = psi(R)`` and ``g_2 = LN'(P)``."""
+    kc = k * c1[None, :]
+    Y = tl.zeros([BT, BD], dtype=tl.float32)
+    for t in range(NE):
+        W1, W2, cols = _tile(w1_ptr, w2_ptr, t, offs_d, D, E, BET)
+        c2, power2 = _scale2(W2, p2, q_exp, eps_q, LQ_ROW, RETENTION, BET)
+        Y += _mm(_act(_mm(kc, W1, BF16), ACT) * c2[None, :], W2, BF16)
+    N, rstd = _layer_norm(Y, offs_d, D, ln_eps)
+    R = k + N - v
+    P = _psi(R, v, d, D, sharp, p, eps, BIAS)
+    return kc, N, rstd, R, P, _ln_vjp(P, N, rstd, offs_d, D)
+
+
+@triton.jit
+def _chain(kc, g2, read1_eg, A1, W1, W2, c2, ACT: tl.constexpr, BF16: tl.constexpr):
+    """A tile's intermediates: at the keys ``Z_1, H_1, act'(Z_1), G = g_2 W_2^T, g_1``; of the read ``z_1, h`` and
+    ``h c_2``."""
+    Z1 = _mm(kc, W1, BF16)
+    a1 = _act_grad(Z1, ACT)
+    G = _mm(g2, tl.trans(W2), BF16)
+    g1 = G * c2[None, :] * a1
+    z1 = _mm(read1_eg, W1, BF16) - _mm(A1, g1, BF16)
+    h = _act(z1, ACT)
+    return Z1, _act(Z1, ACT), a1, G, g1, z1, h, h * c2[None, :]
+
+
+@triton.jit
+def _keys_rows_vjp(dg2, d, N, rstd, R, P, g2, offs_d, D, sharp, p, eps, BIAS: tl.constexpr):
+    """For the gradient ``dg2`` of ``g_2 = LN'(psi(k + N - v))``, the second-order part of the VJP (through the
+    LayerNorm's own VJP): ``dR`` (also ``dk``'s direct term), ``dv``, ``ddelta`` and ``dZ_2`` of ``N = LN(Z_2)``."""
+    dg2 = tl.where((offs_d < D)[None, :], dg2, 0.0)
     dP = _ln_vjp(dg2, N, rstd, offs_d, D)
     dN = -rstd[:, None] * (dg2 * (tl.sum(P * N, 1) / D)[:, None] + P * (tl.sum(dg2 * N, 1) / D)[:, None])
     drstd = tl.sum(dg2 * g2, 1) / rstd
@@ -137,52 +233,82 @@ def _keys_vjp(
     else:
         dv = -dR
     dZ2 = _ln_vjp(dN + dR, N, rstd, offs_d, D) - (drstd * rstd * rstd / D)[:, None] * N
-    dH1c = tl.dot(dZ2, tl.trans(W2))
-    dW2 += tl.dot(tl.trans(H1c), dZ2)
-    dc2 += tl.sum(dH1c * H1, 0)
-    dZ1 += (dH1 + dH1c * c2[None, :]) * a1
-    dkc = tl.dot(dZ1, tl.trans(W1))
-    dW1 = tl.dot(tl.trans(kc), dZ1)
-    return dR + dkc * c1[None, :], dv, dd, dW1, dW2, tl.sum(dkc * k, 0), dc2
+    return dR, dv, dd, dZ2
+
+
+@triton.jit
+def _online(L, rows, E, offs_d, D, m, s):
+    """Running column maximum ``m`` and sum ``s`` of ``exp(L - m)`` over the valid rows of the tiles seen so far."""
+    valid = (rows < E)[:, None] & (offs_d < D)[None, :]
+    m_new = tl.maximum(m, tl.max(tl.where(valid, L, -1e30), 0))
+    s = s * tl.exp(m - m_new) + tl.sum(tl.exp(tl.where(valid, L, float("-inf")) - m_new[None, :]), 0)
+    return m_new, s
+
+
+@triton.jit
+def _normalise(w2_ptr, m, s, scale, offs_d, D, E, BET: tl.constexpr, NE: tl.constexpr):
+    """Turn the logits of ``W_2`` written tile by tile into ``scale * softmax`` over ``E`` (its fan-in), in place.
+    Each thread rewrites exactly the elements it read."""
+    for t in range(NE):
+        rows = t * BET + tl.arange(0, BET)
+        L = _rows(w2_ptr, rows, offs_d, E, D, D)
+        valid = (rows < E)[:, None] & (offs_d < D)[None, :]
+        W = scale * tl.exp(tl.where(valid, L, float("-inf")) - m[None, :]) / tl.maximum(s, 1e-30)[None, :]
+        _store(w2_ptr, W, rows, offs_d, E, D, D)
 
 
 @triton.jit
 def _lag_step(
-    W1, W2, k0, v0, d0, eta0, a0, offs_d, offs_e, D, E, sharp, p, eps, ln_eps, floor, scale1, scale2,
-    BIAS: tl.constexpr, ACT: tl.constexpr, BD: tl.constexpr, BE: tl.constexpr,
+    w1_ptr, w2_ptr, lag1_ptr, lag2_ptr, k0, v0, d0, eta0, a0, offs_d, D, E, sharp, p, eps, ln_eps, floor, scale1,
+    scale2, BIAS: tl.constexpr, ACT: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, BET: tl.constexpr,
+    NE: tl.constexpr, BF16: tl.constexpr,
 ):  # fmt: skip
-    """Memora's lag token (Eq. 30): the exact step ``W = c Softmax(alpha log W - eta grad)`` from the first token
-    of the chunk (the only nonzero row of ``k0, v0, eta0``); returns the new weights and the key intermediates."""
-    ones_d = tl.zeros([BD], dtype=tl.float32) + 1.0
-    ones_e = tl.zeros([BE], dtype=tl.float32) + 1.0
-    kc, Z1, H1, a1, H1c, N, rstd, R, P, g2, G, g1 = _keys(
-        k0, v0, d0, W1, W2, ones_d, ones_e, offs_d, D, sharp, p, eps, ln_eps, BIAS, ACT
-    )
-    L1 = a0[:, None] * _log_floor(W1, floor) - tl.dot(tl.trans(eta0 * k0), g1)
-    L2 = _log_floor(W2, floor) * a0[None, :] - tl.dot(tl.trans(H1), eta0 * g2)
-    W1_lag = _simplex(L1, offs_d, D, offs_e, E, scale1)
-    W2_lag = _simplex(L2, offs_e, E, offs_d, D, scale2)
-    return W1_lag, W2_lag, kc, Z1, H1, a1, H1c, N, rstd, R, P, g2, G, g1
+    """Memora's lag token (Eq. 30): the exact step ``W = c Softmax(alpha log W - eta grad)`` of the chunk's first
+    token (the one nonzero row of ``k0, v0, d0, eta0``) from the weights at ``w``, written to ``lag``. Returns the
+    key-side tensors of the step, which its VJP needs."""
+    ones = tl.zeros([BD], dtype=tl.float32) + 1.0
+    kc0, N0, rstd0, R0, P0, g20 = _keys(
+        w1_ptr, w2_ptr, k0, v0, d0, ones, 0.0, offs_d, D, E, sharp, p, eps, 1.0, 1.0, ln_eps, BIAS, False, 4, ACT,
+        BT, BD, BET, NE, BF16,
+    )  # fmt: skip
+    ek0, eg20 = eta0 * k0, eta0 * g20
+    m = tl.zeros([BD], dtype=tl.float32) - 1e30
+    s = tl.zeros([BD], dtype=tl.float32)
+    for t in range(NE):
+        W1, W2, cols = _tile(w1_ptr, w2_ptr, t, offs_d, D, E, BET)
+        Z1 = _mm(k0, W1, BF16)
+        g1 = _mm(g20, tl.trans(W2), BF16) * _act_grad(Z1, ACT)
+        L1 = a0[:, None] * _log_floor(W1, floor) - _mm(tl.trans(ek0), g1, BF16)
+        _store(lag1_ptr, _simplex(L1, offs_d, D, cols, E, scale1), offs_d, cols, D, E, E)
+        L2 = _log_floor(W2, floor) * a0[None, :] - _mm(tl.trans(_act(Z1, ACT)), eg20, BF16)
+        m, s = _online(L2, cols, E, offs_d, D, m, s)
+        _store(lag2_ptr, L2, cols, offs_d, E, D, D)
+    tl.debug_barrier()
+    _normalise(lag2_ptr, m, s, scale2, offs_d, D, E, BET, NE)
+    tl.debug_barrier()
+    return N0, rstd0, R0, P0, g20
 
 
 @triton.jit
-def _read(q, W1, W2, offs_d, D, ln_eps, ACT: tl.constexpr):
-    """``M(W; q) = q + LN(act(q W_1) W_2)`` read directly from weights (Memora's lag token)."""
-    z1 = tl.dot(q, W1)
-    h = _act(z1, ACT)
-    n, rstd = _layer_norm(tl.dot(h, W2), offs_d, D, ln_eps)
-    return q + n, z1, h, n, rstd
+def _slot(base_ptr, i_n, i_h, it, first_chunk, H: tl.constexpr, size: tl.constexpr, STORE_STATES: tl.constexpr):
+    """Chunk ``it``'s start state in a state buffer: every chunk's own slot when they are kept (for the backward),
+    else two slots per sequence used in turn."""
+    if STORE_STATES:
+        index = first_chunk + it
+    else:
+        index = tl.cast(i_n, tl.int64) * 2 + it % 2
+    return base_ptr + (index * H + i_h) * size
 
 
-@autotune(LAUNCH_CONFIGS, key=["BT", "BD", "BE", "BIAS", "RETENTION"])
+@autotune(LAUNCH_CONFIGS, key=["BT", "BD", "BET", "BIAS", "RETENTION"])
 @triton.jit(do_not_specialize=["T"])
 def _mlp_fwd_kernel(
     q_ptr, k_ptr, v_ptr, eta_ptr, la_ptr, d_ptr, w1_ptr, w2_ptr, o_ptr, hs1_ptr, hs2_ptr, ht1_ptr, ht2_ptr,
-    cu_ptr, chunk_ptr, T, H: tl.constexpr, D: tl.constexpr, E: tl.constexpr,
+    lag1_ptr, lag2_ptr, cu_ptr, chunk_ptr, T, H: tl.constexpr, D: tl.constexpr, E: tl.constexpr,
     sharp, p, eps, q_exp, eps_q, ln_eps, floor, scale1, scale2,
-    BT: tl.constexpr, BD: tl.constexpr, BE: tl.constexpr, BIAS: tl.constexpr, RETENTION: tl.constexpr,
-    LQ_ROW: tl.constexpr, ACT: tl.constexpr, HAS_ALPHA: tl.constexpr, HAS_DELTA: tl.constexpr,
-    STORE_HT: tl.constexpr, STORE_STATES: tl.constexpr, IS_VARLEN: tl.constexpr,
+    BT: tl.constexpr, BD: tl.constexpr, BET: tl.constexpr, NE: tl.constexpr, BIAS: tl.constexpr,
+    RETENTION: tl.constexpr, LQ_ROW: tl.constexpr, ACT: tl.constexpr, HAS_ALPHA: tl.constexpr,
+    HAS_DELTA: tl.constexpr, STORE_STATES: tl.constexpr, IS_VARLEN: tl.constexpr, BF16: tl.constexpr,
 ):  # fmt: skip
     i_n, i_h = tl.program_id(0), tl.program_id(1)
     if IS_VARLEN:
@@ -194,72 +320,108 @@ def _mlp_fwd_kernel(
         first_chunk = tl.cast(i_n, tl.int64) * tl.cdiv(T, BT)
     s = H * D
     base = bos * s + i_h * D
-    offs_d, offs_e = tl.arange(0, BD), tl.arange(0, BE)
-    state = (tl.cast(i_n, tl.int64) * H + i_h) * D * E
+    offs_d = tl.arange(0, BD)
+    head = (tl.cast(i_n, tl.int64) * H + i_h) * D * E
     i = tl.arange(0, BT)
+    causal = i[None, :] <= i[:, None]
     lag = (i == 0)[:, None]
-    W1 = _rows(w1_ptr + state, offs_d, offs_e, D, E, E)
-    W2 = _rows(w2_ptr + state, offs_e, offs_d, E, D, D)
-    for it in range(tl.cdiv(T, BT)):
-        if STORE_STATES:
-            chunk_state = ((first_chunk + it) * H + i_h) * D * E
-            _store(hs1_ptr + chunk_state, W1, offs_d, offs_e, D, E, E)
-            _store(hs2_ptr + chunk_state, W2, offs_e, offs_d, E, D, D)
+    n_chunks = tl.cdiv(T, BT)
+    for it in range(n_chunks):
+        tl.debug_barrier()
+        if it == 0:
+            cur1, cur2 = w1_ptr + head, w2_ptr + head
+        else:
+            cur1 = _slot(hs1_ptr, i_n, i_h, it, first_chunk, H, D * E, STORE_STATES)
+            cur2 = _slot(hs2_ptr, i_n, i_h, it, first_chunk, H, D * E, STORE_STATES)
+        if it == n_chunks - 1:
+            nxt1, nxt2 = ht1_ptr + head, ht2_ptr + head
+        else:
+            nxt1 = _slot(hs1_ptr, i_n, i_h, it + 1, first_chunk, H, D * E, STORE_STATES)
+            nxt2 = _slot(hs2_ptr, i_n, i_h, it + 1, first_chunk, H, D * E, STORE_STATES)
         rows = it * BT + i
         q, k, v, eta, g, g_last, d = _chunk_inputs(
             q_ptr + base, k_ptr + base, v_ptr + base, eta_ptr + base, la_ptr + base, d_ptr + base,
             rows, offs_d, offs_d, T, D, D, s, s, HAS_ALPHA, HAS_DELTA, BT,
         )  # fmt: skip
+        q0 = tl.where(lag, q, 0.0)
         if RETENTION == 4:
             la0 = tl.sum(tl.where(lag, g, 0.0), 0)
-            W1, W2, _, _, _, _, _, _, _, _, _, _, _, _ = _lag_step(
-                W1, W2, tl.where(lag, k, 0.0), tl.where(lag, v, 0.0), tl.where(lag, d, 0.0), tl.where(lag, eta, 0.0),
-                tl.exp(la0), offs_d, offs_e, D, E, sharp, p, eps, ln_eps, floor, scale1, scale2, BIAS, ACT, BD, BE,
+            _lag_step(
+                cur1, cur2, lag1_ptr + head, lag2_ptr + head, tl.where(lag, k, 0.0), tl.where(lag, v, 0.0),
+                tl.where(lag, d, 0.0), tl.where(lag, eta, 0.0), tl.exp(la0), offs_d, D, E, sharp, p, eps, ln_eps,
+                floor, scale1, scale2, BIAS, ACT, BT, BD, BET, NE, BF16,
             )  # fmt: skip
-            o_lag = _read(tl.where(lag, q, 0.0), W1, W2, offs_d, D, ln_eps, ACT)[0]
+            cur1, cur2 = lag1_ptr + head, lag2_ptr + head
             eta = tl.where(lag, 0.0, eta)
             g = g - la0[None, :]
             g_last = g_last - la0
-        c1, _ = _lq_scale(W1, D, E, q_exp, eps_q, LQ_ROW, RETENTION, BD)
-        c2, _ = _lq_scale(W2, E, D, q_exp, eps_q, LQ_ROW, RETENTION, BE)
-        kc, Z1, H1, a1, H1c, N, rstd, R, P, g2, G, g1 = _keys(
-            k, v, d, W1, W2, c1, c2, offs_d, D, sharp, p, eps, ln_eps, BIAS, ACT
-        )
+        c1, p1, p2 = _scales(cur1, cur2, offs_d, D, E, q_exp, eps_q, LQ_ROW, RETENTION, BD, BET, NE)
+        kc, N, rstd, R, P, g2 = _keys(
+            cur1, cur2, k, v, d, c1, p2, offs_d, D, E, sharp, p, eps, q_exp, eps_q, ln_eps, BIAS, LQ_ROW, RETENTION,
+            ACT, BT, BD, BET, NE, BF16,
+        )  # fmt: skip
         ek, eg2 = eta * k, eta * g2
         read1 = q * c1[None, :]
         A1 = scores(read1, ek, g, BT, BD)
-        h = _act(tl.dot(read1 * tl.exp(g), W1) - tl.dot(A1, g1), ACT)
-        read2 = h * c2[None, :]
-        S2 = tl.dot(read2, tl.trans(H1))
-        z2 = tl.exp(g) * tl.dot(read2, W2) - mix(S2, eg2, g, BT, BD)
+        eg = tl.exp(g)
+        read1_eg = read1 * eg
+        decay_last = tl.exp(g_last)
+        tail = tl.exp(g_last[None, :] - g)
+        ekt, eg2t = ek * tail, eg2 * tail
+        S2 = tl.zeros([BT, BT], dtype=tl.float32)
+        M2 = tl.zeros([BT, BD], dtype=tl.float32)
+        Yq = tl.zeros([BT, BD], dtype=tl.float32)
+        m = tl.zeros([BD], dtype=tl.float32) - 1e30
+        sm = tl.zeros([BD], dtype=tl.float32)
+        for t in range(NE):
+            W1, W2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
+            c2, power2 = _scale2(W2, p2, q_exp, eps_q, LQ_ROW, RETENTION, BET)
+            Z1, H1, a1, G, g1, z1, h, read2 = _chain(kc, g2, read1_eg, A1, W1, W2, c2, ACT, BF16)
+            S2 += _mm(read2, tl.trans(H1), BF16)
+            M2 += _mm(read2, W2, BF16)
+            U1 = _mm(tl.trans(ekt), g1, BF16)
+            U2 = _mm(tl.trans(H1), eg2t, BF16)
+            if RETENTION == 4:
+                Yq += _mm(_act(_mm(q0, W1, BF16), ACT), W2, BF16)
+                W1n = _simplex(decay_last[:, None] * _log_floor(W1, floor) - U1, offs_d, D, cols, E, scale1)
+                W2n = _log_floor(W2, floor) * decay_last[None, :] - U2
+                m, sm = _online(W2n, cols, E, offs_d, D, m, sm)
+            else:
+                W1n = decay_last[:, None] * W1 - U1
+                W2n = W2 * decay_last[None, :] - U2
+            _put(nxt1, nxt2, W1n, W2n, cols, offs_d, D, E)
+        z2 = eg * M2 - mix(tl.where(causal, S2, 0.0), eg2, g, BT, BD)
         o = q + _layer_norm(z2, offs_d, D, ln_eps)[0]
         if RETENTION == 4:
-            o = tl.where(lag, o_lag, o)
+            o = tl.where(lag, q0 + _layer_norm(Yq, offs_d, D, ln_eps)[0], o)
+            tl.debug_barrier()
+            _normalise(nxt2, m, sm, scale2, offs_d, D, E, BET, NE)
         _store(o_ptr + base, o, rows, offs_d, T, D, s)
 
-        tail = tl.exp(g_last[None, :] - g)
-        update1 = tl.dot(tl.trans(ek * tail), g1)
-        update2 = tl.dot(tl.trans(H1), eg2 * tail)
-        if RETENTION == 4:
-            W1 = _simplex(tl.exp(g_last)[:, None] * _log_floor(W1, floor) - update1, offs_d, D, offs_e, E, scale1)
-            W2 = _simplex(_log_floor(W2, floor) * tl.exp(g_last)[None, :] - update2, offs_e, E, offs_d, D, scale2)
-        else:
-            W1 = tl.exp(g_last)[:, None] * W1 - update1
-            W2 = W2 * tl.exp(g_last)[None, :] - update2
-    if STORE_HT:
-        _store(ht1_ptr + state, W1, offs_d, offs_e, D, E, E)
-        _store(ht2_ptr + state, W2, offs_e, offs_d, E, D, D)
+
+@triton.jit
+def _end_grads(end1, end2, dn1, dn2, t, n_valid, cs, offs_d, D, E, scale1, scale2, RETENTION: tl.constexpr,
+               BET: tl.constexpr):  # fmt: skip
+    """Tile ``t`` of the gradient at the chunk's end (0 where ``n_valid`` is 0: no gradient flows into the last
+    state), taken back through Memora's simplex (Eq. 27); ``cs`` is ``sum_e W_2' dW_2'`` over all tiles."""
+    dU1, dU2, cols = _tile(dn1, dn2, t, offs_d, n_valid, E, BET)
+    if RETENTION == 4:
+        W1, W2, cols = _tile(end1, end2, t, offs_d, D, E, BET)
+        dU1 = _simplex_vjp(W1, dU1, scale1)
+        dU2 = W2 * (dU2 - cs[None, :] / scale2)
+    return dU1, dU2
 
 
-@autotune(LAUNCH_CONFIGS, key=["BT", "BD", "BE", "BIAS", "RETENTION"])
+@autotune(LAUNCH_CONFIGS, key=["BT", "BD", "BET", "BIAS", "RETENTION"])
 @triton.jit(do_not_specialize=["T"])
 def _mlp_bwd_kernel(
-    q_ptr, k_ptr, v_ptr, eta_ptr, la_ptr, d_ptr, hs1_ptr, hs2_ptr, do_ptr, dht1_ptr, dht2_ptr, cu_ptr, chunk_ptr,
+    q_ptr, k_ptr, v_ptr, eta_ptr, la_ptr, d_ptr, w1_ptr, w2_ptr, hs1_ptr, hs2_ptr, ht1_ptr, ht2_ptr, do_ptr,
+    dht1_ptr, dht2_ptr, lag1_ptr, lag2_ptr, st1_ptr, st2_ptr, db1_ptr, db2_ptr, cu_ptr, chunk_ptr,
     dq_ptr, dk_ptr, dv_ptr, deta_ptr, dla_ptr, dd_ptr, dh1_ptr, dh2_ptr, T, H: tl.constexpr, D: tl.constexpr,
     E: tl.constexpr, sharp, p, eps, q_exp, eps_q, ln_eps, floor, scale1, scale2,
-    BT: tl.constexpr, BD: tl.constexpr, BE: tl.constexpr, BIAS: tl.constexpr, RETENTION: tl.constexpr,
-    LQ_ROW: tl.constexpr, ACT: tl.constexpr, HAS_ALPHA: tl.constexpr, HAS_DELTA: tl.constexpr,
-    HAS_DHT: tl.constexpr, IS_VARLEN: tl.constexpr,
+    BT: tl.constexpr, BD: tl.constexpr, BET: tl.constexpr, NE: tl.constexpr, BIAS: tl.constexpr,
+    RETENTION: tl.constexpr, LQ_ROW: tl.constexpr, ACT: tl.constexpr, HAS_ALPHA: tl.constexpr,
+    HAS_DELTA: tl.constexpr, HAS_DHT: tl.constexpr, IS_VARLEN: tl.constexpr, BF16: tl.constexpr,
 ):  # fmt: skip
     i_n, i_h = tl.program_id(0), tl.program_id(1)
     if IS_VARLEN:
@@ -271,167 +433,258 @@ def _mlp_bwd_kernel(
         first_chunk = tl.cast(i_n, tl.int64) * tl.cdiv(T, BT)
     s = H * D
     base = bos * s + i_h * D
-    offs_d, offs_e = tl.arange(0, BD), tl.arange(0, BE)
-    state = (tl.cast(i_n, tl.int64) * H + i_h) * D * E
+    offs_d = tl.arange(0, BD)
+    head = (tl.cast(i_n, tl.int64) * H + i_h) * D * E
     i = tl.arange(0, BT)
     causal = i[None, :] <= i[:, None]
     lag = (i == 0)[:, None]
-    dW1 = tl.zeros([BD, BE], dtype=tl.float32)
-    dW2 = tl.zeros([BE, BD], dtype=tl.float32)
-    if HAS_DHT:
-        dW1 = _rows(dht1_ptr + state, offs_d, offs_e, D, E, E)
-        dW2 = _rows(dht2_ptr + state, offs_e, offs_d, E, D, D)
     n_chunks = tl.cdiv(T, BT)
     for back in range(n_chunks):
         it = n_chunks - 1 - back
-        chunk_state = ((first_chunk + it) * H + i_h) * D * E
-        W1 = _rows(hs1_ptr + chunk_state, offs_d, offs_e, D, E, E)
-        W2 = _rows(hs2_ptr + chunk_state, offs_e, offs_d, E, D, D)
+        tl.debug_barrier()
+        if it == 0:
+            cur1, cur2 = w1_ptr + head, w2_ptr + head
+            dp1, dp2 = dh1_ptr + head, dh2_ptr + head
+        else:
+            cur1 = _slot(hs1_ptr, i_n, i_h, it, first_chunk, H, D * E, True)
+            cur2 = _slot(hs2_ptr, i_n, i_h, it, first_chunk, H, D * E, True)
+            dp1 = _slot(db1_ptr, i_n, i_h, it, 0, H, D * E, False)
+            dp2 = _slot(db2_ptr, i_n, i_h, it, 0, H, D * E, False)
+        if it == n_chunks - 1:
+            end1, end2 = ht1_ptr + head, ht2_ptr + head
+            dn1, dn2 = dht1_ptr + head, dht2_ptr + head
+        else:
+            end1 = _slot(hs1_ptr, i_n, i_h, it + 1, first_chunk, H, D * E, True)
+            end2 = _slot(hs2_ptr, i_n, i_h, it + 1, first_chunk, H, D * E, True)
+            dn1 = _slot(db1_ptr, i_n, i_h, it + 1, 0, H, D * E, False)
+            dn2 = _slot(db2_ptr, i_n, i_h, it + 1, 0, H, D * E, False)
+        n_valid = tl.where(it == n_chunks - 1, D if HAS_DHT else 0, D)
         rows = it * BT + i
         q, k, v, eta, g, g_last, d = _chunk_inputs(
             q_ptr + base, k_ptr + base, v_ptr + base, eta_ptr + base, la_ptr + base, d_ptr + base,
             rows, offs_d, offs_d, T, D, D, s, s, HAS_ALPHA, HAS_DELTA, BT,
         )  # fmt: skip
         do = _rows(do_ptr + base, rows, offs_d, T, D, s)
-
-        # the chunk's forward again, from its stored start state
+        q0 = tl.where(lag, q, 0.0)
+        do_lag = tl.zeros([BT, BD], dtype=tl.float32)
+        k0, v0, d0, eta0 = tl.where(lag, k, 0.0), tl.where(lag, v, 0.0), tl.where(lag, d, 0.0), tl.where(lag, eta, 0.0)
+        la0 = tl.sum(tl.where(lag, g, 0.0), 0)
+        a0 = tl.exp(la0)
+        start1, start2 = cur1, cur2
         if RETENTION == 4:
-            W1_start, W2_start = W1, W2
-            la0 = tl.sum(tl.where(lag, g, 0.0), 0)
-            k0, v0, d0 = tl.where(lag, k, 0.0), tl.where(lag, v, 0.0), tl.where(lag, d, 0.0)
-            eta0, q0 = tl.where(lag, eta, 0.0), tl.where(lag, q, 0.0)
-            W1, W2, kc0, Z10, H10, a10, H1c0, N0, rstd0, R0, P0, g20, G0, g10 = _lag_step(
-                W1, W2, k0, v0, d0, eta0, tl.exp(la0), offs_d, offs_e, D, E, sharp, p, eps, ln_eps, floor, scale1,
-                scale2, BIAS, ACT, BD, BE,
+            N0, rstd0, R0, P0, g20 = _lag_step(
+                cur1, cur2, lag1_ptr + head, lag2_ptr + head, k0, v0, d0, eta0, a0, offs_d, D, E, sharp, p, eps,
+                ln_eps, floor, scale1, scale2, BIAS, ACT, BT, BD, BET, NE, BF16,
             )  # fmt: skip
+            cur1, cur2 = lag1_ptr + head, lag2_ptr + head
             eta = tl.where(lag, 0.0, eta)
             g = g - la0[None, :]
             g_last = g_last - la0
             do_lag = tl.where(lag, do, 0.0)
             do = tl.where(lag, 0.0, do)
-        c1, power1 = _lq_scale(W1, D, E, q_exp, eps_q, LQ_ROW, RETENTION, BD)
-        c2, power2 = _lq_scale(W2, E, D, q_exp, eps_q, LQ_ROW, RETENTION, BE)
-        kc, Z1, H1, a1, H1c, N, rstd, R, P, g2, G, g1 = _keys(
-            k, v, d, W1, W2, c1, c2, offs_d, D, sharp, p, eps, ln_eps, BIAS, ACT
-        )
-        eg = tl.exp(g)
+
+        # the chunk's forward again, from its start state
+        c1, p1, p2 = _scales(cur1, cur2, offs_d, D, E, q_exp, eps_q, LQ_ROW, RETENTION, BD, BET, NE)
+        kc, N, rstd, R, P, g2 = _keys(
+            cur1, cur2, k, v, d, c1, p2, offs_d, D, E, sharp, p, eps, q_exp, eps_q, ln_eps, BIAS, LQ_ROW, RETENTION,
+            ACT, BT, BD, BET, NE, BF16,
+        )  # fmt: skip
         ek, eg2 = eta * k, eta * g2
         read1 = q * c1[None, :]
         A1 = scores(read1, ek, g, BT, BD)
-        z1 = tl.dot(read1 * eg, W1) - tl.dot(A1, g1)
-        h = _act(z1, ACT)
-        read2 = h * c2[None, :]
-        S2 = tl.where(causal, tl.dot(read2, tl.trans(H1)), 0.0)
-        M2 = tl.dot(read2, W2)
-        mS2 = mix(S2, eg2, g, BT, BD)
-        z2 = eg * M2 - mS2
-        n_out, rstd_out = _layer_norm(z2, offs_d, D, ln_eps)
-        tail = tl.exp(g_last[None, :] - g)
+        eg = tl.exp(g)
+        read1_eg = read1 * eg
         decay_last = tl.exp(g_last)
+        tail = tl.exp(g_last[None, :] - g)
         ekt, eg2t = ek * tail, eg2 * tail
+        S2 = tl.zeros([BT, BT], dtype=tl.float32)
+        M2 = tl.zeros([BT, BD], dtype=tl.float32)
+        Yq = tl.zeros([BT, BD], dtype=tl.float32)
+        cs = tl.zeros([BD], dtype=tl.float32)
+        for t in range(NE):
+            W1, W2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
+            c2, power2 = _scale2(W2, p2, q_exp, eps_q, LQ_ROW, RETENTION, BET)
+            Z1, H1, a1, G, g1, z1, h, read2 = _chain(kc, g2, read1_eg, A1, W1, W2, c2, ACT, BF16)
+            S2 += _mm(read2, tl.trans(H1), BF16)
+            M2 += _mm(read2, W2, BF16)
+            if RETENTION == 4:
+                Yq += _mm(_act(_mm(q0, W1, BF16), ACT), W2, BF16)
+                Wn1, Wn2, cols = _tile(end1, end2, t, offs_d, D, E, BET)
+                dWn1, dWn2, cols = _tile(dn1, dn2, t, offs_d, n_valid, E, BET)
+                cs += tl.sum(Wn2 * dWn2, 0)
+        S2 = tl.where(causal, S2, 0.0)
+        mS2 = mix(S2, eg2, g, BT, BD)
+        n_out, rstd_out = _layer_norm(eg * M2 - mS2, offs_d, D, ln_eps)
 
-        # the end state: W' = e^{g_last} W - U (linear), or c Softmax(e^{g_last} log W - U) (Memora, log space)
-        if RETENTION == 4:
-            logW1, logW2 = _log_floor(W1, floor), _log_floor(W2, floor)
-            dU1 = _simplex_vjp(
-                _simplex(decay_last[:, None] * logW1 - tl.dot(tl.trans(ekt), g1), offs_d, D, offs_e, E, scale1),
-                dW1,
-                scale1,
-            )
-            dU2 = _simplex_vjp(
-                _simplex(logW2 * decay_last[None, :] - tl.dot(tl.trans(H1), eg2t), offs_e, E, offs_d, D, scale2),
-                dW2,
-                scale2,
-            )
-            dW1_prev = tl.where(W1 > floor, decay_last[:, None] * dU1 / tl.maximum(W1, floor), 0.0)
-            dW2_prev = tl.where(W2 > floor, dU2 * decay_last[None, :] / tl.maximum(W2, floor), 0.0)
-            dg_last = decay_last * (tl.sum(logW1 * dU1, 1) + tl.sum(logW2 * dU2, 0))
-        else:
-            dU1, dU2 = dW1, dW2
-            dW1_prev = decay_last[:, None] * dW1
-            dW2_prev = dW2 * decay_last[None, :]
-            dg_last = decay_last * (tl.sum(W1 * dW1, 1) + tl.sum(W2 * dW2, 0))
-        dekt = -tl.dot(g1, tl.trans(dU1))
-        dg1 = -tl.dot(ekt, dU1)
-        dH1 = -tl.dot(eg2t, tl.trans(dU2))
-        deg2t = -tl.dot(H1, dU2)
-        dek = dekt * tail
-        deg2 = deg2t * tail
-        dg = -dekt * ekt - deg2t * eg2t
-        dg_last += tl.sum(dekt * ekt, 0) + tl.sum(deg2t * eg2t, 0)
-
-        # the read of layer 2: o = q + LN(z_2)
+        # the read of layer 2, o = q + LN(z_2), and its decay-weighted sums
         dz2 = _ln_vjp(do, n_out, rstd_out, offs_d, D)
         dM2 = dz2 * eg
-        dg += dM2 * M2
-        dread2 = tl.dot(dM2, tl.trans(W2))
-        dW2_prev += tl.dot(tl.trans(read2), dM2)
+        dg = dM2 * M2
         dS2 = -scores(dz2, eg2, g, BT, BD)
         mS2_t = mix_t(S2, dz2, g, BT, BD)
-        deg2 -= mS2_t
+        deg2 = -mS2_t
         dg += eg2 * mS2_t - dz2 * mS2
-        dread2 += tl.dot(dS2, H1)
-        dH1 += tl.dot(tl.trans(dS2), read2)
-        dc2 = tl.sum(dread2 * h, 0)
+        if RETENTION == 4:
+            nq, rq = _layer_norm(Yq, offs_d, D, ln_eps)
+            dzq2 = _ln_vjp(do_lag, nq, rq, offs_d, D)
 
-        # the read of layer 1
-        dz1 = dread2 * c2[None, :] * _act_grad(z1, ACT)
-        dW1_prev += tl.dot(tl.trans(read1 * eg), dz1)
-        dreg = tl.dot(dz1, tl.trans(W1))
-        dread1 = dreg * eg
-        dg += dreg * read1 * eg
-        dA1 = tl.where(causal, -tl.dot(dz1, tl.trans(g1)), 0.0)
-        dg1 += -tl.dot(tl.trans(A1), dz1)
+        # pass 1: what sums over E in the reads and the end state
+        dreg = tl.zeros([BT, BD], dtype=tl.float32)
+        dA1 = tl.zeros([BT, BT], dtype=tl.float32)
+        dekt = tl.zeros([BT, BD], dtype=tl.float32)
+        deg2t = tl.zeros([BT, BD], dtype=tl.float32)
+        dgl = tl.zeros([BD], dtype=tl.float32)
+        for t in range(NE):
+            W1, W2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
+            c2, power2 = _scale2(W2, p2, q_exp, eps_q, LQ_ROW, RETENTION, BET)
+            Z1, H1, a1, G, g1, z1, h, read2 = _chain(kc, g2, read1_eg, A1, W1, W2, c2, ACT, BF16)
+            dU1, dU2 = _end_grads(end1, end2, dn1, dn2, t, n_valid, cs, offs_d, D, E, scale1, scale2, RETENTION, BET)
+            dz1 = (_mm(dM2, tl.trans(W2), BF16) + _mm(dS2, H1, BF16)) * c2[None, :] * _act_grad(z1, ACT)
+            dreg += _mm(dz1, tl.trans(W1), BF16)
+            dA1 -= _mm(dz1, tl.trans(g1), BF16)
+            dekt -= _mm(g1, tl.trans(dU1), BF16)
+            deg2t -= _mm(H1, dU2, BF16)
+            if RETENTION == 4:
+                dgl += tl.sum(_log_floor(W1, floor) * dU1, 1) + tl.sum(_log_floor(W2, floor) * dU2, 0)
+            else:
+                dgl += tl.sum(W1 * dU1, 1) + tl.sum(W2 * dU2, 0)
+        dA1 = tl.where(causal, dA1, 0.0)
         mA1, mA1_t = mix(dA1, ek, g, BT, BD), mix_t(dA1, read1, g, BT, BD)
-        dread1 += mA1
-        dek += mA1_t
-        dg += read1 * mA1 - ek * mA1_t
-        dq = do + dread1 * c1[None, :]
+        dek = dekt * tail + mA1_t
+        deg2 += deg2t * tail
+        dg += dreg * read1_eg + read1 * mA1 - ek * mA1_t - dekt * ekt - deg2t * eg2t
+        dg_last = decay_last * dgl + tl.sum(dekt * ekt, 0) + tl.sum(deg2t * eg2t, 0)
+        dread1 = dreg * eg + mA1
+        dq = do + dread1 * c1[None, :] + do_lag
         dc1 = tl.sum(dread1 * q, 0)
 
-        # the memory at the keys
-        dk, dv, dd, dW1k, dW2k, dc1k, dc2k = _keys_vjp(
-            dg1, deg2 * eta, dH1, k, d, W1, W2, c1, c2, kc, Z1, H1, a1, H1c, N, rstd, R, P, g2, G, offs_d, D,
-            sharp, p, eps, BIAS, ACT,
-        )  # fmt: skip
-        dk += dek * eta
+        # pass 2: the gradient of g_2 through g_1 = (g_2 W_2^T) c_2 act'(Z_1)
+        dg2 = deg2 * eta
+        for t in range(NE):
+            W1, W2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
+            c2, power2 = _scale2(W2, p2, q_exp, eps_q, LQ_ROW, RETENTION, BET)
+            Z1, H1, a1, G, g1, z1, h, read2 = _chain(kc, g2, read1_eg, A1, W1, W2, c2, ACT, BF16)
+            dU1, dU2 = _end_grads(end1, end2, dn1, dn2, t, n_valid, cs, offs_d, D, E, scale1, scale2, RETENTION, BET)
+            dz1 = (_mm(dM2, tl.trans(W2), BF16) + _mm(dS2, H1, BF16)) * c2[None, :] * _act_grad(z1, ACT)
+            dg1 = -_mm(tl.trans(A1), dz1, BF16) - _mm(ekt, dU1, BF16)
+            dg2 += _mm(dg1 * c2[None, :] * a1, W2, BF16)
+        dR, dv, dd, dZ2 = _keys_rows_vjp(dg2, d, N, rstd, R, P, g2, offs_d, D, sharp, p, eps, BIAS)
+
+        # pass 3: the weight gradients at the chunk start (staged when a further pass adjusts them)
+        if RETENTION == 2 or RETENTION == 4:
+            out1, out2 = st1_ptr + head, st2_ptr + head
+        else:
+            out1, out2 = dp1, dp2
+        dkc = tl.zeros([BT, BD], dtype=tl.float32)
+        dc2_sum = 0.0
+        cs_lag = tl.zeros([BD], dtype=tl.float32)
+        for t in range(NE):
+            W1, W2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
+            c2, power2 = _scale2(W2, p2, q_exp, eps_q, LQ_ROW, RETENTION, BET)
+            Z1, H1, a1, G, g1, z1, h, read2 = _chain(kc, g2, read1_eg, A1, W1, W2, c2, ACT, BF16)
+            dU1, dU2 = _end_grads(end1, end2, dn1, dn2, t, n_valid, cs, offs_d, D, E, scale1, scale2, RETENTION, BET)
+            dread2 = _mm(dM2, tl.trans(W2), BF16) + _mm(dS2, H1, BF16)
+            dz1 = dread2 * c2[None, :] * _act_grad(z1, ACT)
+            dg1 = -_mm(tl.trans(A1), dz1, BF16) - _mm(ekt, dU1, BF16)
+            dG = dg1 * c2[None, :] * a1
+            dH1 = _mm(tl.trans(dS2), read2, BF16) - _mm(eg2t, tl.trans(dU2), BF16)
+            dH1c = _mm(dZ2, tl.trans(W2), BF16)
+            dZ1 = dg1 * G * c2[None, :] * _act_grad2(Z1, ACT) + (dH1 + dH1c * c2[None, :]) * a1
+            dkc += _mm(dZ1, tl.trans(W1), BF16)
+            if RETENTION == 4:
+                dW1 = tl.where(W1 > floor, decay_last[:, None] * dU1 / tl.maximum(W1, floor), 0.0)
+                dW2 = tl.where(W2 > floor, dU2 * decay_last[None, :] / tl.maximum(W2, floor), 0.0)
+            else:
+                dW1 = decay_last[:, None] * dU1
+                dW2 = dU2 * decay_last[None, :]
+            dW1 += _mm(tl.trans(read1_eg), dz1, BF16) + _mm(tl.trans(kc), dZ1, BF16)
+            dW2 += (
+                _mm(tl.trans(read2), dM2, BF16)
+                + _mm(tl.trans(dG), g2, BF16)
+                + _mm(tl.trans(H1 * c2[None, :]), dZ2, BF16)
+            )
+            if RETENTION == 2:
+                dc2 = tl.sum(dread2 * h, 0) + tl.sum(dg1 * G * a1, 0) + tl.sum(dH1c * H1, 0)
+                if LQ_ROW:
+                    dW2 += _lq_grad(W2, c2, power2, dc2, q_exp, eps_q, True, BET)
+                else:
+                    dc2_sum += tl.sum(dc2, 0)
+            if RETENTION == 4:
+                # the read of the lag token from the weights after its step
+                zq1 = _mm(q0, W1, BF16)
+                dzq1 = _mm(dzq2, tl.trans(W2), BF16) * _act_grad(zq1, ACT)
+                dW1 += _mm(tl.trans(q0), dzq1, BF16)
+                dW2 += _mm(tl.trans(_act(zq1, ACT)), dzq2, BF16)
+                dq += _mm(dzq1, tl.trans(W1), BF16)
+                cs_lag += tl.sum(W2 * dW2, 0)
+            _put(out1, out2, dW1, dW2, cols, offs_d, D, E)
+        dk = dR + dkc * c1[None, :] + dek * eta
+        dc1 += tl.sum(dkc * k, 0)
         deta = deg2 * g2 + dek * k
-        dW1_prev += dW1k
-        dW2_prev += dW2k
-        if RETENTION == 2:
-            dW1_prev += _lq_grad(W1, c1, power1, dc1 + dc1k, q_exp, eps_q, LQ_ROW, BD)
-            dW2_prev += _lq_grad(W2, c2, power2, dc2 + dc2k, q_exp, eps_q, LQ_ROW, BE)
         dla = tl.sum(dg, 0)[None, :] - tl.cumsum(dg, 0) + dg + dg_last[None, :]
 
+        if RETENTION == 2:
+            # lq: the gradient through the scales, which needs every tile's share of dc
+            tl.debug_barrier()
+            first = tl.arange(0, BET) == 0
+            for t in range(NE):
+                W1, W2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
+                c2, power2 = _scale2(W2, p2, q_exp, eps_q, LQ_ROW, RETENTION, BET)
+                dW1, dW2, cols = _tile(out1, out2, t, offs_d, D, E, BET)
+                dW1 += _lq_grad(W1, c1, p1, dc1, q_exp, eps_q, LQ_ROW, BD)
+                if not LQ_ROW:
+                    dW2 += _lq_grad(W2, c2, power2, tl.where(first, dc2_sum, 0.0), q_exp, eps_q, False, BET)
+                _put(dp1, dp2, dW1, dW2, cols, offs_d, D, E)
+
         if RETENTION == 4:
-            # the lag token: its read from W_lag, then its exact step from the chunk start (Eq. 30)
-            o_lag, zq1, hq, nq, rq = _read(q0, W1, W2, offs_d, D, ln_eps, ACT)
-            dzq2 = _ln_vjp(do_lag, nq, rq, offs_d, D)
-            dW2_prev += tl.dot(tl.trans(hq), dzq2)
-            dzq1 = tl.dot(dzq2, tl.trans(W2)) * _act_grad(zq1, ACT)
-            dW1_prev += tl.dot(tl.trans(q0), dzq1)
-            dq += do_lag + tl.dot(dzq1, tl.trans(W1))
-            dL1 = _simplex_vjp(W1, dW1_prev, scale1)
-            dL2 = _simplex_vjp(W2, dW2_prev, scale2)
-            logS1, logS2 = _log_floor(W1_start, floor), _log_floor(W2_start, floor)
-            a0 = tl.exp(la0)
-            dla0 = a0 * (tl.sum(dL1 * logS1, 1) + tl.sum(dL2 * logS2, 0))
+            # the lag token's exact step from the chunk start (Eq. 30), through its simplex
+            tl.debug_barrier()
             ek0, eg20 = eta0 * k0, eta0 * g20
-            dek0 = -tl.dot(g10, tl.trans(dL1))
-            deg20 = -tl.dot(H10, dL2)
-            dk0, dv0, dd0, dW1k, dW2k, _, _ = _keys_vjp(
-                -tl.dot(ek0, dL1), deg20 * eta0, -tl.dot(eg20, tl.trans(dL2)), k0, d0, W1_start, W2_start,
-                tl.zeros([BD], dtype=tl.float32) + 1.0, tl.zeros([BE], dtype=tl.float32) + 1.0,
-                kc0, Z10, H10, a10, H1c0, N0, rstd0, R0, P0, g20, G0, offs_d, D, sharp, p, eps, BIAS, ACT,
-            )  # fmt: skip
-            dk += dk0 + dek0 * eta0
+            dla0 = tl.zeros([BD], dtype=tl.float32)
+            dek0 = tl.zeros([BT, BD], dtype=tl.float32)
+            deg20 = tl.zeros([BT, BD], dtype=tl.float32)
+            for t in range(NE):
+                L1, L2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
+                dW1, dW2, cols = _tile(out1, out2, t, offs_d, D, E, BET)
+                dL1, dL2 = _simplex_vjp(L1, dW1, scale1), L2 * (dW2 - cs_lag[None, :] / scale2)
+                St1, St2, cols = _tile(start1, start2, t, offs_d, D, E, BET)
+                dla0 += tl.sum(dL1 * _log_floor(St1, floor), 1) + tl.sum(dL2 * _log_floor(St2, floor), 0)
+                Z10 = _mm(k0, St1, BF16)
+                dek0 -= _mm(_mm(g20, tl.trans(St2), BF16) * _act_grad(Z10, ACT), tl.trans(dL1), BF16)
+                deg20 -= _mm(_act(Z10, ACT), dL2, BF16)
+            dg20 = deg20 * eta0
+            for t in range(NE):
+                L1, L2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
+                dW1, dW2, cols = _tile(out1, out2, t, offs_d, D, E, BET)
+                St1, St2, cols = _tile(start1, start2, t, offs_d, D, E, BET)
+                dg10 = -_mm(ek0, _simplex_vjp(L1, dW1, scale1), BF16)
+                dg20 += _mm(dg10 * _act_grad(_mm(k0, St1, BF16), ACT), St2, BF16)
+            dR0, dv0, dd0, dZ20 = _keys_rows_vjp(dg20, d0, N0, rstd0, R0, P0, g20, offs_d, D, sharp, p, eps, BIAS)
+            dkc0 = tl.zeros([BT, BD], dtype=tl.float32)
+            for t in range(NE):
+                L1, L2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
+                dW1, dW2, cols = _tile(out1, out2, t, offs_d, D, E, BET)
+                dL1, dL2 = _simplex_vjp(L1, dW1, scale1), L2 * (dW2 - cs_lag[None, :] / scale2)
+                St1, St2, cols = _tile(start1, start2, t, offs_d, D, E, BET)
+                Z10 = _mm(k0, St1, BF16)
+                a10 = _act_grad(Z10, ACT)
+                G0 = _mm(g20, tl.trans(St2), BF16)
+                dg10 = -_mm(ek0, dL1, BF16)
+                dG0 = dg10 * a10
+                dH10 = -_mm(eg20, tl.trans(dL2), BF16)
+                dZ10 = dg10 * G0 * _act_grad2(Z10, ACT) + (dH10 + _mm(dZ20, tl.trans(St2), BF16)) * a10
+                dkc0 += _mm(dZ10, tl.trans(St1), BF16)
+                dSt1 = tl.where(St1 > floor, a0[:, None] * dL1 / tl.maximum(St1, floor), 0.0) + _mm(
+                    tl.trans(k0), dZ10, BF16
+                )
+                dSt2 = tl.where(St2 > floor, dL2 * a0[None, :] / tl.maximum(St2, floor), 0.0)
+                dSt2 += _mm(tl.trans(dG0), g20, BF16) + _mm(tl.trans(_act(Z10, ACT)), dZ20, BF16)
+                _put(dp1, dp2, dSt1, dSt2, cols, offs_d, D, E)
+            dk += dR0 + dkc0 + dek0 * eta0
             dv += dv0
             dd += dd0
             deta = tl.where(lag, dek0 * k0 + deg20 * g20, deta)
-            dla = tl.where(lag, dla0[None, :], dla)
-            dW1_prev = tl.where(W1_start > floor, a0[:, None] * dL1 / tl.maximum(W1_start, floor), 0.0) + dW1k
-            dW2_prev = tl.where(W2_start > floor, dL2 * a0[None, :] / tl.maximum(W2_start, floor), 0.0) + dW2k
-        dW1, dW2 = dW1_prev, dW2_prev
+            dla = tl.where(lag, (a0 * dla0)[None, :], dla)
 
         _store(dq_ptr + base, dq, rows, offs_d, T, D, s)
         _store(dk_ptr + base, dk, rows, offs_d, T, D, s)
@@ -441,15 +694,16 @@ def _mlp_bwd_kernel(
             _store(dla_ptr + base, dla, rows, offs_d, T, D, s)
         if HAS_DELTA:
             _store(dd_ptr + base, dd, rows, offs_d, T, D, s)
-    _store(dh1_ptr + state, dW1, offs_d, offs_e, D, E, E)
-    _store(dh2_ptr + state, dW2, offs_e, offs_d, E, D, D)
 
 
-def _meta(spec: MemorySpec, chunk_size: int, D: int, log_alpha, delta, cu_seqlens) -> dict:
+def _meta(spec: MemorySpec, chunk_size: int, D: int, log_alpha, delta, cu_seqlens, dtype: torch.dtype) -> dict:
+    E = spec.expansion * D
+    BET = min(TILE_E, max(16, triton.next_power_of_2(E)))
     return dict(
         BT=chunk_size,
         BD=max(16, triton.next_power_of_2(D)),
-        BE=max(16, triton.next_power_of_2(spec.expansion * D)),
+        BET=BET,
+        NE=triton.cdiv(E, BET),
         BIAS=bias_code(spec),
         RETENTION=RETENTION_CODES[spec.retention],
         LQ_ROW=spec.lq_scope == "row",
@@ -457,6 +711,7 @@ def _meta(spec: MemorySpec, chunk_size: int, D: int, log_alpha, delta, cu_seqlen
         HAS_ALPHA=log_alpha is not None,
         HAS_DELTA=delta is not None,
         IS_VARLEN=cu_seqlens is not None,
+        BF16=dtype == torch.bfloat16,
     )
 
 
@@ -467,23 +722,27 @@ def _scalars(spec: MemorySpec, D: int) -> tuple[float, ...]:
     return (spec.sign_sharpness, spec.p, spec.eps, spec.q, spec.eps**spec.q, spec.ln_eps, spec.kl_floor, *scales)
 
 
+def _weights(n: int, H: int, D: int, E: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A buffer of ``n`` states ``(W_1 [n, H, D, E], W_2 [n, H, E, D])`` in fp32."""
+    f32 = dict(device=device, dtype=torch.float32)
+    return torch.empty(n, H, D, E, **f32), torch.empty(n, H, E, D, **f32)
+
+
 class ChunkMirasMLPFunction(torch.autograd.Function):
     """Triton forward and backward of the 2-layer MLP memory (inputs ``[B, T, H, D]``, gates expanded)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, eta, log_alpha, delta, w1, w2, spec, chunk_size, cu_seqlens, output_final_state):
+    def forward(ctx, q, k, v, eta, log_alpha, delta, w1, w2, spec, chunk_size, cu_seqlens):
         B, T, H, D = q.shape
         E = spec.expansion * D
         N = B if cu_seqlens is None else len(cu_seqlens) - 1
         offsets = None if cu_seqlens is None else _chunk_offsets(cu_seqlens, chunk_size)
         n_chunks = B * triton.cdiv(T, chunk_size) if offsets is None else int(offsets[-1])
-        save = ctx.needs_input_grad[:8] != (False,) * 8
-        f32 = dict(device=q.device, dtype=torch.float32)
+        save = any(ctx.needs_input_grad[:8])
         o = torch.empty(v.shape, device=v.device, dtype=q.dtype)
-        hs1 = torch.empty(n_chunks if save else 1, H, D, E, **f32)
-        hs2 = torch.empty(n_chunks if save else 1, H, E, D, **f32)
-        ht1 = torch.empty(N, H, D, E, **f32) if output_final_state else hs1
-        ht2 = torch.empty(N, H, E, D, **f32) if output_final_state else hs2
+        hs1, hs2 = _weights(n_chunks if save else 2 * N, H, D, E, q.device)
+        ht1, ht2 = _weights(N, H, D, E, q.device)
+        lag1, lag2 = _weights(N, H, D, E, q.device) if spec.retention == "kl" else (hs1, hs2)
         _mlp_fwd_kernel[(N, H)](
             q,
             k,
@@ -497,24 +756,24 @@ class ChunkMirasMLPFunction(torch.autograd.Function):
             hs2,
             ht1,
             ht2,
+            lag1,
+            lag2,
             *_or_dummy(hs1, cu_seqlens, offsets),
             T,
             H,
             D,
             E,
             *_scalars(spec, D),
-            **_meta(spec, chunk_size, D, log_alpha, delta, cu_seqlens),
-            STORE_HT=output_final_state,
+            **_meta(spec, chunk_size, D, log_alpha, delta, cu_seqlens, q.dtype),
             STORE_STATES=save,
         )
-        ctx.save_for_backward(q, k, v, eta, log_alpha, delta, hs1, hs2, cu_seqlens, offsets)
+        ctx.save_for_backward(q, k, v, eta, log_alpha, delta, w1, w2, hs1, hs2, ht1, ht2, cu_seqlens, offsets)
         ctx.spec, ctx.chunk_size = spec, chunk_size
-        ctx.mark_non_differentiable(*(() if output_final_state else (ht1, ht2)))
         return o, ht1, ht2
 
     @staticmethod
     def backward(ctx, do, dht1, dht2):
-        q, k, v, eta, log_alpha, delta, hs1, hs2, cu_seqlens, offsets = ctx.saved_tensors
+        q, k, v, eta, log_alpha, delta, w1, w2, hs1, hs2, ht1, ht2, cu_seqlens, offsets = ctx.saved_tensors
         spec = ctx.spec
         B, T, H, D = q.shape
         E = spec.expansion * D
@@ -523,7 +782,11 @@ class ChunkMirasMLPFunction(torch.autograd.Function):
         dq, dk, dv, deta = (torch.empty(q.shape, **f32) for _ in range(4))
         dla = torch.empty(q.shape, **f32) if log_alpha is not None else None
         dd = torch.empty(q.shape, **f32) if delta is not None else None
-        dh1, dh2 = torch.empty(N, H, D, E, **f32), torch.empty(N, H, E, D, **f32)
+        dh1, dh2 = _weights(N, H, D, E, q.device)
+        db1, db2 = _weights(2 * N, H, D, E, q.device)
+        staged = spec.retention in ("lq", "kl")
+        st1, st2 = _weights(N, H, D, E, q.device) if staged else (hs1, hs2)
+        lag1, lag2 = _weights(N, H, D, E, q.device) if spec.retention == "kl" else (hs1, hs2)
         has_dht = dht1 is not None or dht2 is not None
         if has_dht:
             dht1 = torch.zeros_like(dh1) if dht1 is None else dht1.float().contiguous()
@@ -534,10 +797,21 @@ class ChunkMirasMLPFunction(torch.autograd.Function):
             v,
             eta,
             *_or_dummy(hs1, log_alpha, delta),
+            w1,
+            w2,
             hs1,
             hs2,
+            ht1,
+            ht2,
             do.contiguous(),
-            *_or_dummy(hs1, dht1, dht2, cu_seqlens, offsets),
+            *_or_dummy(hs1, dht1, dht2),
+            lag1,
+            lag2,
+            st1,
+            st2,
+            db1,
+            db2,
+            *_or_dummy(hs1, cu_seqlens, offsets),
             dq,
             dk,
             dv,
@@ -550,7 +824,7 @@ class ChunkMirasMLPFunction(torch.autograd.Function):
             D,
             E,
             *_scalars(spec, D),
-            **_meta(spec, ctx.chunk_size, D, log_alpha, delta, cu_seqlens),
+            **_meta(spec, ctx.chunk_size, D, log_alpha, delta, cu_seqlens, q.dtype),
             HAS_DHT=has_dht,
         )
 
@@ -559,7 +833,7 @@ class ChunkMirasMLPFunction(torch.autograd.Function):
 
         grads = (dq, dk, dv, deta, dla, dd)
         likes = (q, k, v, eta, log_alpha, delta)
-        return (*(cast(g, x) for g, x in zip(grads, likes, strict=True)), dh1, dh2, None, None, None, None)
+        return (*(cast(g, x) for g, x in zip(grads, likes, strict=True)), dh1, dh2, None, None, None)
 
 
 def chunk_miras_mlp(
@@ -599,7 +873,6 @@ def chunk_miras_mlp(
         spec,
         chunk_size,
         None if cu_seqlens is None else cu_seqlens.to(torch.int32),
-        output_final_state,
     )
     if not output_final_state:
         return o, None

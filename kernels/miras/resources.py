@@ -38,7 +38,7 @@ def _kernels():
     return {
         "linear_fwd": (chunk._fwd_kernel, {"HAS_H0": False, "STORE_HT": False}),
         "linear_bwd": (chunk._bwd_kernel, {"HAS_H0": False, "HAS_DHT": False}),
-        "mlp_fwd": (chunk_mlp._mlp_fwd_kernel, {"STORE_HT": False, "STORE_STATES": True}),
+        "mlp_fwd": (chunk_mlp._mlp_fwd_kernel, {"STORE_STATES": True}),
         "mlp_bwd": (chunk_mlp._mlp_bwd_kernel, {"HAS_DHT": False}),
     }
 
@@ -53,7 +53,10 @@ def constexprs(name: str, head_dim: int, chunk: int, extra: dict) -> dict:
     if name.startswith("linear"):
         return common | {"K": head_dim, "V": head_dim, "BK": head_dim, "BV": head_dim}
     E = 4 * head_dim
-    return common | {"D": head_dim, "E": E, "BD": head_dim, "BE": E, "ACT": 0}
+    from kernels.miras.chunk_mlp import TILE_E
+
+    BET = min(E, TILE_E)
+    return common | {"D": head_dim, "E": E, "BD": head_dim, "BET": BET, "NE": E // BET, "ACT": 0, "BF16": True}
 
 
 def _ptxas(ptx: str, arch: str) -> dict:
