@@ -137,6 +137,33 @@ def _put(w1_ptr, w2_ptr, W1, W2, cols, offs_d, D, E):
     _store(w2_ptr, W2, cols, offs_d, E, D, D)
 
 
+KC, G2, R1EG, A1S, EKT, EG2T, DM2, DS2, DZ2, Q0, DZQ2, K0, G20, EK0, EG20, DZ20 = (tl.constexpr(i) for i in range(16))
+N_SLOTS = tl.constexpr(16)
+"""Workspace slots of the ``[BT, D]`` (``A1S``, ``DS2``: ``[BT, BT]``) tensors that every tile of a pass multiplies
+with. Held in registers across a tile loop, each would also keep a ``tl.dot`` operand copy in shared memory for the
+whole loop (the compiler hoists it); written once per chunk and read where used, they take registers and shared
+memory only for that product."""
+
+
+@triton.jit
+def _stash(ws_ptr, slot, x, R: tl.constexpr, C: tl.constexpr, BT: tl.constexpr, BW: tl.constexpr):
+    r, c = tl.arange(0, R), tl.arange(0, C)
+    tl.store(ws_ptr + slot * BT * BW + r[:, None] * BW + c[None, :], x)
+
+
+@triton.jit
+def _fetch(ws_ptr, slot, R: tl.constexpr, C: tl.constexpr, BT: tl.constexpr, BW: tl.constexpr):
+    r, c = tl.arange(0, R), tl.arange(0, C)
+    return tl.load(ws_ptr + slot * BT * BW + r[:, None] * BW + c[None, :], volatile=True)
+
+
+@triton.jit
+def _fetch_t(ws_ptr, slot, R: tl.constexpr, C: tl.constexpr, BT: tl.constexpr, BW: tl.constexpr):
+    """The transpose ``[C, R]`` of the ``[R, C]`` tensor in ``slot``."""
+    r, c = tl.arange(0, R), tl.arange(0, C)
+    return tl.load(ws_ptr + slot * BT * BW + r[None, :] * BW + c[:, None], volatile=True)
+
+
 @triton.jit
 def _powq(W, q_exp):
     a = tl.abs(W)
@@ -207,16 +234,30 @@ def _keys(
 
 
 @triton.jit
-def _chain(kc, g2, read1_eg, A1, W1, W2, c2, ACT: tl.constexpr, BF16: tl.constexpr):
+def _chain(ws, W1, W2, c2, ACT: tl.constexpr, BF16: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
+           BW: tl.constexpr):  # fmt: skip
     """A tile's intermediates: at the keys ``Z_1, H_1, act'(Z_1), G = g_2 W_2^T, g_1``; of the read ``z_1, h`` and
-    ``h c_2``."""
-    Z1 = _mm(kc, W1, BF16)
+    ``h c_2`` (``kc, g_2, read_1 e^g, A_1`` from the workspace)."""
+    Z1 = _mm(_fetch(ws, KC, BT, BD, BT, BW), W1, BF16)
     a1 = _act_grad(Z1, ACT)
-    G = _mm(g2, tl.trans(W2), BF16)
+    G = _mm(_fetch(ws, G2, BT, BD, BT, BW), tl.trans(W2), BF16)
     g1 = G * c2[None, :] * a1
-    z1 = _mm(read1_eg, W1, BF16) - _mm(A1, g1, BF16)
+    z1 = _mm(_fetch(ws, R1EG, BT, BD, BT, BW), W1, BF16) - _mm(_fetch(ws, A1S, BT, BT, BT, BW), g1, BF16)
     h = _act(z1, ACT)
     return Z1, _act(Z1, ACT), a1, G, g1, z1, h, h * c2[None, :]
+
+
+@triton.jit
+def _read2_grad(ws, W2, H1, BF16: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, BW: tl.constexpr):
+    """A tile's ``d(h c_2) = dM_2 W_2^T + dS_2 H_1``: the gradient of the layer-2 read."""
+    dM2, dS2 = _fetch(ws, DM2, BT, BD, BT, BW), _fetch(ws, DS2, BT, BT, BT, BW)
+    return _mm(dM2, tl.trans(W2), BF16) + _mm(dS2, H1, BF16)
+
+
+@triton.jit
+def _g1_grad(ws, dz1, dU1, BF16: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, BW: tl.constexpr):
+    """A tile's ``dg_1 = -A_1^T dz_1 - (eta k e^{g_last - g}) dU_1``: through the layer-1 read and the end state."""
+    return -_mm(_fetch_t(ws, A1S, BT, BT, BT, BW), dz1, BF16) - _mm(_fetch(ws, EKT, BT, BD, BT, BW), dU1, BF16)
 
 
 @triton.jit
@@ -261,7 +302,7 @@ def _normalise(w2_ptr, m, s, scale, offs_d, D, E, BET: tl.constexpr, NE: tl.cons
 def _lag_step(
     w1_ptr, w2_ptr, lag1_ptr, lag2_ptr, k0, v0, d0, eta0, a0, offs_d, D, E, sharp, p, eps, ln_eps, floor, scale1,
     scale2, BIAS: tl.constexpr, ACT: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, BET: tl.constexpr,
-    NE: tl.constexpr, BF16: tl.constexpr,
+    NE: tl.constexpr, BF16: tl.constexpr, ws, BW: tl.constexpr,
 ):  # fmt: skip
     """Memora's lag token (Eq. 30): the exact step ``W = c Softmax(alpha log W - eta grad)`` of the chunk's first
     token (the one nonzero row of ``k0, v0, d0, eta0``) from the weights at ``w``, written to ``lag``. Returns the
@@ -271,16 +312,20 @@ def _lag_step(
         w1_ptr, w2_ptr, k0, v0, d0, ones, 0.0, offs_d, D, E, sharp, p, eps, 1.0, 1.0, ln_eps, BIAS, False, 4, ACT,
         BT, BD, BET, NE, BF16,
     )  # fmt: skip
-    ek0, eg20 = eta0 * k0, eta0 * g20
+    _stash(ws, K0, k0, BT, BD, BT, BW)
+    _stash(ws, G20, g20, BT, BD, BT, BW)
+    _stash(ws, EK0, eta0 * k0, BT, BD, BT, BW)
+    _stash(ws, EG20, eta0 * g20, BT, BD, BT, BW)
+    tl.debug_barrier()
     m = tl.zeros([BD], dtype=tl.float32) - 1e30
     s = tl.zeros([BD], dtype=tl.float32)
     for t in range(NE):
         W1, W2, cols = _tile(w1_ptr, w2_ptr, t, offs_d, D, E, BET)
-        Z1 = _mm(k0, W1, BF16)
-        g1 = _mm(g20, tl.trans(W2), BF16) * _act_grad(Z1, ACT)
-        L1 = a0[:, None] * _log_floor(W1, floor) - _mm(tl.trans(ek0), g1, BF16)
+        Z1 = _mm(_fetch(ws, K0, BT, BD, BT, BW), W1, BF16)
+        g1 = _mm(_fetch(ws, G20, BT, BD, BT, BW), tl.trans(W2), BF16) * _act_grad(Z1, ACT)
+        L1 = a0[:, None] * _log_floor(W1, floor) - _mm(_fetch_t(ws, EK0, BT, BD, BT, BW), g1, BF16)
         _store(lag1_ptr, _simplex(L1, offs_d, D, cols, E, scale1), offs_d, cols, D, E, E)
-        L2 = _log_floor(W2, floor) * a0[None, :] - _mm(tl.trans(_act(Z1, ACT)), eg20, BF16)
+        L2 = _log_floor(W2, floor) * a0[None, :] - _mm(tl.trans(_act(Z1, ACT)), _fetch(ws, EG20, BT, BD, BT, BW), BF16)
         m, s = _online(L2, cols, E, offs_d, D, m, s)
         _store(lag2_ptr, L2, cols, offs_d, E, D, D)
     tl.debug_barrier()
@@ -304,9 +349,9 @@ def _slot(base_ptr, i_n, i_h, it, first_chunk, H: tl.constexpr, size: tl.constex
 @triton.jit(do_not_specialize=["T"])
 def _mlp_fwd_kernel(
     q_ptr, k_ptr, v_ptr, eta_ptr, la_ptr, d_ptr, w1_ptr, w2_ptr, o_ptr, hs1_ptr, hs2_ptr, ht1_ptr, ht2_ptr,
-    lag1_ptr, lag2_ptr, cu_ptr, chunk_ptr, T, H: tl.constexpr, D: tl.constexpr, E: tl.constexpr,
+    lag1_ptr, lag2_ptr, ws_ptr, cu_ptr, chunk_ptr, T, H: tl.constexpr, D: tl.constexpr, E: tl.constexpr,
     sharp, p, eps, q_exp, eps_q, ln_eps, floor, scale1, scale2,
-    BT: tl.constexpr, BD: tl.constexpr, BET: tl.constexpr, NE: tl.constexpr, BIAS: tl.constexpr,
+    BT: tl.constexpr, BD: tl.constexpr, BW: tl.constexpr, BET: tl.constexpr, NE: tl.constexpr, BIAS: tl.constexpr,
     RETENTION: tl.constexpr, LQ_ROW: tl.constexpr, ACT: tl.constexpr, HAS_ALPHA: tl.constexpr,
     HAS_DELTA: tl.constexpr, STORE_STATES: tl.constexpr, IS_VARLEN: tl.constexpr, BF16: tl.constexpr,
 ):  # fmt: skip
@@ -322,6 +367,7 @@ def _mlp_fwd_kernel(
     base = bos * s + i_h * D
     offs_d = tl.arange(0, BD)
     head = (tl.cast(i_n, tl.int64) * H + i_h) * D * E
+    ws = ws_ptr + (tl.cast(i_n, tl.int64) * H + i_h) * N_SLOTS * BT * BW
     i = tl.arange(0, BT)
     causal = i[None, :] <= i[:, None]
     lag = (i == 0)[:, None]
@@ -349,7 +395,7 @@ def _mlp_fwd_kernel(
             _lag_step(
                 cur1, cur2, lag1_ptr + head, lag2_ptr + head, tl.where(lag, k, 0.0), tl.where(lag, v, 0.0),
                 tl.where(lag, d, 0.0), tl.where(lag, eta, 0.0), tl.exp(la0), offs_d, D, E, sharp, p, eps, ln_eps,
-                floor, scale1, scale2, BIAS, ACT, BT, BD, BET, NE, BF16,
+                floor, scale1, scale2, BIAS, ACT, BT, BD, BET, NE, BF16, ws, BW,
             )  # fmt: skip
             cur1, cur2 = lag1_ptr + head, lag2_ptr + head
             eta = tl.where(lag, 0.0, eta)
@@ -367,7 +413,14 @@ def _mlp_fwd_kernel(
         read1_eg = read1 * eg
         decay_last = tl.exp(g_last)
         tail = tl.exp(g_last[None, :] - g)
-        ekt, eg2t = ek * tail, eg2 * tail
+        _stash(ws, KC, kc, BT, BD, BT, BW)
+        _stash(ws, G2, g2, BT, BD, BT, BW)
+        _stash(ws, R1EG, read1_eg, BT, BD, BT, BW)
+        _stash(ws, A1S, A1, BT, BT, BT, BW)
+        _stash(ws, EKT, ek * tail, BT, BD, BT, BW)
+        _stash(ws, EG2T, eg2 * tail, BT, BD, BT, BW)
+        _stash(ws, Q0, q0, BT, BD, BT, BW)
+        tl.debug_barrier()
         S2 = tl.zeros([BT, BT], dtype=tl.float32)
         M2 = tl.zeros([BT, BD], dtype=tl.float32)
         Yq = tl.zeros([BT, BD], dtype=tl.float32)
@@ -376,13 +429,13 @@ def _mlp_fwd_kernel(
         for t in range(NE):
             W1, W2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
             c2, power2 = _scale2(W2, p2, q_exp, eps_q, LQ_ROW, RETENTION, BET)
-            Z1, H1, a1, G, g1, z1, h, read2 = _chain(kc, g2, read1_eg, A1, W1, W2, c2, ACT, BF16)
+            Z1, H1, a1, G, g1, z1, h, read2 = _chain(ws, W1, W2, c2, ACT, BF16, BT, BD, BW)
             S2 += _mm(read2, tl.trans(H1), BF16)
             M2 += _mm(read2, W2, BF16)
-            U1 = _mm(tl.trans(ekt), g1, BF16)
-            U2 = _mm(tl.trans(H1), eg2t, BF16)
+            U1 = _mm(_fetch_t(ws, EKT, BT, BD, BT, BW), g1, BF16)
+            U2 = _mm(tl.trans(H1), _fetch(ws, EG2T, BT, BD, BT, BW), BF16)
             if RETENTION == 4:
-                Yq += _mm(_act(_mm(q0, W1, BF16), ACT), W2, BF16)
+                Yq += _mm(_act(_mm(_fetch(ws, Q0, BT, BD, BT, BW), W1, BF16), ACT), W2, BF16)
                 W1n = _simplex(decay_last[:, None] * _log_floor(W1, floor) - U1, offs_d, D, cols, E, scale1)
                 W2n = _log_floor(W2, floor) * decay_last[None, :] - U2
                 m, sm = _online(W2n, cols, E, offs_d, D, m, sm)
@@ -416,10 +469,10 @@ def _end_grads(end1, end2, dn1, dn2, t, n_valid, cs, offs_d, D, E, scale1, scale
 @triton.jit(do_not_specialize=["T"])
 def _mlp_bwd_kernel(
     q_ptr, k_ptr, v_ptr, eta_ptr, la_ptr, d_ptr, w1_ptr, w2_ptr, hs1_ptr, hs2_ptr, ht1_ptr, ht2_ptr, do_ptr,
-    dht1_ptr, dht2_ptr, lag1_ptr, lag2_ptr, st1_ptr, st2_ptr, db1_ptr, db2_ptr, cu_ptr, chunk_ptr,
+    dht1_ptr, dht2_ptr, lag1_ptr, lag2_ptr, st1_ptr, st2_ptr, db1_ptr, db2_ptr, ws_ptr, cu_ptr, chunk_ptr,
     dq_ptr, dk_ptr, dv_ptr, deta_ptr, dla_ptr, dd_ptr, dh1_ptr, dh2_ptr, T, H: tl.constexpr, D: tl.constexpr,
     E: tl.constexpr, sharp, p, eps, q_exp, eps_q, ln_eps, floor, scale1, scale2,
-    BT: tl.constexpr, BD: tl.constexpr, BET: tl.constexpr, NE: tl.constexpr, BIAS: tl.constexpr,
+    BT: tl.constexpr, BD: tl.constexpr, BW: tl.constexpr, BET: tl.constexpr, NE: tl.constexpr, BIAS: tl.constexpr,
     RETENTION: tl.constexpr, LQ_ROW: tl.constexpr, ACT: tl.constexpr, HAS_ALPHA: tl.constexpr,
     HAS_DELTA: tl.constexpr, HAS_DHT: tl.constexpr, IS_VARLEN: tl.constexpr, BF16: tl.constexpr,
 ):  # fmt: skip
@@ -435,6 +488,7 @@ def _mlp_bwd_kernel(
     base = bos * s + i_h * D
     offs_d = tl.arange(0, BD)
     head = (tl.cast(i_n, tl.int64) * H + i_h) * D * E
+    ws = ws_ptr + (tl.cast(i_n, tl.int64) * H + i_h) * N_SLOTS * BT * BW
     i = tl.arange(0, BT)
     causal = i[None, :] <= i[:, None]
     lag = (i == 0)[:, None]
@@ -474,7 +528,7 @@ def _mlp_bwd_kernel(
         if RETENTION == 4:
             N0, rstd0, R0, P0, g20 = _lag_step(
                 cur1, cur2, lag1_ptr + head, lag2_ptr + head, k0, v0, d0, eta0, a0, offs_d, D, E, sharp, p, eps,
-                ln_eps, floor, scale1, scale2, BIAS, ACT, BT, BD, BET, NE, BF16,
+                ln_eps, floor, scale1, scale2, BIAS, ACT, BT, BD, BET, NE, BF16, ws, BW,
             )  # fmt: skip
             cur1, cur2 = lag1_ptr + head, lag2_ptr + head
             eta = tl.where(lag, 0.0, eta)
@@ -497,6 +551,14 @@ def _mlp_bwd_kernel(
         decay_last = tl.exp(g_last)
         tail = tl.exp(g_last[None, :] - g)
         ekt, eg2t = ek * tail, eg2 * tail
+        _stash(ws, KC, kc, BT, BD, BT, BW)
+        _stash(ws, G2, g2, BT, BD, BT, BW)
+        _stash(ws, R1EG, read1_eg, BT, BD, BT, BW)
+        _stash(ws, A1S, A1, BT, BT, BT, BW)
+        _stash(ws, EKT, ekt, BT, BD, BT, BW)
+        _stash(ws, EG2T, eg2t, BT, BD, BT, BW)
+        _stash(ws, Q0, q0, BT, BD, BT, BW)
+        tl.debug_barrier()
         S2 = tl.zeros([BT, BT], dtype=tl.float32)
         M2 = tl.zeros([BT, BD], dtype=tl.float32)
         Yq = tl.zeros([BT, BD], dtype=tl.float32)
@@ -504,11 +566,11 @@ def _mlp_bwd_kernel(
         for t in range(NE):
             W1, W2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
             c2, power2 = _scale2(W2, p2, q_exp, eps_q, LQ_ROW, RETENTION, BET)
-            Z1, H1, a1, G, g1, z1, h, read2 = _chain(kc, g2, read1_eg, A1, W1, W2, c2, ACT, BF16)
+            Z1, H1, a1, G, g1, z1, h, read2 = _chain(ws, W1, W2, c2, ACT, BF16, BT, BD, BW)
             S2 += _mm(read2, tl.trans(H1), BF16)
             M2 += _mm(read2, W2, BF16)
             if RETENTION == 4:
-                Yq += _mm(_act(_mm(q0, W1, BF16), ACT), W2, BF16)
+                Yq += _mm(_act(_mm(_fetch(ws, Q0, BT, BD, BT, BW), W1, BF16), ACT), W2, BF16)
                 Wn1, Wn2, cols = _tile(end1, end2, t, offs_d, D, E, BET)
                 dWn1, dWn2, cols = _tile(dn1, dn2, t, offs_d, n_valid, E, BET)
                 cs += tl.sum(Wn2 * dWn2, 0)
@@ -526,7 +588,10 @@ def _mlp_bwd_kernel(
         dg += eg2 * mS2_t - dz2 * mS2
         if RETENTION == 4:
             nq, rq = _layer_norm(Yq, offs_d, D, ln_eps)
-            dzq2 = _ln_vjp(do_lag, nq, rq, offs_d, D)
+            _stash(ws, DZQ2, _ln_vjp(do_lag, nq, rq, offs_d, D), BT, BD, BT, BW)
+        _stash(ws, DM2, dM2, BT, BD, BT, BW)
+        _stash(ws, DS2, dS2, BT, BT, BT, BW)
+        tl.debug_barrier()
 
         # pass 1: what sums over E in the reads and the end state
         dreg = tl.zeros([BT, BD], dtype=tl.float32)
@@ -537,9 +602,9 @@ def _mlp_bwd_kernel(
         for t in range(NE):
             W1, W2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
             c2, power2 = _scale2(W2, p2, q_exp, eps_q, LQ_ROW, RETENTION, BET)
-            Z1, H1, a1, G, g1, z1, h, read2 = _chain(kc, g2, read1_eg, A1, W1, W2, c2, ACT, BF16)
+            Z1, H1, a1, G, g1, z1, h, read2 = _chain(ws, W1, W2, c2, ACT, BF16, BT, BD, BW)
             dU1, dU2 = _end_grads(end1, end2, dn1, dn2, t, n_valid, cs, offs_d, D, E, scale1, scale2, RETENTION, BET)
-            dz1 = (_mm(dM2, tl.trans(W2), BF16) + _mm(dS2, H1, BF16)) * c2[None, :] * _act_grad(z1, ACT)
+            dz1 = _read2_grad(ws, W2, H1, BF16, BT, BD, BW) * c2[None, :] * _act_grad(z1, ACT)
             dreg += _mm(dz1, tl.trans(W1), BF16)
             dA1 -= _mm(dz1, tl.trans(g1), BF16)
             dekt -= _mm(g1, tl.trans(dU1), BF16)
@@ -563,12 +628,14 @@ def _mlp_bwd_kernel(
         for t in range(NE):
             W1, W2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
             c2, power2 = _scale2(W2, p2, q_exp, eps_q, LQ_ROW, RETENTION, BET)
-            Z1, H1, a1, G, g1, z1, h, read2 = _chain(kc, g2, read1_eg, A1, W1, W2, c2, ACT, BF16)
+            Z1, H1, a1, G, g1, z1, h, read2 = _chain(ws, W1, W2, c2, ACT, BF16, BT, BD, BW)
             dU1, dU2 = _end_grads(end1, end2, dn1, dn2, t, n_valid, cs, offs_d, D, E, scale1, scale2, RETENTION, BET)
-            dz1 = (_mm(dM2, tl.trans(W2), BF16) + _mm(dS2, H1, BF16)) * c2[None, :] * _act_grad(z1, ACT)
-            dg1 = -_mm(tl.trans(A1), dz1, BF16) - _mm(ekt, dU1, BF16)
+            dz1 = _read2_grad(ws, W2, H1, BF16, BT, BD, BW) * c2[None, :] * _act_grad(z1, ACT)
+            dg1 = _g1_grad(ws, dz1, dU1, BF16, BT, BD, BW)
             dg2 += _mm(dg1 * c2[None, :] * a1, W2, BF16)
         dR, dv, dd, dZ2 = _keys_rows_vjp(dg2, d, N, rstd, R, P, g2, offs_d, D, sharp, p, eps, BIAS)
+        _stash(ws, DZ2, dZ2, BT, BD, BT, BW)
+        tl.debug_barrier()
 
         # pass 3: the weight gradients at the chunk start (staged when a further pass adjusts them)
         if RETENTION == 2 or RETENTION == 4:
@@ -581,14 +648,15 @@ def _mlp_bwd_kernel(
         for t in range(NE):
             W1, W2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
             c2, power2 = _scale2(W2, p2, q_exp, eps_q, LQ_ROW, RETENTION, BET)
-            Z1, H1, a1, G, g1, z1, h, read2 = _chain(kc, g2, read1_eg, A1, W1, W2, c2, ACT, BF16)
+            Z1, H1, a1, G, g1, z1, h, read2 = _chain(ws, W1, W2, c2, ACT, BF16, BT, BD, BW)
             dU1, dU2 = _end_grads(end1, end2, dn1, dn2, t, n_valid, cs, offs_d, D, E, scale1, scale2, RETENTION, BET)
-            dread2 = _mm(dM2, tl.trans(W2), BF16) + _mm(dS2, H1, BF16)
+            dread2 = _read2_grad(ws, W2, H1, BF16, BT, BD, BW)
             dz1 = dread2 * c2[None, :] * _act_grad(z1, ACT)
-            dg1 = -_mm(tl.trans(A1), dz1, BF16) - _mm(ekt, dU1, BF16)
+            dg1 = _g1_grad(ws, dz1, dU1, BF16, BT, BD, BW)
             dG = dg1 * c2[None, :] * a1
-            dH1 = _mm(tl.trans(dS2), read2, BF16) - _mm(eg2t, tl.trans(dU2), BF16)
-            dH1c = _mm(dZ2, tl.trans(W2), BF16)
+            dH1 = _mm(_fetch_t(ws, DS2, BT, BT, BT, BW), read2, BF16)
+            dH1 -= _mm(_fetch(ws, EG2T, BT, BD, BT, BW), tl.trans(dU2), BF16)
+            dH1c = _mm(_fetch(ws, DZ2, BT, BD, BT, BW), tl.trans(W2), BF16)
             dZ1 = dg1 * G * c2[None, :] * _act_grad2(Z1, ACT) + (dH1 + dH1c * c2[None, :]) * a1
             dkc += _mm(dZ1, tl.trans(W1), BF16)
             if RETENTION == 4:
@@ -597,12 +665,11 @@ def _mlp_bwd_kernel(
             else:
                 dW1 = decay_last[:, None] * dU1
                 dW2 = dU2 * decay_last[None, :]
-            dW1 += _mm(tl.trans(read1_eg), dz1, BF16) + _mm(tl.trans(kc), dZ1, BF16)
-            dW2 += (
-                _mm(tl.trans(read2), dM2, BF16)
-                + _mm(tl.trans(dG), g2, BF16)
-                + _mm(tl.trans(H1 * c2[None, :]), dZ2, BF16)
-            )
+            dW1 += _mm(_fetch_t(ws, R1EG, BT, BD, BT, BW), dz1, BF16)
+            dW1 += _mm(_fetch_t(ws, KC, BT, BD, BT, BW), dZ1, BF16)
+            dW2 += _mm(tl.trans(read2), _fetch(ws, DM2, BT, BD, BT, BW), BF16)
+            dW2 += _mm(tl.trans(dG), _fetch(ws, G2, BT, BD, BT, BW), BF16)
+            dW2 += _mm(tl.trans(H1 * c2[None, :]), _fetch(ws, DZ2, BT, BD, BT, BW), BF16)
             if RETENTION == 2:
                 dc2 = tl.sum(dread2 * h, 0) + tl.sum(dg1 * G * a1, 0) + tl.sum(dH1c * H1, 0)
                 if LQ_ROW:
@@ -611,10 +678,10 @@ def _mlp_bwd_kernel(
                     dc2_sum += tl.sum(dc2, 0)
             if RETENTION == 4:
                 # the read of the lag token from the weights after its step
-                zq1 = _mm(q0, W1, BF16)
-                dzq1 = _mm(dzq2, tl.trans(W2), BF16) * _act_grad(zq1, ACT)
-                dW1 += _mm(tl.trans(q0), dzq1, BF16)
-                dW2 += _mm(tl.trans(_act(zq1, ACT)), dzq2, BF16)
+                zq1 = _mm(_fetch(ws, Q0, BT, BD, BT, BW), W1, BF16)
+                dzq1 = _mm(_fetch(ws, DZQ2, BT, BD, BT, BW), tl.trans(W2), BF16) * _act_grad(zq1, ACT)
+                dW1 += _mm(_fetch_t(ws, Q0, BT, BD, BT, BW), dzq1, BF16)
+                dW2 += _mm(tl.trans(_act(zq1, ACT)), _fetch(ws, DZQ2, BT, BD, BT, BW), BF16)
                 dq += _mm(dzq1, tl.trans(W1), BF16)
                 cs_lag += tl.sum(W2 * dW2, 0)
             _put(out1, out2, dW1, dW2, cols, offs_d, D, E)
@@ -639,7 +706,6 @@ def _mlp_bwd_kernel(
         if RETENTION == 4:
             # the lag token's exact step from the chunk start (Eq. 30), through its simplex
             tl.debug_barrier()
-            ek0, eg20 = eta0 * k0, eta0 * g20
             dla0 = tl.zeros([BD], dtype=tl.float32)
             dek0 = tl.zeros([BT, BD], dtype=tl.float32)
             deg20 = tl.zeros([BT, BD], dtype=tl.float32)
@@ -649,36 +715,40 @@ def _mlp_bwd_kernel(
                 dL1, dL2 = _simplex_vjp(L1, dW1, scale1), L2 * (dW2 - cs_lag[None, :] / scale2)
                 St1, St2, cols = _tile(start1, start2, t, offs_d, D, E, BET)
                 dla0 += tl.sum(dL1 * _log_floor(St1, floor), 1) + tl.sum(dL2 * _log_floor(St2, floor), 0)
-                Z10 = _mm(k0, St1, BF16)
-                dek0 -= _mm(_mm(g20, tl.trans(St2), BF16) * _act_grad(Z10, ACT), tl.trans(dL1), BF16)
+                Z10 = _mm(_fetch(ws, K0, BT, BD, BT, BW), St1, BF16)
+                g10 = _mm(_fetch(ws, G20, BT, BD, BT, BW), tl.trans(St2), BF16) * _act_grad(Z10, ACT)
+                dek0 -= _mm(g10, tl.trans(dL1), BF16)
                 deg20 -= _mm(_act(Z10, ACT), dL2, BF16)
             dg20 = deg20 * eta0
             for t in range(NE):
                 L1, L2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
                 dW1, dW2, cols = _tile(out1, out2, t, offs_d, D, E, BET)
                 St1, St2, cols = _tile(start1, start2, t, offs_d, D, E, BET)
-                dg10 = -_mm(ek0, _simplex_vjp(L1, dW1, scale1), BF16)
-                dg20 += _mm(dg10 * _act_grad(_mm(k0, St1, BF16), ACT), St2, BF16)
+                dg10 = -_mm(_fetch(ws, EK0, BT, BD, BT, BW), _simplex_vjp(L1, dW1, scale1), BF16)
+                dg20 += _mm(dg10 * _act_grad(_mm(_fetch(ws, K0, BT, BD, BT, BW), St1, BF16), ACT), St2, BF16)
             dR0, dv0, dd0, dZ20 = _keys_rows_vjp(dg20, d0, N0, rstd0, R0, P0, g20, offs_d, D, sharp, p, eps, BIAS)
+            _stash(ws, DZ20, dZ20, BT, BD, BT, BW)
+            tl.debug_barrier()
             dkc0 = tl.zeros([BT, BD], dtype=tl.float32)
             for t in range(NE):
                 L1, L2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
                 dW1, dW2, cols = _tile(out1, out2, t, offs_d, D, E, BET)
                 dL1, dL2 = _simplex_vjp(L1, dW1, scale1), L2 * (dW2 - cs_lag[None, :] / scale2)
                 St1, St2, cols = _tile(start1, start2, t, offs_d, D, E, BET)
-                Z10 = _mm(k0, St1, BF16)
+                Z10 = _mm(_fetch(ws, K0, BT, BD, BT, BW), St1, BF16)
                 a10 = _act_grad(Z10, ACT)
-                G0 = _mm(g20, tl.trans(St2), BF16)
-                dg10 = -_mm(ek0, dL1, BF16)
+                G0 = _mm(_fetch(ws, G20, BT, BD, BT, BW), tl.trans(St2), BF16)
+                dg10 = -_mm(_fetch(ws, EK0, BT, BD, BT, BW), dL1, BF16)
                 dG0 = dg10 * a10
-                dH10 = -_mm(eg20, tl.trans(dL2), BF16)
-                dZ10 = dg10 * G0 * _act_grad2(Z10, ACT) + (dH10 + _mm(dZ20, tl.trans(St2), BF16)) * a10
+                dH10 = -_mm(_fetch(ws, EG20, BT, BD, BT, BW), tl.trans(dL2), BF16)
+                dH10 += _mm(_fetch(ws, DZ20, BT, BD, BT, BW), tl.trans(St2), BF16)
+                dZ10 = dg10 * G0 * _act_grad2(Z10, ACT) + dH10 * a10
                 dkc0 += _mm(dZ10, tl.trans(St1), BF16)
-                dSt1 = tl.where(St1 > floor, a0[:, None] * dL1 / tl.maximum(St1, floor), 0.0) + _mm(
-                    tl.trans(k0), dZ10, BF16
-                )
+                dSt1 = tl.where(St1 > floor, a0[:, None] * dL1 / tl.maximum(St1, floor), 0.0)
+                dSt1 += _mm(_fetch_t(ws, K0, BT, BD, BT, BW), dZ10, BF16)
                 dSt2 = tl.where(St2 > floor, dL2 * a0[None, :] / tl.maximum(St2, floor), 0.0)
-                dSt2 += _mm(tl.trans(dG0), g20, BF16) + _mm(tl.trans(_act(Z10, ACT)), dZ20, BF16)
+                dSt2 += _mm(tl.trans(dG0), _fetch(ws, G20, BT, BD, BT, BW), BF16)
+                dSt2 += _mm(tl.trans(_act(Z10, ACT)), _fetch(ws, DZ20, BT, BD, BT, BW), BF16)
                 _put(dp1, dp2, dSt1, dSt2, cols, offs_d, D, E)
             dk += dR0 + dkc0 + dek0 * eta0
             dv += dv0
@@ -699,9 +769,11 @@ def _mlp_bwd_kernel(
 def _meta(spec: MemorySpec, chunk_size: int, D: int, log_alpha, delta, cu_seqlens, dtype: torch.dtype) -> dict:
     E = spec.expansion * D
     BET = min(TILE_E, max(16, triton.next_power_of_2(E)))
+    BD = max(16, triton.next_power_of_2(D))
     return dict(
         BT=chunk_size,
-        BD=max(16, triton.next_power_of_2(D)),
+        BD=BD,
+        BW=max(BD, chunk_size),
         BET=BET,
         NE=triton.cdiv(E, BET),
         BIAS=bias_code(spec),
@@ -720,6 +792,11 @@ def _scalars(spec: MemorySpec, D: int) -> tuple[float, ...]:
     E = spec.expansion * D
     scales = (spec.kl_scale, spec.kl_scale) if spec.kl_scale is not None else (math.sqrt(D), math.sqrt(E))
     return (spec.sign_sharpness, spec.p, spec.eps, spec.q, spec.eps**spec.q, spec.ln_eps, spec.kl_floor, *scales)
+
+
+def _workspace(N: int, H: int, meta: dict, device) -> torch.Tensor:
+    """Per program, the ``N_SLOTS`` row tensors a chunk's tile loops read (``[BT, BW]`` each, fp32)."""
+    return torch.empty(N, H, N_SLOTS.value, meta["BT"], meta["BW"], device=device, dtype=torch.float32)
 
 
 def _weights(n: int, H: int, D: int, E: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -743,6 +820,7 @@ class ChunkMirasMLPFunction(torch.autograd.Function):
         hs1, hs2 = _weights(n_chunks if save else 2 * N, H, D, E, q.device)
         ht1, ht2 = _weights(N, H, D, E, q.device)
         lag1, lag2 = _weights(N, H, D, E, q.device) if spec.retention == "kl" else (hs1, hs2)
+        meta = _meta(spec, chunk_size, D, log_alpha, delta, cu_seqlens, q.dtype)
         _mlp_fwd_kernel[(N, H)](
             q,
             k,
@@ -758,13 +836,14 @@ class ChunkMirasMLPFunction(torch.autograd.Function):
             ht2,
             lag1,
             lag2,
+            _workspace(N, H, meta, q.device),
             *_or_dummy(hs1, cu_seqlens, offsets),
             T,
             H,
             D,
             E,
             *_scalars(spec, D),
-            **_meta(spec, chunk_size, D, log_alpha, delta, cu_seqlens, q.dtype),
+            **meta,
             STORE_STATES=save,
         )
         ctx.save_for_backward(q, k, v, eta, log_alpha, delta, w1, w2, hs1, hs2, ht1, ht2, cu_seqlens, offsets)
@@ -791,6 +870,7 @@ class ChunkMirasMLPFunction(torch.autograd.Function):
         if has_dht:
             dht1 = torch.zeros_like(dh1) if dht1 is None else dht1.float().contiguous()
             dht2 = torch.zeros_like(dh2) if dht2 is None else dht2.float().contiguous()
+        meta = _meta(spec, ctx.chunk_size, D, log_alpha, delta, cu_seqlens, q.dtype)
         _mlp_bwd_kernel[(N, H)](
             q,
             k,
@@ -811,6 +891,7 @@ class ChunkMirasMLPFunction(torch.autograd.Function):
             st2,
             db1,
             db2,
+            _workspace(N, H, meta, q.device),
             *_or_dummy(hs1, cu_seqlens, offsets),
             dq,
             dk,
@@ -824,7 +905,7 @@ class ChunkMirasMLPFunction(torch.autograd.Function):
             D,
             E,
             *_scalars(spec, D),
-            **_meta(spec, ctx.chunk_size, D, log_alpha, delta, cu_seqlens, q.dtype),
+            **meta,
             HAS_DHT=has_dht,
         )
 

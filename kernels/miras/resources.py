@@ -56,7 +56,8 @@ def constexprs(name: str, head_dim: int, chunk: int, extra: dict) -> dict:
     from kernels.miras.chunk_mlp import TILE_E
 
     BET = min(E, TILE_E)
-    return common | {"D": head_dim, "E": E, "BD": head_dim, "BET": BET, "NE": E // BET, "ACT": 0, "BF16": True}
+    mlp = {"D": head_dim, "E": E, "BD": head_dim, "BW": max(head_dim, chunk), "BET": BET, "NE": E // BET}
+    return common | mlp | {"ACT": 0, "BF16": True}
 
 
 def _ptxas(ptx: str, arch: str) -> dict:
