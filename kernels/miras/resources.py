@@ -1,13 +1,14 @@
 """Registers, spills and shared memory of the Miras chunk kernels on a GPU target, compiled ahead of time.
 
-    python -m kernels.miras.resources                       # linear memory, D = 64, sm_90a (H100)
-    python -m kernels.miras.resources --kernels mlp_fwd --head-dim 128 --num-warps 8
+    python -m kernels.miras.resources                  # every kernel, D = 64 and 128, l2 and kl retention, sm_90a
+    python -m kernels.miras.resources --kernels mlp_bwd --head-dims 128 --retentions lq --num-warps 8
 
 Needs no GPU: Triton compiles each kernel for ``--arch`` and ``ptxas -v`` (the one bundled with Triton) reports
-what one program uses. A spill means the program's tensors (``[BT, BT, K]`` decays, MLP weights) do not fit the
-register file; it is the first number the performance work has to move. Compiling takes minutes per kernel on
-a CPU. Writes ``reports/benchmarks/miras_resources_<arch>.{json,md}`` (Triton version, git sha), rewritten after
-each kernel.
+what one program uses. A kernel whose shared memory exceeds the device's per-block limit does not launch at all
+(``fits``); a spill means the program's tensors do not fit the register file, the next number the performance
+work has to move. The MLP kernels are compiled for bf16 inputs (bf16 ``tl.dot`` operands, as in training) and
+for fp32 inputs (fp32 operands). Compiling takes a minute or two per kernel on a CPU. Writes
+``reports/benchmarks/miras_resources_<arch>.{json,md}`` (Triton version, git sha), rewritten after each kernel.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ REPO = Path(__file__).resolve().parents[2]
 BF16_POINTERS = ("q_ptr", "k_ptr", "v_ptr", "o_ptr", "do_ptr")
 """Inputs and output in bf16, as in training; gates, states and gradients are fp32."""
 INT_ARGS = ("T",)
+SHARED_LIMIT = {"sm_90a": 232448, "sm_90": 232448, "sm_80": 166912}
+"""Largest shared memory one block may use (bytes): H100/H200 227 KB, A100 163 KB."""
 
 
 def _kernels():
@@ -44,20 +47,23 @@ def _kernels():
 
 
 KERNELS = ("linear_fwd", "linear_bwd", "mlp_fwd", "mlp_bwd")
+RETENTIONS = ("none", "l2", "lq", "kl")
 
 
-def constexprs(name: str, head_dim: int, chunk: int, extra: dict) -> dict:
-    """The specialisation compiled: l2 bias, l2 retention, channel-wise gates, no varlen, 16 heads."""
-    common = {"BT": chunk, "BIAS": 0, "RETENTION": 1, "LQ_ROW": False, "HAS_ALPHA": True, "HAS_DELTA": False}
-    common |= {"IS_VARLEN": False, "H": 16, **extra}
+def constexprs(name: str, head_dim: int, chunk: int, extra: dict, retention: str = "l2", bf16: bool = True) -> dict:
+    """The specialisation compiled: l2 bias, channel-wise gates, no varlen, 16 heads; ``retention``; for the MLP
+    kernels bf16 or fp32 inputs (``bf16``)."""
+    from kernels.miras.chunk import RETENTION_CODES
+    from kernels.miras.chunk_mlp import TILE_E
+
+    common = {"BT": chunk, "BIAS": 1, "RETENTION": RETENTION_CODES[retention], "LQ_ROW": False}
+    common |= {"HAS_ALPHA": retention != "none", "HAS_DELTA": False, "IS_VARLEN": False, "H": 16, **extra}
     if name.startswith("linear"):
         return common | {"K": head_dim, "V": head_dim, "BK": head_dim, "BV": head_dim}
     E = 4 * head_dim
-    from kernels.miras.chunk_mlp import TILE_E
-
     BET = min(E, TILE_E)
     mlp = {"D": head_dim, "E": E, "BD": head_dim, "BW": max(head_dim, chunk), "BET": BET, "NE": E // BET}
-    return common | mlp | {"ACT": 0, "BF16": True}
+    return common | mlp | {"ACT": 0, "BF16": bf16}
 
 
 def _ptxas(ptx: str, arch: str) -> dict:
@@ -85,17 +91,26 @@ def _ptxas(ptx: str, arch: str) -> dict:
     raise RuntimeError(f"no bundled ptxas ({', '.join(b.name for b in binaries)}) assembles this PTX")
 
 
-def compile_kernel(name: str, head_dim: int, chunk: int, arch: str, num_warps: int, num_stages: int) -> dict:
-    """One row: shared memory from Triton, registers and spills from ptxas."""
+def compile_kernel(
+    name: str,
+    head_dim: int,
+    chunk: int,
+    arch: str,
+    num_warps: int,
+    num_stages: int,
+    retention: str = "l2",
+    bf16: bool = True,
+) -> dict:
+    """One row: shared memory from Triton, registers and spills from ptxas, and whether it fits ``arch``."""
     kernel, extra = _kernels()[name]
     fn = getattr(kernel, "fn", kernel)
-    consts = constexprs(name, head_dim, chunk, extra)
+    consts = constexprs(name, head_dim, chunk, extra, retention, bf16)
     signature = {}
     for param in fn.params:
         if param.is_constexpr:
             signature[param.name] = "constexpr"
         elif param.name.endswith("_ptr"):
-            signature[param.name] = "*bf16" if param.name in BF16_POINTERS else "*fp32"
+            signature[param.name] = "*bf16" if bf16 and param.name in BF16_POINTERS else "*fp32"
         else:
             signature[param.name] = "i32" if param.name in INT_ARGS else "fp32"
     missing = [n for n, kind in signature.items() if kind == "constexpr" and n not in consts]
@@ -106,38 +121,45 @@ def compile_kernel(name: str, head_dim: int, chunk: int, arch: str, num_warps: i
     compiled = triton.compile(
         source, target=GPUTarget("cuda", capability, 32), options={"num_warps": num_warps, "num_stages": num_stages}
     )
-    row = {"kernel": name, "head_dim": head_dim, "chunk": chunk, "num_warps": num_warps, "num_stages": num_stages}
-    return row | {"shared_bytes": compiled.metadata.shared, **_ptxas(compiled.asm["ptx"], arch)}
+    row = {"kernel": name, "head_dim": head_dim, "chunk": chunk, "retention": retention}
+    row |= {"inputs": "bf16" if bf16 else "fp32", "num_warps": num_warps, "num_stages": num_stages}
+    shared = compiled.metadata.shared
+    fits = shared <= SHARED_LIMIT[arch] if arch in SHARED_LIMIT else None
+    return row | {"shared_bytes": shared, "fits": fits, **_ptxas(compiled.asm["ptx"], arch)}
 
 
 def to_markdown(record: dict) -> str:
+    limit = SHARED_LIMIT.get(record["arch"])
     lines = [
         "# Miras chunk kernels: registers, spills and shared memory per program",
         "",
         f"Target {record['arch']}; triton {record['triton']}; git {record['git']}. Command: `{record['command']}`.",
-        "Specialisation: l2 bias, l2 retention, channel-wise gates, bf16 q/k/v/o, fp32 states.",
+        "Specialisation: l2 bias, channel-wise gates, fp32 states and accumulation; inputs (q, k, v, o, do) in bf16",
+        "(bf16 `tl.dot` operands in the MLP kernels) or fp32. "
+        + (f"fits: shared memory within the {limit} B a block may use." if limit else ""),
         "",
-        "| kernel | D | chunk | warps | stages | registers | spill stores B | spill loads B | stack B | shared B |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| kernel | D | chunk | retention | inputs | warps | stages | registers | spill stores B | spill loads B "
+        "| stack B | shared B | fits |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    keys = ("registers", "spill_stores_bytes", "spill_loads_bytes", "stack_bytes", "shared_bytes", "fits")
     for r in record["results"]:
-        cells = [r.get(k, "-") for k in ("registers", "spill_stores_bytes", "spill_loads_bytes", "stack_bytes")]
-        lines.append(
-            f"| {r['kernel']} | {r['head_dim']} | {r['chunk']} | {r['num_warps']} | {r['num_stages']} | "
-            + " | ".join(str(c) for c in cells)
-            + f" | {r['shared_bytes']} |"
-        )
+        head = [r["kernel"], r["head_dim"], r["chunk"], r["retention"], r["inputs"], r["num_warps"], r["num_stages"]]
+        cells = [{True: "yes", False: "**no**"}.get(r.get(k), r.get(k, "-")) for k in keys]
+        lines.append("| " + " | ".join(str(c) for c in head + cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kernels.miras.resources", description=__doc__)
-    parser.add_argument("--kernels", nargs="+", choices=KERNELS, default=["linear_fwd", "linear_bwd"])
-    parser.add_argument("--head-dim", type=int, default=64)
+    parser.add_argument("--kernels", nargs="+", choices=KERNELS, default=list(KERNELS))
+    parser.add_argument("--head-dims", nargs="+", type=int, default=[64, 128])
+    parser.add_argument("--retentions", nargs="+", choices=RETENTIONS, default=["l2", "kl"])
+    parser.add_argument("--mlp-inputs", nargs="+", choices=("bf16", "fp32"), default=["bf16", "fp32"])
     parser.add_argument("--chunk-size", type=int, default=64)
     parser.add_argument("--arch", default="sm_90a")
     parser.add_argument("--num-warps", type=int, default=4)
-    parser.add_argument("--num-stages", type=int, default=2)
+    parser.add_argument("--num-stages", type=int, default=1)
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "benchmarks")
     args = parser.parse_args(argv)
     command = " ".join(sys.argv[1:] if argv is None else argv)
@@ -150,10 +172,23 @@ def main(argv: list[str] | None = None) -> int:
     }
     stem = args.out / f"miras_resources_{args.arch}"
     for name in args.kernels:
-        row = compile_kernel(name, args.head_dim, args.chunk_size, args.arch, args.num_warps, args.num_stages)
-        record["results"].append(row)
-        print(json.dumps(row), flush=True)
-        write_record(stem, record, to_markdown(record))
+        inputs = args.mlp_inputs if name.startswith("mlp") else ["bf16"]
+        for head_dim in args.head_dims:
+            for retention in args.retentions:
+                for dtype in inputs:
+                    row = compile_kernel(
+                        name,
+                        head_dim,
+                        args.chunk_size,
+                        args.arch,
+                        args.num_warps,
+                        args.num_stages,
+                        retention,
+                        dtype == "bf16",
+                    )
+                    record["results"].append(row)
+                    print(json.dumps(row), flush=True)
+                    write_record(stem, record, to_markdown(record))
     print(f"wrote {stem}.json and {stem}.md")
     return 0
 
