@@ -32,7 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.miras.decay import check_chunk_size, mix, mix_t, scores
+from kernels.miras.decay import check_chunk_size, dot, mix, mix_t, scores
 from kernels.miras.naive import _initial, _lq_normalise
 from kernels.miras.spec import MemorySpec
 from kernels.utils import autotune
@@ -357,29 +357,29 @@ def _fwd_kernel(
         if RETENTION == 4:
             la0 = tl.sum(tl.where(lag, g, 0.0), 0)
             k0, v0, eta0 = tl.where(lag, k, 0.0), tl.where(lag, v, 0.0), tl.where(lag, eta, 0.0)
-            P0 = _psi(tl.dot(k0, S) - v0, v0, tl.where(lag, d, 0.0), V, sharp, p, eps, BIAS)
-            L0 = tl.exp(la0)[:, None] * _log_floor(S, floor) - tl.dot(tl.trans(eta0 * k0), P0)
+            P0 = _psi(dot(k0, S) - v0, v0, tl.where(lag, d, 0.0), V, sharp, p, eps, BIAS)
+            L0 = tl.exp(la0)[:, None] * _log_floor(S, floor) - dot(tl.trans(eta0 * k0), P0)
             S = _simplex(L0, offs_k, K, offs_v, V, scale)
-            o_lag = tl.dot(tl.where(lag, q, 0.0), S)
+            o_lag = dot(tl.where(lag, q, 0.0), S)
             eta = tl.where(lag, 0.0, eta)
             g = g - la0[None, :]
             g_last = g_last - la0
         c, _ = _lq_scale(S, K, V, q_exp, eps_q, LQ_ROW, RETENTION, BK)
         qc, ek = q * c[None, :], eta * k
-        r = tl.dot(k * c[None, :], S) - v
+        r = dot(k * c[None, :], S) - v
         P = _psi(r, v, d, V, sharp, p, eps, BIAS)
         A = scores(qc, ek, g, BT, BK)
-        o = tl.dot(qc * tl.exp(g), S) - tl.dot(A, P)
+        o = dot(qc * tl.exp(g), S) - dot(A, P)
         if RETENTION == 4:
             o = tl.where(lag, o_lag, o)
         _store(o_ptr + base_v, o, rows, offs_v, T, V, sv)
         kb = ek * tl.exp(g_last[None, :] - g)
         if RETENTION == 4:
             S = _simplex(
-                tl.exp(g_last)[:, None] * _log_floor(S, floor) - tl.dot(tl.trans(kb), P), offs_k, K, offs_v, V, scale
+                tl.exp(g_last)[:, None] * _log_floor(S, floor) - dot(tl.trans(kb), P), offs_k, K, offs_v, V, scale
             )
         else:
-            S = tl.exp(g_last)[:, None] * S - tl.dot(tl.trans(kb), P)
+            S = tl.exp(g_last)[:, None] * S - dot(tl.trans(kb), P)
         if RETENTION == 3:
             S = _soft_threshold_tl(S, gamma)
     if STORE_HT:
@@ -480,10 +480,10 @@ def _bwd_kernel(
             la0 = tl.sum(tl.where(lag, g, 0.0), 0)
             k0, v0, d0 = tl.where(lag, k, 0.0), tl.where(lag, v, 0.0), tl.where(lag, d, 0.0)
             eta0, q0 = tl.where(lag, eta, 0.0), tl.where(lag, q, 0.0)
-            r0 = tl.dot(k0, S) - v0
+            r0 = dot(k0, S) - v0
             P0 = _psi(r0, v0, d0, V, sharp, p, eps, BIAS)
             S = _simplex(
-                tl.exp(la0)[:, None] * _log_floor(S, floor) - tl.dot(tl.trans(eta0 * k0), P0),
+                tl.exp(la0)[:, None] * _log_floor(S, floor) - dot(tl.trans(eta0 * k0), P0),
                 offs_k,
                 K,
                 offs_v,
@@ -497,19 +497,19 @@ def _bwd_kernel(
             do = tl.where(lag, 0.0, do)
         c, power = _lq_scale(S, K, V, q_exp, eps_q, LQ_ROW, RETENTION, BK)
         qc, kc, ek = q * c[None, :], k * c[None, :], eta * k
-        r = tl.dot(kc, S) - v
+        r = dot(kc, S) - v
         P = _psi(r, v, d, V, sharp, p, eps, BIAS)
         A = scores(qc, ek, g, BT, BK)
         eg = tl.exp(g)
         kb = ek * tl.exp(g_last[None, :] - g)
         decay_last = tl.exp(g_last)
         if RETENTION == 3:
-            end = decay_last[:, None] * S - tl.dot(tl.trans(kb), P)
+            end = decay_last[:, None] * S - dot(tl.trans(kb), P)
             dS = tl.where(tl.abs(end) > gamma, dS, 0.0)
         if RETENTION == 4:
             logS = _log_floor(S, floor)
             dU = _simplex_vjp(
-                _simplex(decay_last[:, None] * logS - tl.dot(tl.trans(kb), P), offs_k, K, offs_v, V, scale), dS, scale
+                _simplex(decay_last[:, None] * logS - dot(tl.trans(kb), P), offs_k, K, offs_v, V, scale), dS, scale
             )
             carry = tl.where(S > floor, decay_last[:, None] * dU / tl.maximum(S, floor), 0.0)
             dg_last = decay_last * tl.sum(logS * dU, 1)
@@ -518,20 +518,20 @@ def _bwd_kernel(
             carry = decay_last[:, None] * dS
             dg_last = decay_last * tl.sum(S * dS, 1)
 
-        dP = -tl.dot(tl.trans(A), do) - tl.dot(kb, dU)
+        dP = -dot(tl.trans(A), do) - dot(kb, dU)
         dr, dd = _psi_vjp(r, d, dP, V, sharp, p, eps, BIAS)
         if BIAS == 0:
             dv = -dP
         else:
             dv = -dr
-        dA = tl.where(causal, -tl.dot(do, tl.trans(P)), 0.0)
-        dqb = tl.dot(do, tl.trans(S))
-        dkb = -tl.dot(P, tl.trans(dU))
+        dA = tl.where(causal, -dot(do, tl.trans(P)), 0.0)
+        dqb = dot(do, tl.trans(S))
+        dkb = -dot(P, tl.trans(dU))
 
-        dS_prev = carry + tl.dot(tl.trans(qc * eg), do) + tl.dot(tl.trans(kc), dr)
+        dS_prev = carry + dot(tl.trans(qc * eg), do) + dot(tl.trans(kc), dr)
         mA, mA_t = mix(dA, ek, g, BT, BK), mix_t(dA, qc, g, BT, BK)
         dqc = dqb * eg + mA
-        dkc = tl.dot(dr, tl.trans(S))
+        dkc = dot(dr, tl.trans(S))
         dek = mA_t + dkb * tl.exp(g_last[None, :] - g)
         dg = dqb * qc * eg + qc * mA - ek * mA_t - dkb * kb
         dg_last += tl.sum(dkb * kb, 0)
@@ -544,23 +544,23 @@ def _bwd_kernel(
         dla = tl.sum(dg, 0)[None, :] - tl.cumsum(dg, 0) + dg
         if RETENTION == 4:
             # the lag token: its read q_0 W_lag, then its exact step from the chunk start (Eq. 30)
-            dS_prev += tl.dot(tl.trans(q0), do_lag)
-            dq += tl.dot(do_lag, tl.trans(S))
+            dS_prev += dot(tl.trans(q0), do_lag)
+            dq += dot(do_lag, tl.trans(S))
             dL = _simplex_vjp(S, dS_prev, scale)
             a0 = tl.exp(la0)
-            dek0 = -tl.dot(P0, tl.trans(dL))
-            dP0 = -tl.dot(eta0 * k0, dL)
+            dek0 = -dot(P0, tl.trans(dL))
+            dP0 = -dot(eta0 * k0, dL)
             dr0, dd0 = _psi_vjp(r0, d0, dP0, V, sharp, p, eps, BIAS)
             if BIAS == 0:
                 dv += -dP0
             else:
                 dv += -dr0
             dd += dd0
-            dk += tl.dot(dr0, tl.trans(S_start)) + dek0 * eta0
+            dk += dot(dr0, tl.trans(S_start)) + dek0 * eta0
             deta = tl.where(lag, dek0 * k0, deta)
             dla = tl.where(lag, (a0 * tl.sum(dL * _log_floor(S_start, floor), 1))[None, :], dla)
             dS_prev = tl.where(S_start > floor, a0[:, None] * dL / tl.maximum(S_start, floor), 0.0)
-            dS_prev += tl.dot(tl.trans(k0), dr0)
+            dS_prev += dot(tl.trans(k0), dr0)
         dS = dS_prev
 
         _store(dq_ptr + base_k, dq, rows, offs_k, T, K, sk)

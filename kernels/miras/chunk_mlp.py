@@ -54,7 +54,7 @@ from kernels.miras.chunk import (
     bias_code,
     channelwise,
 )
-from kernels.miras.decay import mix, mix_t, scores
+from kernels.miras.decay import dot, mix, mix_t, scores
 from kernels.miras.naive import _initial, _lq_normalise
 from kernels.miras.spec import MemorySpec
 from kernels.utils import autotune
@@ -109,19 +109,6 @@ def _ln_vjp(dn, n, rstd, cols, D):
     dn = tl.where(valid, dn, 0.0)
     out = rstd[:, None] * (dn - (tl.sum(dn, 1) / D)[:, None] - n * (tl.sum(dn * n, 1) / D)[:, None])
     return tl.where(valid, out, 0.0)
-
-
-@triton.jit
-def _mm(a, b, BF16: tl.constexpr):
-    """``a @ b`` with fp32 accumulation; bf16 operands for bf16 inputs (as fla's kernels, and as torch under bf16
-    autocast), else fp32 (fp16 would overflow on Moneta's lq-scaled weights). bf16 operands halve the shared
-    memory a ``tl.dot`` stages: the tiled backward needs 112 KB at ``D = 64`` and 192 KB at ``D = 128`` with
-    them on sm_90a, 224 KB and 384 KB without (``python -m kernels.miras.resources``)."""
-    if BF16:
-        out = tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
-    else:
-        out = tl.dot(a, b)
-    return out
 
 
 @triton.jit
@@ -217,7 +204,7 @@ def _scale2(W2, p2, q_exp, eps_q, LQ_ROW: tl.constexpr, RETENTION: tl.constexpr,
 def _keys(
     w1_ptr, w2_ptr, k, v, d, c1, p2, offs_d, D, E, sharp, p, eps, q_exp, eps_q, ln_eps, BIAS: tl.constexpr,
     LQ_ROW: tl.constexpr, RETENTION: tl.constexpr, ACT: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
-    BET: tl.constexpr, NE: tl.constexpr, BF16: tl.constexpr,
+    BET: tl.constexpr, NE: tl.constexpr,
 ):  # fmt: skip
     """The memory at the keys (a pass over the tiles) and the ``D``-sized part of its hand backprop:
     ``kc = k c_1``, ``N, rstd = LN(H_1 c_2 W_2)``, ``R = k + N - v``, ``P = psi(R)`` and ``g_2 = LN'(P)``."""
@@ -226,7 +213,7 @@ def _keys(
     for t in range(NE):
         W1, W2, cols = _tile(w1_ptr, w2_ptr, t, offs_d, D, E, BET)
         c2, power2 = _scale2(W2, p2, q_exp, eps_q, LQ_ROW, RETENTION, BET)
-        Y += _mm(_act(_mm(kc, W1, BF16), ACT) * c2[None, :], W2, BF16)
+        Y += dot(_act(dot(kc, W1), ACT) * c2[None, :], W2)
     N, rstd = _layer_norm(Y, offs_d, D, ln_eps)
     R = k + N - v
     P = _psi(R, v, d, D, sharp, p, eps, BIAS)
@@ -234,30 +221,30 @@ def _keys(
 
 
 @triton.jit
-def _chain(ws, W1, W2, c2, ACT: tl.constexpr, BF16: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
+def _chain(ws, W1, W2, c2, ACT: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
            BW: tl.constexpr):  # fmt: skip
     """A tile's intermediates: at the keys ``Z_1, H_1, act'(Z_1), G = g_2 W_2^T, g_1``; of the read ``z_1, h`` and
     ``h c_2`` (``kc, g_2, read_1 e^g, A_1`` from the workspace)."""
-    Z1 = _mm(_fetch(ws, KC, BT, BD, BT, BW), W1, BF16)
+    Z1 = dot(_fetch(ws, KC, BT, BD, BT, BW), W1)
     a1 = _act_grad(Z1, ACT)
-    G = _mm(_fetch(ws, G2, BT, BD, BT, BW), tl.trans(W2), BF16)
+    G = dot(_fetch(ws, G2, BT, BD, BT, BW), tl.trans(W2))
     g1 = G * c2[None, :] * a1
-    z1 = _mm(_fetch(ws, R1EG, BT, BD, BT, BW), W1, BF16) - _mm(_fetch(ws, A1S, BT, BT, BT, BW), g1, BF16)
+    z1 = dot(_fetch(ws, R1EG, BT, BD, BT, BW), W1) - dot(_fetch(ws, A1S, BT, BT, BT, BW), g1)
     h = _act(z1, ACT)
     return Z1, _act(Z1, ACT), a1, G, g1, z1, h, h * c2[None, :]
 
 
 @triton.jit
-def _read2_grad(ws, W2, H1, BF16: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, BW: tl.constexpr):
+def _read2_grad(ws, W2, H1, BT: tl.constexpr, BD: tl.constexpr, BW: tl.constexpr):
     """A tile's ``d(h c_2) = dM_2 W_2^T + dS_2 H_1``: the gradient of the layer-2 read."""
     dM2, dS2 = _fetch(ws, DM2, BT, BD, BT, BW), _fetch(ws, DS2, BT, BT, BT, BW)
-    return _mm(dM2, tl.trans(W2), BF16) + _mm(dS2, H1, BF16)
+    return dot(dM2, tl.trans(W2)) + dot(dS2, H1)
 
 
 @triton.jit
-def _g1_grad(ws, dz1, dU1, BF16: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, BW: tl.constexpr):
+def _g1_grad(ws, dz1, dU1, BT: tl.constexpr, BD: tl.constexpr, BW: tl.constexpr):
     """A tile's ``dg_1 = -A_1^T dz_1 - (eta k e^{g_last - g}) dU_1``: through the layer-1 read and the end state."""
-    return -_mm(_fetch_t(ws, A1S, BT, BT, BT, BW), dz1, BF16) - _mm(_fetch(ws, EKT, BT, BD, BT, BW), dU1, BF16)
+    return -dot(_fetch_t(ws, A1S, BT, BT, BT, BW), dz1) - dot(_fetch(ws, EKT, BT, BD, BT, BW), dU1)
 
 
 @triton.jit
@@ -302,7 +289,7 @@ def _normalise(w2_ptr, m, s, scale, offs_d, D, E, BET: tl.constexpr, NE: tl.cons
 def _lag_step(
     w1_ptr, w2_ptr, lag1_ptr, lag2_ptr, k0, v0, d0, eta0, a0, offs_d, D, E, sharp, p, eps, ln_eps, floor, scale1,
     scale2, BIAS: tl.constexpr, ACT: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, BET: tl.constexpr,
-    NE: tl.constexpr, BF16: tl.constexpr, ws, BW: tl.constexpr,
+    NE: tl.constexpr, ws, BW: tl.constexpr,
 ):  # fmt: skip
     """Memora's lag token (Eq. 30): the exact step ``W = c Softmax(alpha log W - eta grad)`` of the chunk's first
     token (the one nonzero row of ``k0, v0, d0, eta0``) from the weights at ``w``, written to ``lag``. Returns the
@@ -310,7 +297,7 @@ def _lag_step(
     ones = tl.zeros([BD], dtype=tl.float32) + 1.0
     kc0, N0, rstd0, R0, P0, g20 = _keys(
         w1_ptr, w2_ptr, k0, v0, d0, ones, 0.0, offs_d, D, E, sharp, p, eps, 1.0, 1.0, ln_eps, BIAS, False, 4, ACT,
-        BT, BD, BET, NE, BF16,
+        BT, BD, BET, NE,
     )  # fmt: skip
     _stash(ws, K0, k0, BT, BD, BT, BW)
     _stash(ws, G20, g20, BT, BD, BT, BW)
@@ -321,11 +308,11 @@ def _lag_step(
     s = tl.zeros([BD], dtype=tl.float32)
     for t in range(NE):
         W1, W2, cols = _tile(w1_ptr, w2_ptr, t, offs_d, D, E, BET)
-        Z1 = _mm(_fetch(ws, K0, BT, BD, BT, BW), W1, BF16)
-        g1 = _mm(_fetch(ws, G20, BT, BD, BT, BW), tl.trans(W2), BF16) * _act_grad(Z1, ACT)
-        L1 = a0[:, None] * _log_floor(W1, floor) - _mm(_fetch_t(ws, EK0, BT, BD, BT, BW), g1, BF16)
+        Z1 = dot(_fetch(ws, K0, BT, BD, BT, BW), W1)
+        g1 = dot(_fetch(ws, G20, BT, BD, BT, BW), tl.trans(W2)) * _act_grad(Z1, ACT)
+        L1 = a0[:, None] * _log_floor(W1, floor) - dot(_fetch_t(ws, EK0, BT, BD, BT, BW), g1)
         _store(lag1_ptr, _simplex(L1, offs_d, D, cols, E, scale1), offs_d, cols, D, E, E)
-        L2 = _log_floor(W2, floor) * a0[None, :] - _mm(tl.trans(_act(Z1, ACT)), _fetch(ws, EG20, BT, BD, BT, BW), BF16)
+        L2 = _log_floor(W2, floor) * a0[None, :] - dot(tl.trans(_act(Z1, ACT)), _fetch(ws, EG20, BT, BD, BT, BW))
         m, s = _online(L2, cols, E, offs_d, D, m, s)
         _store(lag2_ptr, L2, cols, offs_d, E, D, D)
     tl.debug_barrier()
@@ -353,7 +340,7 @@ def _mlp_fwd_kernel(
     sharp, p, eps, q_exp, eps_q, ln_eps, floor, scale1, scale2,
     BT: tl.constexpr, BD: tl.constexpr, BW: tl.constexpr, BET: tl.constexpr, NE: tl.constexpr, BIAS: tl.constexpr,
     RETENTION: tl.constexpr, LQ_ROW: tl.constexpr, ACT: tl.constexpr, HAS_ALPHA: tl.constexpr,
-    HAS_DELTA: tl.constexpr, STORE_STATES: tl.constexpr, IS_VARLEN: tl.constexpr, BF16: tl.constexpr,
+    HAS_DELTA: tl.constexpr, STORE_STATES: tl.constexpr, IS_VARLEN: tl.constexpr,
 ):  # fmt: skip
     i_n, i_h = tl.program_id(0), tl.program_id(1)
     if IS_VARLEN:
@@ -395,7 +382,7 @@ def _mlp_fwd_kernel(
             _lag_step(
                 cur1, cur2, lag1_ptr + head, lag2_ptr + head, tl.where(lag, k, 0.0), tl.where(lag, v, 0.0),
                 tl.where(lag, d, 0.0), tl.where(lag, eta, 0.0), tl.exp(la0), offs_d, D, E, sharp, p, eps, ln_eps,
-                floor, scale1, scale2, BIAS, ACT, BT, BD, BET, NE, BF16, ws, BW,
+                floor, scale1, scale2, BIAS, ACT, BT, BD, BET, NE, ws, BW,
             )  # fmt: skip
             cur1, cur2 = lag1_ptr + head, lag2_ptr + head
             eta = tl.where(lag, 0.0, eta)
@@ -404,7 +391,7 @@ def _mlp_fwd_kernel(
         c1, p1, p2 = _scales(cur1, cur2, offs_d, D, E, q_exp, eps_q, LQ_ROW, RETENTION, BD, BET, NE)
         kc, N, rstd, R, P, g2 = _keys(
             cur1, cur2, k, v, d, c1, p2, offs_d, D, E, sharp, p, eps, q_exp, eps_q, ln_eps, BIAS, LQ_ROW, RETENTION,
-            ACT, BT, BD, BET, NE, BF16,
+            ACT, BT, BD, BET, NE,
         )  # fmt: skip
         ek, eg2 = eta * k, eta * g2
         read1 = q * c1[None, :]
@@ -429,13 +416,13 @@ def _mlp_fwd_kernel(
         for t in range(NE):
             W1, W2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
             c2, power2 = _scale2(W2, p2, q_exp, eps_q, LQ_ROW, RETENTION, BET)
-            Z1, H1, a1, G, g1, z1, h, read2 = _chain(ws, W1, W2, c2, ACT, BF16, BT, BD, BW)
-            S2 += _mm(read2, tl.trans(H1), BF16)
-            M2 += _mm(read2, W2, BF16)
-            U1 = _mm(_fetch_t(ws, EKT, BT, BD, BT, BW), g1, BF16)
-            U2 = _mm(tl.trans(H1), _fetch(ws, EG2T, BT, BD, BT, BW), BF16)
+            Z1, H1, a1, G, g1, z1, h, read2 = _chain(ws, W1, W2, c2, ACT, BT, BD, BW)
+            S2 += dot(read2, tl.trans(H1))
+            M2 += dot(read2, W2)
+            U1 = dot(_fetch_t(ws, EKT, BT, BD, BT, BW), g1)
+            U2 = dot(tl.trans(H1), _fetch(ws, EG2T, BT, BD, BT, BW))
             if RETENTION == 4:
-                Yq += _mm(_act(_mm(_fetch(ws, Q0, BT, BD, BT, BW), W1, BF16), ACT), W2, BF16)
+                Yq += dot(_act(dot(_fetch(ws, Q0, BT, BD, BT, BW), W1), ACT), W2)
                 W1n = _simplex(decay_last[:, None] * _log_floor(W1, floor) - U1, offs_d, D, cols, E, scale1)
                 W2n = _log_floor(W2, floor) * decay_last[None, :] - U2
                 m, sm = _online(W2n, cols, E, offs_d, D, m, sm)
@@ -474,7 +461,7 @@ def _mlp_bwd_kernel(
     E: tl.constexpr, sharp, p, eps, q_exp, eps_q, ln_eps, floor, scale1, scale2,
     BT: tl.constexpr, BD: tl.constexpr, BW: tl.constexpr, BET: tl.constexpr, NE: tl.constexpr, BIAS: tl.constexpr,
     RETENTION: tl.constexpr, LQ_ROW: tl.constexpr, ACT: tl.constexpr, HAS_ALPHA: tl.constexpr,
-    HAS_DELTA: tl.constexpr, HAS_DHT: tl.constexpr, IS_VARLEN: tl.constexpr, BF16: tl.constexpr,
+    HAS_DELTA: tl.constexpr, HAS_DHT: tl.constexpr, IS_VARLEN: tl.constexpr,
 ):  # fmt: skip
     i_n, i_h = tl.program_id(0), tl.program_id(1)
     if IS_VARLEN:
@@ -528,7 +515,7 @@ def _mlp_bwd_kernel(
         if RETENTION == 4:
             N0, rstd0, R0, P0, g20 = _lag_step(
                 cur1, cur2, lag1_ptr + head, lag2_ptr + head, k0, v0, d0, eta0, a0, offs_d, D, E, sharp, p, eps,
-                ln_eps, floor, scale1, scale2, BIAS, ACT, BT, BD, BET, NE, BF16, ws, BW,
+                ln_eps, floor, scale1, scale2, BIAS, ACT, BT, BD, BET, NE, ws, BW,
             )  # fmt: skip
             cur1, cur2 = lag1_ptr + head, lag2_ptr + head
             eta = tl.where(lag, 0.0, eta)
@@ -541,7 +528,7 @@ def _mlp_bwd_kernel(
         c1, p1, p2 = _scales(cur1, cur2, offs_d, D, E, q_exp, eps_q, LQ_ROW, RETENTION, BD, BET, NE)
         kc, N, rstd, R, P, g2 = _keys(
             cur1, cur2, k, v, d, c1, p2, offs_d, D, E, sharp, p, eps, q_exp, eps_q, ln_eps, BIAS, LQ_ROW, RETENTION,
-            ACT, BT, BD, BET, NE, BF16,
+            ACT, BT, BD, BET, NE,
         )  # fmt: skip
         ek, eg2 = eta * k, eta * g2
         read1 = q * c1[None, :]
@@ -566,11 +553,11 @@ def _mlp_bwd_kernel(
         for t in range(NE):
             W1, W2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
             c2, power2 = _scale2(W2, p2, q_exp, eps_q, LQ_ROW, RETENTION, BET)
-            Z1, H1, a1, G, g1, z1, h, read2 = _chain(ws, W1, W2, c2, ACT, BF16, BT, BD, BW)
-            S2 += _mm(read2, tl.trans(H1), BF16)
-            M2 += _mm(read2, W2, BF16)
+            Z1, H1, a1, G, g1, z1, h, read2 = _chain(ws, W1, W2, c2, ACT, BT, BD, BW)
+            S2 += dot(read2, tl.trans(H1))
+            M2 += dot(read2, W2)
             if RETENTION == 4:
-                Yq += _mm(_act(_mm(_fetch(ws, Q0, BT, BD, BT, BW), W1, BF16), ACT), W2, BF16)
+                Yq += dot(_act(dot(_fetch(ws, Q0, BT, BD, BT, BW), W1), ACT), W2)
                 Wn1, Wn2, cols = _tile(end1, end2, t, offs_d, D, E, BET)
                 dWn1, dWn2, cols = _tile(dn1, dn2, t, offs_d, n_valid, E, BET)
                 cs += tl.sum(Wn2 * dWn2, 0)
@@ -602,13 +589,13 @@ def _mlp_bwd_kernel(
         for t in range(NE):
             W1, W2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
             c2, power2 = _scale2(W2, p2, q_exp, eps_q, LQ_ROW, RETENTION, BET)
-            Z1, H1, a1, G, g1, z1, h, read2 = _chain(ws, W1, W2, c2, ACT, BF16, BT, BD, BW)
+            Z1, H1, a1, G, g1, z1, h, read2 = _chain(ws, W1, W2, c2, ACT, BT, BD, BW)
             dU1, dU2 = _end_grads(end1, end2, dn1, dn2, t, n_valid, cs, offs_d, D, E, scale1, scale2, RETENTION, BET)
-            dz1 = _read2_grad(ws, W2, H1, BF16, BT, BD, BW) * c2[None, :] * _act_grad(z1, ACT)
-            dreg += _mm(dz1, tl.trans(W1), BF16)
-            dA1 -= _mm(dz1, tl.trans(g1), BF16)
-            dekt -= _mm(g1, tl.trans(dU1), BF16)
-            deg2t -= _mm(H1, dU2, BF16)
+            dz1 = _read2_grad(ws, W2, H1, BT, BD, BW) * c2[None, :] * _act_grad(z1, ACT)
+            dreg += dot(dz1, tl.trans(W1))
+            dA1 -= dot(dz1, tl.trans(g1))
+            dekt -= dot(g1, tl.trans(dU1))
+            deg2t -= dot(H1, dU2)
             if RETENTION == 4:
                 dgl += tl.sum(_log_floor(W1, floor) * dU1, 1) + tl.sum(_log_floor(W2, floor) * dU2, 0)
             else:
@@ -628,11 +615,11 @@ def _mlp_bwd_kernel(
         for t in range(NE):
             W1, W2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
             c2, power2 = _scale2(W2, p2, q_exp, eps_q, LQ_ROW, RETENTION, BET)
-            Z1, H1, a1, G, g1, z1, h, read2 = _chain(ws, W1, W2, c2, ACT, BF16, BT, BD, BW)
+            Z1, H1, a1, G, g1, z1, h, read2 = _chain(ws, W1, W2, c2, ACT, BT, BD, BW)
             dU1, dU2 = _end_grads(end1, end2, dn1, dn2, t, n_valid, cs, offs_d, D, E, scale1, scale2, RETENTION, BET)
-            dz1 = _read2_grad(ws, W2, H1, BF16, BT, BD, BW) * c2[None, :] * _act_grad(z1, ACT)
-            dg1 = _g1_grad(ws, dz1, dU1, BF16, BT, BD, BW)
-            dg2 += _mm(dg1 * c2[None, :] * a1, W2, BF16)
+            dz1 = _read2_grad(ws, W2, H1, BT, BD, BW) * c2[None, :] * _act_grad(z1, ACT)
+            dg1 = _g1_grad(ws, dz1, dU1, BT, BD, BW)
+            dg2 += dot(dg1 * c2[None, :] * a1, W2)
         dR, dv, dd, dZ2 = _keys_rows_vjp(dg2, d, N, rstd, R, P, g2, offs_d, D, sharp, p, eps, BIAS)
         _stash(ws, DZ2, dZ2, BT, BD, BT, BW)
         tl.debug_barrier()
@@ -648,28 +635,28 @@ def _mlp_bwd_kernel(
         for t in range(NE):
             W1, W2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
             c2, power2 = _scale2(W2, p2, q_exp, eps_q, LQ_ROW, RETENTION, BET)
-            Z1, H1, a1, G, g1, z1, h, read2 = _chain(ws, W1, W2, c2, ACT, BF16, BT, BD, BW)
+            Z1, H1, a1, G, g1, z1, h, read2 = _chain(ws, W1, W2, c2, ACT, BT, BD, BW)
             dU1, dU2 = _end_grads(end1, end2, dn1, dn2, t, n_valid, cs, offs_d, D, E, scale1, scale2, RETENTION, BET)
-            dread2 = _read2_grad(ws, W2, H1, BF16, BT, BD, BW)
+            dread2 = _read2_grad(ws, W2, H1, BT, BD, BW)
             dz1 = dread2 * c2[None, :] * _act_grad(z1, ACT)
-            dg1 = _g1_grad(ws, dz1, dU1, BF16, BT, BD, BW)
+            dg1 = _g1_grad(ws, dz1, dU1, BT, BD, BW)
             dG = dg1 * c2[None, :] * a1
-            dH1 = _mm(_fetch_t(ws, DS2, BT, BT, BT, BW), read2, BF16)
-            dH1 -= _mm(_fetch(ws, EG2T, BT, BD, BT, BW), tl.trans(dU2), BF16)
-            dH1c = _mm(_fetch(ws, DZ2, BT, BD, BT, BW), tl.trans(W2), BF16)
+            dH1 = dot(_fetch_t(ws, DS2, BT, BT, BT, BW), read2)
+            dH1 -= dot(_fetch(ws, EG2T, BT, BD, BT, BW), tl.trans(dU2))
+            dH1c = dot(_fetch(ws, DZ2, BT, BD, BT, BW), tl.trans(W2))
             dZ1 = dg1 * G * c2[None, :] * _act_grad2(Z1, ACT) + (dH1 + dH1c * c2[None, :]) * a1
-            dkc += _mm(dZ1, tl.trans(W1), BF16)
+            dkc += dot(dZ1, tl.trans(W1))
             if RETENTION == 4:
                 dW1 = tl.where(W1 > floor, decay_last[:, None] * dU1 / tl.maximum(W1, floor), 0.0)
                 dW2 = tl.where(W2 > floor, dU2 * decay_last[None, :] / tl.maximum(W2, floor), 0.0)
             else:
                 dW1 = decay_last[:, None] * dU1
                 dW2 = dU2 * decay_last[None, :]
-            dW1 += _mm(_fetch_t(ws, R1EG, BT, BD, BT, BW), dz1, BF16)
-            dW1 += _mm(_fetch_t(ws, KC, BT, BD, BT, BW), dZ1, BF16)
-            dW2 += _mm(tl.trans(read2), _fetch(ws, DM2, BT, BD, BT, BW), BF16)
-            dW2 += _mm(tl.trans(dG), _fetch(ws, G2, BT, BD, BT, BW), BF16)
-            dW2 += _mm(tl.trans(H1 * c2[None, :]), _fetch(ws, DZ2, BT, BD, BT, BW), BF16)
+            dW1 += dot(_fetch_t(ws, R1EG, BT, BD, BT, BW), dz1)
+            dW1 += dot(_fetch_t(ws, KC, BT, BD, BT, BW), dZ1)
+            dW2 += dot(tl.trans(read2), _fetch(ws, DM2, BT, BD, BT, BW))
+            dW2 += dot(tl.trans(dG), _fetch(ws, G2, BT, BD, BT, BW))
+            dW2 += dot(tl.trans(H1 * c2[None, :]), _fetch(ws, DZ2, BT, BD, BT, BW))
             if RETENTION == 2:
                 dc2 = tl.sum(dread2 * h, 0) + tl.sum(dg1 * G * a1, 0) + tl.sum(dH1c * H1, 0)
                 if LQ_ROW:
@@ -678,11 +665,11 @@ def _mlp_bwd_kernel(
                     dc2_sum += tl.sum(dc2, 0)
             if RETENTION == 4:
                 # the read of the lag token from the weights after its step
-                zq1 = _mm(_fetch(ws, Q0, BT, BD, BT, BW), W1, BF16)
-                dzq1 = _mm(_fetch(ws, DZQ2, BT, BD, BT, BW), tl.trans(W2), BF16) * _act_grad(zq1, ACT)
-                dW1 += _mm(_fetch_t(ws, Q0, BT, BD, BT, BW), dzq1, BF16)
-                dW2 += _mm(tl.trans(_act(zq1, ACT)), _fetch(ws, DZQ2, BT, BD, BT, BW), BF16)
-                dq += _mm(dzq1, tl.trans(W1), BF16)
+                zq1 = dot(_fetch(ws, Q0, BT, BD, BT, BW), W1)
+                dzq1 = dot(_fetch(ws, DZQ2, BT, BD, BT, BW), tl.trans(W2)) * _act_grad(zq1, ACT)
+                dW1 += dot(_fetch_t(ws, Q0, BT, BD, BT, BW), dzq1)
+                dW2 += dot(tl.trans(_act(zq1, ACT)), _fetch(ws, DZQ2, BT, BD, BT, BW))
+                dq += dot(dzq1, tl.trans(W1))
                 cs_lag += tl.sum(W2 * dW2, 0)
             _put(out1, out2, dW1, dW2, cols, offs_d, D, E)
         dk = dR + dkc * c1[None, :] + dek * eta
@@ -715,17 +702,17 @@ def _mlp_bwd_kernel(
                 dL1, dL2 = _simplex_vjp(L1, dW1, scale1), L2 * (dW2 - cs_lag[None, :] / scale2)
                 St1, St2, cols = _tile(start1, start2, t, offs_d, D, E, BET)
                 dla0 += tl.sum(dL1 * _log_floor(St1, floor), 1) + tl.sum(dL2 * _log_floor(St2, floor), 0)
-                Z10 = _mm(_fetch(ws, K0, BT, BD, BT, BW), St1, BF16)
-                g10 = _mm(_fetch(ws, G20, BT, BD, BT, BW), tl.trans(St2), BF16) * _act_grad(Z10, ACT)
-                dek0 -= _mm(g10, tl.trans(dL1), BF16)
-                deg20 -= _mm(_act(Z10, ACT), dL2, BF16)
+                Z10 = dot(_fetch(ws, K0, BT, BD, BT, BW), St1)
+                g10 = dot(_fetch(ws, G20, BT, BD, BT, BW), tl.trans(St2)) * _act_grad(Z10, ACT)
+                dek0 -= dot(g10, tl.trans(dL1))
+                deg20 -= dot(_act(Z10, ACT), dL2)
             dg20 = deg20 * eta0
             for t in range(NE):
                 L1, L2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
                 dW1, dW2, cols = _tile(out1, out2, t, offs_d, D, E, BET)
                 St1, St2, cols = _tile(start1, start2, t, offs_d, D, E, BET)
-                dg10 = -_mm(_fetch(ws, EK0, BT, BD, BT, BW), _simplex_vjp(L1, dW1, scale1), BF16)
-                dg20 += _mm(dg10 * _act_grad(_mm(_fetch(ws, K0, BT, BD, BT, BW), St1, BF16), ACT), St2, BF16)
+                dg10 = -dot(_fetch(ws, EK0, BT, BD, BT, BW), _simplex_vjp(L1, dW1, scale1))
+                dg20 += dot(dg10 * _act_grad(dot(_fetch(ws, K0, BT, BD, BT, BW), St1), ACT), St2)
             dR0, dv0, dd0, dZ20 = _keys_rows_vjp(dg20, d0, N0, rstd0, R0, P0, g20, offs_d, D, sharp, p, eps, BIAS)
             _stash(ws, DZ20, dZ20, BT, BD, BT, BW)
             tl.debug_barrier()
@@ -735,20 +722,20 @@ def _mlp_bwd_kernel(
                 dW1, dW2, cols = _tile(out1, out2, t, offs_d, D, E, BET)
                 dL1, dL2 = _simplex_vjp(L1, dW1, scale1), L2 * (dW2 - cs_lag[None, :] / scale2)
                 St1, St2, cols = _tile(start1, start2, t, offs_d, D, E, BET)
-                Z10 = _mm(_fetch(ws, K0, BT, BD, BT, BW), St1, BF16)
+                Z10 = dot(_fetch(ws, K0, BT, BD, BT, BW), St1)
                 a10 = _act_grad(Z10, ACT)
-                G0 = _mm(_fetch(ws, G20, BT, BD, BT, BW), tl.trans(St2), BF16)
-                dg10 = -_mm(_fetch(ws, EK0, BT, BD, BT, BW), dL1, BF16)
+                G0 = dot(_fetch(ws, G20, BT, BD, BT, BW), tl.trans(St2))
+                dg10 = -dot(_fetch(ws, EK0, BT, BD, BT, BW), dL1)
                 dG0 = dg10 * a10
-                dH10 = -_mm(_fetch(ws, EG20, BT, BD, BT, BW), tl.trans(dL2), BF16)
-                dH10 += _mm(_fetch(ws, DZ20, BT, BD, BT, BW), tl.trans(St2), BF16)
+                dH10 = -dot(_fetch(ws, EG20, BT, BD, BT, BW), tl.trans(dL2))
+                dH10 += dot(_fetch(ws, DZ20, BT, BD, BT, BW), tl.trans(St2))
                 dZ10 = dg10 * G0 * _act_grad2(Z10, ACT) + dH10 * a10
-                dkc0 += _mm(dZ10, tl.trans(St1), BF16)
+                dkc0 += dot(dZ10, tl.trans(St1))
                 dSt1 = tl.where(St1 > floor, a0[:, None] * dL1 / tl.maximum(St1, floor), 0.0)
-                dSt1 += _mm(_fetch_t(ws, K0, BT, BD, BT, BW), dZ10, BF16)
+                dSt1 += dot(_fetch_t(ws, K0, BT, BD, BT, BW), dZ10)
                 dSt2 = tl.where(St2 > floor, dL2 * a0[None, :] / tl.maximum(St2, floor), 0.0)
-                dSt2 += _mm(tl.trans(dG0), _fetch(ws, G20, BT, BD, BT, BW), BF16)
-                dSt2 += _mm(tl.trans(_act(Z10, ACT)), _fetch(ws, DZ20, BT, BD, BT, BW), BF16)
+                dSt2 += dot(tl.trans(dG0), _fetch(ws, G20, BT, BD, BT, BW))
+                dSt2 += dot(tl.trans(_act(Z10, ACT)), _fetch(ws, DZ20, BT, BD, BT, BW))
                 _put(dp1, dp2, dSt1, dSt2, cols, offs_d, D, E)
             dk += dR0 + dkc0 + dek0 * eta0
             dv += dv0
@@ -766,7 +753,7 @@ def _mlp_bwd_kernel(
             _store(dd_ptr + base, dd, rows, offs_d, T, D, s)
 
 
-def _meta(spec: MemorySpec, chunk_size: int, D: int, log_alpha, delta, cu_seqlens, dtype: torch.dtype) -> dict:
+def _meta(spec: MemorySpec, chunk_size: int, D: int, log_alpha, delta, cu_seqlens) -> dict:
     E = spec.expansion * D
     BET = min(TILE_E, max(16, triton.next_power_of_2(E)))
     BD = max(16, triton.next_power_of_2(D))
@@ -783,7 +770,6 @@ def _meta(spec: MemorySpec, chunk_size: int, D: int, log_alpha, delta, cu_seqlen
         HAS_ALPHA=log_alpha is not None,
         HAS_DELTA=delta is not None,
         IS_VARLEN=cu_seqlens is not None,
-        BF16=dtype == torch.bfloat16,
     )
 
 
@@ -820,7 +806,7 @@ class ChunkMirasMLPFunction(torch.autograd.Function):
         hs1, hs2 = _weights(n_chunks if save else 2 * N, H, D, E, q.device)
         ht1, ht2 = _weights(N, H, D, E, q.device)
         lag1, lag2 = _weights(N, H, D, E, q.device) if spec.retention == "kl" else (hs1, hs2)
-        meta = _meta(spec, chunk_size, D, log_alpha, delta, cu_seqlens, q.dtype)
+        meta = _meta(spec, chunk_size, D, log_alpha, delta, cu_seqlens)
         _mlp_fwd_kernel[(N, H)](
             q,
             k,
@@ -870,7 +856,7 @@ class ChunkMirasMLPFunction(torch.autograd.Function):
         if has_dht:
             dht1 = torch.zeros_like(dh1) if dht1 is None else dht1.float().contiguous()
             dht2 = torch.zeros_like(dh2) if dht2 is None else dht2.float().contiguous()
-        meta = _meta(spec, ctx.chunk_size, D, log_alpha, delta, cu_seqlens, q.dtype)
+        meta = _meta(spec, ctx.chunk_size, D, log_alpha, delta, cu_seqlens)
         _mlp_bwd_kernel[(N, H)](
             q,
             k,

@@ -6,8 +6,7 @@
 Needs no GPU: Triton compiles each kernel for ``--arch`` and ``ptxas -v`` (the one bundled with Triton) reports
 what one program uses. A kernel whose shared memory exceeds the device's per-block limit does not launch at all
 (``fits``); a spill means the program's tensors do not fit the register file, the next number the performance
-work has to move. The MLP kernels are compiled for bf16 inputs (bf16 ``tl.dot`` operands, as in training) and
-for fp32 inputs (fp32 operands). Compiling takes a minute or two per kernel on a CPU. Writes
+work has to move. Compiling takes a minute or two per kernel on a CPU. Writes
 ``reports/benchmarks/miras_resources_<arch>.{json,md}`` (Triton version, git sha), rewritten after each kernel.
 """
 
@@ -50,9 +49,8 @@ KERNELS = ("linear_fwd", "linear_bwd", "mlp_fwd", "mlp_bwd")
 RETENTIONS = ("none", "l2", "lq", "kl")
 
 
-def constexprs(name: str, head_dim: int, chunk: int, extra: dict, retention: str = "l2", bf16: bool = True) -> dict:
-    """The specialisation compiled: l2 bias, channel-wise gates, no varlen, 16 heads; ``retention``; for the MLP
-    kernels bf16 or fp32 inputs (``bf16``)."""
+def constexprs(name: str, head_dim: int, chunk: int, extra: dict, retention: str = "l2") -> dict:
+    """The specialisation compiled: l2 bias, channel-wise gates, no varlen, 16 heads, and ``retention``."""
     from kernels.miras.chunk import RETENTION_CODES
     from kernels.miras.chunk_mlp import TILE_E
 
@@ -63,7 +61,7 @@ def constexprs(name: str, head_dim: int, chunk: int, extra: dict, retention: str
     E = 4 * head_dim
     BET = min(E, TILE_E)
     mlp = {"D": head_dim, "E": E, "BD": head_dim, "BW": max(head_dim, chunk), "BET": BET, "NE": E // BET}
-    return common | mlp | {"ACT": 0, "BF16": bf16}
+    return common | mlp | {"ACT": 0}
 
 
 def _ptxas(ptx: str, arch: str) -> dict:
@@ -99,18 +97,17 @@ def compile_kernel(
     num_warps: int,
     num_stages: int,
     retention: str = "l2",
-    bf16: bool = True,
 ) -> dict:
     """One row: shared memory from Triton, registers and spills from ptxas, and whether it fits ``arch``."""
     kernel, extra = _kernels()[name]
     fn = getattr(kernel, "fn", kernel)
-    consts = constexprs(name, head_dim, chunk, extra, retention, bf16)
+    consts = constexprs(name, head_dim, chunk, extra, retention)
     signature = {}
     for param in fn.params:
         if param.is_constexpr:
             signature[param.name] = "constexpr"
         elif param.name.endswith("_ptr"):
-            signature[param.name] = "*bf16" if bf16 and param.name in BF16_POINTERS else "*fp32"
+            signature[param.name] = "*bf16" if param.name in BF16_POINTERS else "*fp32"
         else:
             signature[param.name] = "i32" if param.name in INT_ARGS else "fp32"
     missing = [n for n, kind in signature.items() if kind == "constexpr" and n not in consts]
@@ -122,7 +119,7 @@ def compile_kernel(
         source, target=GPUTarget("cuda", capability, 32), options={"num_warps": num_warps, "num_stages": num_stages}
     )
     row = {"kernel": name, "head_dim": head_dim, "chunk": chunk, "retention": retention}
-    row |= {"inputs": "bf16" if bf16 else "fp32", "num_warps": num_warps, "num_stages": num_stages}
+    row |= {"num_warps": num_warps, "num_stages": num_stages}
     shared = compiled.metadata.shared
     fits = shared <= SHARED_LIMIT[arch] if arch in SHARED_LIMIT else None
     return row | {"shared_bytes": shared, "fits": fits, **_ptxas(compiled.asm["ptx"], arch)}
@@ -134,17 +131,16 @@ def to_markdown(record: dict) -> str:
         "# Miras chunk kernels: registers, spills and shared memory per program",
         "",
         f"Target {record['arch']}; triton {record['triton']}; git {record['git']}. Command: `{record['command']}`.",
-        "Specialisation: l2 bias, channel-wise gates, fp32 states and accumulation; inputs (q, k, v, o, do) in bf16",
-        "(bf16 `tl.dot` operands in the MLP kernels) or fp32. "
-        + (f"fits: shared memory within the {limit} B a block may use." if limit else ""),
+        "Specialisation: l2 bias, channel-wise gates, bf16 q, k, v, o, do; fp32 states, products (tf32x3) and",
+        "accumulation. " + (f"fits: shared memory within the {limit} B a block may use." if limit else ""),
         "",
-        "| kernel | D | chunk | retention | inputs | warps | stages | registers | spill stores B | spill loads B "
-        "| stack B | shared B | fits |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| kernel | D | chunk | retention | warps | stages | registers | spill stores B | spill loads B | stack B "
+        "| shared B | fits |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     keys = ("registers", "spill_stores_bytes", "spill_loads_bytes", "stack_bytes", "shared_bytes", "fits")
     for r in record["results"]:
-        head = [r["kernel"], r["head_dim"], r["chunk"], r["retention"], r["inputs"], r["num_warps"], r["num_stages"]]
+        head = [r["kernel"], r["head_dim"], r["chunk"], r["retention"], r["num_warps"], r["num_stages"]]
         cells = [{True: "yes", False: "**no**"}.get(r.get(k), r.get(k, "-")) for k in keys]
         lines.append("| " + " | ".join(str(c) for c in head + cells) + " |")
     return "\n".join(lines) + "\n"
@@ -155,7 +151,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kernels", nargs="+", choices=KERNELS, default=list(KERNELS))
     parser.add_argument("--head-dims", nargs="+", type=int, default=[64, 128])
     parser.add_argument("--retentions", nargs="+", choices=RETENTIONS, default=["l2", "kl"])
-    parser.add_argument("--mlp-inputs", nargs="+", choices=("bf16", "fp32"), default=["bf16", "fp32"])
     parser.add_argument("--chunk-size", type=int, default=64)
     parser.add_argument("--arch", default="sm_90a")
     parser.add_argument("--num-warps", type=int, default=4)
@@ -172,23 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     stem = args.out / f"miras_resources_{args.arch}"
     for name in args.kernels:
-        inputs = args.mlp_inputs if name.startswith("mlp") else ["bf16"]
         for head_dim in args.head_dims:
             for retention in args.retentions:
-                for dtype in inputs:
-                    row = compile_kernel(
-                        name,
-                        head_dim,
-                        args.chunk_size,
-                        args.arch,
-                        args.num_warps,
-                        args.num_stages,
-                        retention,
-                        dtype == "bf16",
-                    )
-                    record["results"].append(row)
-                    print(json.dumps(row), flush=True)
-                    write_record(stem, record, to_markdown(record))
+                row = compile_kernel(
+                    name, head_dim, args.chunk_size, args.arch, args.num_warps, args.num_stages, retention
+                )
+                record["results"].append(row)
+                print(json.dumps(row), flush=True)
+                write_record(stem, record, to_markdown(record))
     print(f"wrote {stem}.json and {stem}.md")
     return 0
 
