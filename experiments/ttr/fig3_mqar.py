@@ -297,11 +297,24 @@ def plot(grid: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def report_dir(scale: str, runs_dir: Path, out_dir: Path) -> Path:
+    """``out_dir``, unless the report there was made at a larger scale: then the run's own folder, so that a
+    smoke run of the pipeline never replaces a tracked tiny or small report."""
+    tracked = out_dir / "fig3.json"
+    if tracked.exists():
+        previous = json.loads(tracked.read_text())["scale"]
+        if previous in SCALES and list(SCALES).index(previous) < list(SCALES).index(scale):
+            return runs_dir / scale / "ttr" / "fig3" / "report"
+    return out_dir
+
+
 def reproduce(scale: str, runs_dir: Path, out_dir: Path, device: torch.device) -> dict:
+    """Train (or read) every cell of ``scale`` and write ``fig3.{png,md,json}`` to :func:`report_dir`."""
     from miras.lit.callbacks import device_name, git_state
 
     config = SCALES[scale]
     grid = run_grid(config, runs_dir / scale / "ttr" / "fig3", device)
+    out_dir = report_dir(scale, runs_dir, out_dir)
     git = git_state(REPO)
     meta = {"git": git["sha"][:12] + ("-dirty" if git.get("dirty") else ""), "device": device_name()}
     meta["torch"] = torch.__version__
@@ -316,7 +329,7 @@ def reproduce(scale: str, runs_dir: Path, out_dir: Path, device: torch.device) -
         "ordering": ordering_holds(grid, config.d_model),
     }
     (out_dir / "fig3.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
-    return record
+    return record | {"out": out_dir}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -329,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     record = reproduce(args.scale, args.runs_dir, args.out, torch.device(args.device))
     for claim, ok in record["ordering"].items():
         print(f"{claim}: {'holds' if ok else 'does NOT hold'}")
-    print(f"wrote {args.out}/fig3.png, fig3.md, fig3.json")
+    print(f"wrote {record['out']}/fig3.png, fig3.md, fig3.json")
     return 0
 
 

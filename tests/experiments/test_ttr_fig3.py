@@ -57,6 +57,16 @@ def test_smoke_scale_writes_the_report(tmp_path):
     assert list(record["ordering"]) == ["LA < RLS at P=128, T=512"]
 
 
+def test_a_smaller_scale_does_not_replace_a_larger_scales_report(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "fig3.json").write_text(json.dumps({"scale": "tiny"}))
+    record = reproduce("smoke", tmp_path / "runs", out, CPU)
+    assert json.loads((out / "fig3.json").read_text()) == {"scale": "tiny"}
+    assert record["out"] == tmp_path / "runs" / "smoke" / "ttr" / "fig3" / "report"
+    assert json.loads((record["out"] / "fig3.json").read_text())["scale"] == "smoke"
+
+
 def test_ordering_compares_la_with_rls_at_128_pairs():
     grid = {("linear_attention", 128, 512): {"accuracy": 0.9}, ("rls", 128, 512): {"accuracy": 1.0}}
     assert ordering_holds(grid) == {"LA < RLS at P=128, T=512": True}
