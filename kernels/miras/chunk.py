@@ -85,6 +85,24 @@ def check_supported(spec: MemorySpec) -> None:
             )
 
 
+def max_head_dim(spec: MemorySpec) -> int:
+    """Widest head (padded to a power of two) whose forward and backward programs fit the 227 KB of shared memory
+    an sm_90 block may use, from the ahead-of-time compile in ``reports/benchmarks/miras_resources_sm_90a.md``:
+    at 128 the linear-memory backward needs 384 KB and Memora's (kl) MLP backward 288 KB; the MLP backward
+    without kl needs 224 KB (l2 retention measured; none and lq assumed alike)."""
+    return 128 if spec.arch == "mlp" and spec.retention != "kl" else 64
+
+
+def check_head_dim(spec: MemorySpec, head_dim: int) -> None:
+    """Raise ``NotImplementedError`` when heads of ``head_dim`` are too wide for the GPU programs of ``spec``."""
+    padded = max(16, triton.next_power_of_2(head_dim))
+    if padded > max_head_dim(spec):
+        raise NotImplementedError(
+            f"head_dim={head_dim} (padded to {padded}) is wider than the {max_head_dim(spec)} the Triton kernels fit "
+            f"in a GPU block's shared memory for memory.arch={spec.arch!r}, memory.retention={spec.retention!r}"
+        )
+
+
 @triton.jit
 def _rows(ptr, rows, cols, n_rows, n_cols, stride):
     """Rows ``rows``, columns ``cols`` of a row-major view with row stride ``stride``, as fp32 (0 outside)."""
@@ -789,4 +807,4 @@ def chunk_miras(
     return o, final
 
 
-__all__ = ["ChunkMirasFunction", "check_supported", "chunk_miras"]
+__all__ = ["ChunkMirasFunction", "check_head_dim", "check_supported", "chunk_miras", "max_head_dim"]

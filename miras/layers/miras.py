@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kernels.miras import PRESETS, MemorySpec, naive_chunk_miras, weight_shapes
-from kernels.miras.chunk import check_supported, chunk_miras
+from kernels.miras.chunk import check_head_dim, check_supported, chunk_miras
 from kernels.miras.decay import CHUNK_SIZES
 from kernels.miras.naive import simplex
 from miras.config import ConfigError, MixerConfig
@@ -39,10 +39,11 @@ def _softplus_inverse(y: float) -> float:
     return y + math.log(-math.expm1(-y))
 
 
-def triton_unsupported(spec: MemorySpec, chunk_size: int) -> str | None:
+def triton_unsupported(spec: MemorySpec, chunk_size: int, head_dim: int) -> str | None:
     """Why the Triton chunk kernel cannot run this memory (None when it can)."""
     try:
         check_supported(spec)
+        check_head_dim(spec, head_dim)
     except NotImplementedError as err:
         return str(err)
     if chunk_size not in CHUNK_SIZES:
@@ -85,10 +86,10 @@ class MirasLayer(nn.Module):
             )
         self.spec = memory_spec(config)
         self.backend = config.backend
-        self.kernel_reason = triton_unsupported(self.spec, config.chunk_size)
+        self.n_head, self.head_dim = config.n_head, d_model // config.n_head
+        self.kernel_reason = triton_unsupported(self.spec, config.chunk_size, self.head_dim)
         if config.backend == "triton" and self.kernel_reason:
             raise ConfigError(f"mixer.backend='triton' is invalid for mixer.name={config.name!r}: {self.kernel_reason}")
-        self.n_head, self.head_dim = config.n_head, d_model // config.n_head
         self.chunk_size = config.chunk_size
         self.rope, self.rope_theta = config.rope, config.rope_theta
         self.delta_input_dependent = config.delta_input_dependent

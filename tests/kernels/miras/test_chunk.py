@@ -126,13 +126,19 @@ def test_presets_with_per_head_gates(preset):
     compare(PRESETS[preset].replace(read="chunk"), T=37, channel=False)
 
 
-@pytest.mark.parametrize("T", [1, 15, 63, 64, 65, 130])
-@pytest.mark.parametrize("with_state", [True, False])
+@pytest.mark.parametrize(
+    ("T", "with_state"),
+    [
+        *((T, True) for T in (1, 15, 63, 64, 65, 130)),
+        *((T, False) for T in (1, 65)),
+        *(pytest.param(T, False, marks=pytest.mark.slow) for T in (15, 63, 64, 130)),
+    ],
+)
 def test_odd_lengths(T, with_state):
     compare(PRESETS["yaad_linear"], T=T, with_state=with_state, chunk_size=64)
 
 
-@pytest.mark.parametrize("preset", ["moneta_linear", "yaad", "moneta", "memora"])
+@pytest.mark.parametrize("preset", ["moneta_linear", pytest.param("yaad", marks=pytest.mark.slow), "moneta", "memora"])
 def test_half_inputs(preset):
     """fp16 inputs, fp32 accumulation: against the fp32 reference on the same (rounded) inputs.
 
@@ -253,7 +259,9 @@ path: at eta <= 0.1 (its tests) the fp32 torch path is up to 3e-3 from fp64 and 
 tested."""
 
 
-@pytest.mark.parametrize("name", list(MLP_SPECS))
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "memora-silu" else n for n in MLP_SPECS]
+)
 def test_mlp_chunk_matches_naive(name):
     """The MLP memory: output, final weights and every gradient (second derivatives of the memory included;
     Memora's lag token and simplex carry). The sharp tanh (s = 10) of the Huber branch and Memora's log/softmax
@@ -261,13 +269,16 @@ def test_mlp_chunk_matches_naive(name):
     compare(MLP_SPECS[name], T=37, ratio=MLP_RATIOS.get(name, 2e-4))
 
 
-@pytest.mark.parametrize("T", [1, 65])
-@pytest.mark.parametrize("preset", ["moneta", "memora"])
+@pytest.mark.parametrize(
+    ("preset", "T"), [pytest.param("moneta", 1, marks=pytest.mark.slow), ("moneta", 65), ("memora", 1), ("memora", 65)]
+)
 def test_mlp_odd_lengths_and_per_head_gates(T, preset):
     compare(PRESETS[preset], T=T, channel=False, chunk_size=64, ratio=MLP_RATIOS.get(preset, 2e-4))
 
 
-@pytest.mark.parametrize("name", ["yaad", "moneta", "moneta-row", "memora"])
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) for n in ("yaad", "moneta")] + ["moneta-row", "memora"]
+)
 def test_mlp_hidden_axis_in_several_tiles(name):
     """``D = 20``: ``E = 80`` runs as a full and a partial tile of ``chunk_mlp.TILE_E = 64`` columns."""
     compare(MLP_SPECS[name], T=37, ratio=MLP_RATIOS.get(name, 2e-4), d=20)
