@@ -11,7 +11,8 @@ from torch import nn
 from kernels.miras import PRESETS, MemorySpec, naive_chunk_miras, weight_shapes
 from kernels.miras.chunk import check_head_dim, check_supported, chunk_miras
 from kernels.miras.decay import CHUNK_SIZES
-from kernels.miras.naive import simplex
+from kernels.miras.fused_recurrent import fused_recurrent_miras
+from kernels.miras.naive import _lq_normalise, simplex
 from miras.config import ConfigError, MixerConfig
 from miras.layers import register_mixer
 from miras.layers.modules import ShortConvolution
@@ -188,10 +189,16 @@ class MirasLayer(nn.Module):
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         eta, alpha, delta = self._gates(x)
 
-        o, memory, pending = self._memory(q, k, v, eta, alpha, delta, state)
+        if self.decodes(q):
+            o, memory, pending, running = self._decode(q, k, v, eta, alpha, delta, state)
+        else:
+            (o, memory, pending), running = self._memory(q, k, v, eta, alpha, delta, state), None
         o = self.o_norm(o) * F.silu(self.g_proj(x)).view(B, T, self.n_head, self.head_dim)
         y = self.o_proj(o.reshape(B, T, -1))
-        return y, {"memory": memory, "pending": pending, "conv": new_conv, "offset": offset + T}
+        state = {"memory": memory, "pending": pending, "conv": new_conv, "offset": offset + T}
+        if running is not None:
+            state["running"] = running
+        return y, state
 
     def use_triton(self, x: torch.Tensor) -> bool:
         """Whether this call runs on the Triton kernel: ``triton`` always, ``auto`` for CUDA tensors when the
@@ -199,6 +206,57 @@ class MirasLayer(nn.Module):
         if self.backend == "triton":
             return True
         return self.backend == "auto" and x.is_cuda and self.kernel_reason is None
+
+    def decodes(self, q: torch.Tensor) -> bool:
+        """Whether this call decodes on ``fused_recurrent_miras`` (O(1) per token): fewer tokens than a chunk,
+        no gradients, on the Triton path, and a linear memory without kl (the kernel's scope)."""
+        return (
+            q.shape[1] < self.chunk_size
+            and not torch.is_grad_enabled()
+            and self.use_triton(q)
+            and self.spec.arch == "linear"
+            and self.spec.retention != "kl"
+        )
+
+    def _decode(self, q, k, v, eta, alpha, delta, state):
+        """Continue from the chunk-start memory and the running memory after the pending tokens (written once
+        from the chunk start when the previous call ran the chunk path and left none)."""
+        B = q.shape[0]
+        memory = state.get("memory") or self.initial_memory(B)
+        key = "accumulator" if self.spec.retention == "lq" else "weights"
+        pending = state.get("pending") or {}
+        P = pending["k"].shape[1] if pending else 0
+        recurrent = {"start": memory[key][0], "running": state.get("running"), "position": P}
+        if recurrent["running"] is None:
+            recurrent.update(running=recurrent["start"], position=0)
+            if P:
+                _, recurrent = self._fused(torch.zeros_like(pending["k"]), pending, recurrent)
+        inputs = {"k": k, "v": v, "eta": eta, "alpha": alpha, "delta": delta}
+        o, recurrent = self._fused(q, inputs, recurrent)
+        keep = recurrent["position"]
+        rest = {
+            name: (torch.cat([pending[name], t], 1) if name in pending else t)[:, t.shape[1] + P - keep :]
+            for name, t in inputs.items()
+            if t is not None
+        }
+        start = recurrent["start"]
+        memory = {"weights": (_lq_normalise(start, self.spec) if key == "accumulator" else start,)}
+        if key == "accumulator":
+            memory[key] = (start,)
+        return o, memory, rest, recurrent["running"]
+
+    def _fused(self, q, inputs, recurrent):
+        return fused_recurrent_miras(
+            q,
+            inputs["k"],
+            inputs["v"],
+            inputs["eta"],
+            inputs.get("alpha"),
+            self.spec,
+            inputs.get("delta"),
+            state=recurrent,
+            chunk_size=self.chunk_size,
+        )
 
     def _memory(self, q, k, v, eta, alpha, delta, state):
         """Run the memory from the last chunk start: tokens pending from a previous call are written again

@@ -139,6 +139,28 @@ def test_triton_backend_equals_torch(memory):
     torch.testing.assert_close(torch.cat([head, tail], 1), out.detach(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "memory",
+    [YAAD.replace(arch="linear"), MONETA.replace(arch="linear"), MemorySpec(arch="linear", retention="elastic")],
+    ids=["yaad_linear", "moneta_linear", "elastic"],
+)
+def test_triton_decoding_token_by_token_equals_the_whole_sequence(memory):
+    """Calls shorter than a chunk decode on ``fused_recurrent_miras`` (the state then carries the running memory);
+    from a prefix run on the chunk kernel, across chunk boundaries, and back to a chunk-kernel call."""
+    triton_layer = layer("miras", memory=memory, chunk_size=16, backend="triton")
+    with torch.no_grad():
+        for w in triton_layer.memory_init:
+            w.normal_(0, 0.3)
+        x = torch.randn(2, 60, 16)
+        whole, _ = triton_layer(x)
+        pieces, state = [], None
+        for a, b in ((0, 20), *((t, t + 1) for t in range(20, 35)), (35, 36), (36, 40), (40, 60)):
+            y, state = triton_layer(x[:, a:b], state)
+            pieces.append(y)
+            assert ("running" in state) == (b - a < 16)
+    torch.testing.assert_close(torch.cat(pieces, 1), whole, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["moneta", pytest.param("yaad", marks=pytest.mark.slow), "memora"])
 def test_tiny_model_learns(name):
     config = ModelConfig(vocab_size=32, d_model=16, n_layer=2, mixer=MixerConfig(name=name, n_head=2, chunk_size=8))

@@ -8,7 +8,7 @@ from kernels.miras import PRESETS, MemorySpec, naive_chunk_miras, weight_shapes
 from kernels.miras.chunk import check_supported, chunk_miras
 from kernels.miras.fused_recurrent import fused_recurrent_miras
 from kernels.miras.naive import simplex
-from kernels.utils import assert_close
+from kernels.utils import assert_close, relative_rms
 
 B, H, D = 2, 2, 12  # D not a power of two: the kernels pad it to 16
 CHUNK = 16
@@ -85,19 +85,39 @@ def widen(inputs, state):
     return wide, (state[0], tuple(w.detach().double().requires_grad_() for w in state[1]))
 
 
+def fp32_copies(inputs, state):
+    copies = [x.detach().clone().requires_grad_() for x in inputs]
+    if state is None:
+        return copies, None
+    return copies, (state[0], tuple(w.detach().clone().requires_grad_() for w in state[1]))
+
+
 def compare(spec, T, channel=True, with_state=True, ratio=2e-5, chunk_size=CHUNK, d=D):
+    """The kernel against ``naive_chunk_miras`` in fp64: relative RMS error within ``ratio``. Memora (``kl``) is
+    ill-conditioned in fp32 on either path, more so on long chunks: both paths go wrong at the same few tokens
+    (at T = 130, chunk 64, seed 42: one token's dq is 9% off on the torch path, 37% on the kernel), by amounts
+    up to ~3x apart, so its bound is the larger of ``ratio`` and 4x the fp32 torch path's error on the inputs."""
     inputs = make_inputs(T, channel, eta_max=0.1 if spec.retention == "kl" else 0.5, d=d)
     state = make_state(spec, d=d) if with_state else None
     ref = grads_of(naive_chunk_miras, *widen(inputs, state), spec, chunk_size=chunk_size)
     out = grads_of(chunk_miras, inputs, state, spec, None, chunk_size=chunk_size)
-    assert_close("o", ref[0], out[0], ratio)
-    assert_close("final state", ref[1], out[1], ratio)
+    if spec.retention == "kl":
+        fp32 = grads_of(naive_chunk_miras, *fp32_copies(inputs, state), spec, chunk_size=chunk_size)
+        bounds = [max(ratio, 4 * relative_rms(r, x)) for r, x in zip(ref[:2], fp32[:2], strict=True)]
+        grad_bounds = [
+            ratio if r is None or x is None else max(ratio, 4 * relative_rms(r, x))
+            for r, x in zip(ref[2], fp32[2], strict=True)
+        ]
+    else:
+        bounds, grad_bounds = [ratio, ratio], [ratio] * len(ref[2])
+    assert_close("o", ref[0], out[0], bounds[0])
+    assert_close("final state", ref[1], out[1], bounds[1])
     names = ["dq", "dk", "dv", "deta", "dalpha", "ddelta", "dinitial", "dinitial[1]"]
-    for name, r, o in zip(names, ref[2], out[2], strict=False):
+    for name, r, o, bound in zip(names, ref[2], out[2], grad_bounds, strict=False):
         if r is None or r.abs().max() < 1e-6:  # no dependence (e.g. on alpha at T=1 from a zero state)
             assert o is None or not o.abs().max() > 1e-6, name
         else:
-            assert_close(name, r, o, ratio)
+            assert_close(name, r, o, bound)
 
 
 SPECS = {
@@ -270,10 +290,29 @@ def test_mlp_chunk_matches_naive(name):
 
 
 @pytest.mark.parametrize(
-    ("preset", "T"), [pytest.param("moneta", 1, marks=pytest.mark.slow), ("moneta", 65), ("memora", 1), ("memora", 65)]
+    ("preset", "T", "with_state"),
+    [
+        ("moneta", 65, True),
+        ("memora", 1, True),
+        ("memora", 65, True),
+        *(
+            pytest.param(*case, marks=pytest.mark.slow)
+            for case in (
+                ("moneta", 1, True),
+                ("yaad", 15, True),
+                ("memora", 63, False),
+                ("moneta", 64, True),
+                ("yaad", 65, False),
+                ("memora", 130, True),
+                ("moneta", 130, False),
+            )
+        ),
+    ],
 )
-def test_mlp_odd_lengths_and_per_head_gates(T, preset):
-    compare(PRESETS[preset], T=T, channel=False, chunk_size=64, ratio=MLP_RATIOS.get(preset, 2e-4))
+def test_mlp_odd_lengths_and_per_head_gates(T, preset, with_state):
+    compare(
+        PRESETS[preset], T=T, channel=False, with_state=with_state, chunk_size=64, ratio=MLP_RATIOS.get(preset, 2e-4)
+    )
 
 
 @pytest.mark.parametrize(
