@@ -144,14 +144,23 @@ def test_triton_backend_equals_torch(memory):
     [YAAD.replace(arch="linear"), MONETA.replace(arch="linear"), MemorySpec(arch="linear", retention="elastic")],
     ids=["yaad_linear", "moneta_linear", "elastic"],
 )
-def test_triton_decoding_token_by_token_equals_the_whole_sequence(memory):
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+        ),
+    ],
+)
+def test_triton_decoding_token_by_token_equals_the_whole_sequence(memory, device):
     """Calls shorter than a chunk decode on ``fused_recurrent_miras`` (the state then carries the running memory);
     from a prefix run on the chunk kernel, across chunk boundaries, and back to a chunk-kernel call."""
-    triton_layer = layer("miras", memory=memory, chunk_size=16, backend="triton")
+    triton_layer = layer("miras", memory=memory, chunk_size=16, backend="triton").to(device)
     with torch.no_grad():
         for w in triton_layer.memory_init:
             w.normal_(0, 0.3)
-        x = torch.randn(2, 60, 16)
+        x = torch.randn(2, 60, 16, device=device)
         whole, _ = triton_layer(x)
         pieces, state = [], None
         for a, b in ((0, 20), *((t, t + 1) for t in range(20, 35)), (35, 36), (36, 40), (40, 60)):
