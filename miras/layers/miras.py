@@ -16,7 +16,7 @@ from kernels.miras.naive import _lq_normalise, simplex
 from miras.config import ConfigError, MixerConfig
 from miras.layers import register_mixer
 from miras.layers.modules import ShortConvolution
-from miras.layers.rotary import apply_rope, rope_frequencies
+from miras.layers.rotary import apply_rope, positions_from_cu_seqlens, rope_frequencies
 
 
 class LowRankGate(nn.Module):
@@ -75,7 +75,8 @@ class MirasLayer(nn.Module):
 
     ``forward(x[B, T, D], state=None, cu_seqlens=None) -> (y[B, T, D], state)``. The state holds the memory at
     the start of the current chunk, the inputs written since, the convolution caches and the position, so that
-    running a prefix and then its continuation gives exactly the outputs of the whole sequence.
+    running a prefix and then its continuation gives exactly the outputs of the whole sequence. Packed sequences
+    (``cu_seqlens``, ``B = 1``) take one ``chunk_miras`` call on the Triton path and run one by one on the torch path.
     """
 
     def __init__(self, d_model: int, config: MixerConfig, layer_idx: int = 0) -> None:
@@ -162,12 +163,14 @@ class MirasLayer(nn.Module):
     def forward(
         self, x: torch.Tensor, state: dict | None = None, cu_seqlens: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict | None]:
+        spans = None
         if cu_seqlens is not None:
             if x.shape[0] != 1 or state is not None:
                 raise ValueError("cu_seqlens needs a batch of size 1 and no state (sequences are packed)")
             bounds = cu_seqlens.tolist()
-            parts = [self(x[:, a:b])[0] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-            return torch.cat(parts, dim=1), None
+            spans = list(zip(bounds[:-1], bounds[1:], strict=True))
+            if not self.use_triton(x):
+                return torch.cat([self(x[:, a:b])[0] for a, b in spans], dim=1), None
 
         B, T, _ = x.shape
         state = state or {}
@@ -176,25 +179,33 @@ class MirasLayer(nn.Module):
         qkv = []
         for name, proj in (("q", self.q_proj), ("k", self.k_proj), ("v", self.v_proj)):
             h = proj(x)
-            if name in self.convs:
+            if name in self.convs and spans is None:
                 h, new_conv[name] = self.convs[name](h, conv.get(name))
+            elif name in self.convs:
+                h = torch.cat([self.convs[name](h[:, a:b])[0] for a, b in spans], dim=1)
             qkv.append(h.view(B, T, self.n_head, self.head_dim))
         q, k, v = qkv
         q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
         offset = state.get("offset", 0)
         if self.rope:
-            cos, sin = rope_frequencies(
-                self.head_dim, torch.arange(offset, offset + T, device=x.device)[None], self.rope_theta
-            )
+            positions = torch.arange(offset, offset + T, device=x.device)
+            if spans is not None:
+                positions = positions_from_cu_seqlens(cu_seqlens.to(x.device), T)
+            cos, sin = rope_frequencies(self.head_dim, positions[None], self.rope_theta)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         eta, alpha, delta = self._gates(x)
 
+        if spans is not None:
+            initial = self.initial_memory(len(spans))
+            o, _ = chunk_miras(
+                q, k, v, eta, alpha, self.spec, delta, initial, cu_seqlens=cu_seqlens, chunk_size=self.chunk_size
+            )
+            return self._output(o, x), None
         if self.decodes(q):
             o, memory, pending, running = self._decode(q, k, v, eta, alpha, delta, state)
         else:
             (o, memory, pending), running = self._memory(q, k, v, eta, alpha, delta, state), None
-        o = self.o_norm(o) * F.silu(self.g_proj(x)).view(B, T, self.n_head, self.head_dim)
-        y = self.o_proj(o.reshape(B, T, -1))
+        y = self._output(o, x)
         state = {"memory": memory, "pending": pending, "conv": new_conv, "offset": offset + T}
         if running is not None:
             state["running"] = running
@@ -206,6 +217,12 @@ class MirasLayer(nn.Module):
         if self.backend == "triton":
             return True
         return self.backend == "auto" and x.is_cuda and self.kernel_reason is None
+
+    def _output(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The memory's read ``o[B, T, H, d]`` through the output RMSNorm, the SiLU gate of ``x`` and ``o_proj``."""
+        B, T = x.shape[:2]
+        o = self.o_norm(o) * F.silu(self.g_proj(x)).view(B, T, self.n_head, self.head_dim)
+        return self.o_proj(o.reshape(B, T, -1))
 
     def decodes(self, q: torch.Tensor) -> bool:
         """Whether this call decodes on ``fused_recurrent_miras`` (O(1) per token): fewer tokens than a chunk,

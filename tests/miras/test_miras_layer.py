@@ -4,9 +4,11 @@ import pytest
 import torch
 
 from kernels.miras import MEMORA, MONETA, YAAD, MemorySpec
+from kernels.miras.chunk import chunk_miras
 from kernels.utils import assert_close
 from miras.config import ConfigError, MixerConfig, ModelConfig, override
 from miras.layers import build_mixer
+from miras.layers import miras as miras_layer
 from miras.layers.miras import MirasLayer, memory_spec
 from miras.models import LanguageModel
 from miras.presets import preset
@@ -50,6 +52,29 @@ def test_varlen_equals_separate_sequences():
     cu_seqlens = torch.tensor([0, 5, 14, 16])
     packed, _ = mixer(torch.cat(seqs, 1), cu_seqlens=cu_seqlens)
     torch.testing.assert_close(packed, torch.cat([mixer(s)[0] for s in seqs], 1))
+
+
+@pytest.mark.parametrize("memory", [YAAD, MEMORA.replace(arch="linear")], ids=["yaad", "memora_linear"])
+def test_triton_varlen_is_one_kernel_call_equal_to_separate_sequences(memory, monkeypatch):
+    """Packed sequences on the Triton path go to ``chunk_miras`` once, with ``cu_seqlens`` (convolutions and RoPE
+    restart at each boundary): outputs and every parameter gradient against the torch layer run per sequence."""
+    torch_layer = layer("miras", memory=memory, chunk_size=16, backend="torch")
+    triton_layer = layer("miras", memory=memory, chunk_size=16, backend="triton")
+    with torch.no_grad():
+        for w in torch_layer.memory_init:
+            w.normal_(0, 0.3)
+    triton_layer.load_state_dict(torch_layer.state_dict())
+    seqs = [torch.randn(1, n, 16) for n in (5, 21, 2)]
+    ref = torch.cat([torch_layer(s)[0] for s in seqs], 1)
+    calls = []
+    monkeypatch.setattr(miras_layer, "chunk_miras", lambda *a, **kw: calls.append(kw) or chunk_miras(*a, **kw))
+    out, state = triton_layer(torch.cat(seqs, 1), cu_seqlens=torch.tensor([0, 5, 26, 28]))
+    assert state is None and len(calls) == 1 and calls[0]["cu_seqlens"].tolist() == [0, 5, 26, 28]
+    assert_close("y", ref, out, 1e-4)
+    ref.square().sum().backward()
+    out.square().sum().backward()
+    for (name, a), b in zip(torch_layer.named_parameters(), triton_layer.parameters(), strict=True):
+        assert_close(name, a.grad, b.grad, 1e-4)
 
 
 @pytest.mark.parametrize("name", MIXERS)
