@@ -54,21 +54,27 @@ def test_varlen_equals_separate_sequences():
     torch.testing.assert_close(packed, torch.cat([mixer(s)[0] for s in seqs], 1))
 
 
+GPU = pytest.param(
+    "cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+)
+
+
 @pytest.mark.parametrize("memory", [YAAD, MEMORA.replace(arch="linear")], ids=["yaad", "memora_linear"])
-def test_triton_varlen_is_one_kernel_call_equal_to_separate_sequences(memory, monkeypatch):
+@pytest.mark.parametrize("device", ["cpu", GPU])
+def test_triton_varlen_is_one_kernel_call_equal_to_separate_sequences(memory, device, monkeypatch):
     """Packed sequences on the Triton path go to ``chunk_miras`` once, with ``cu_seqlens`` (convolutions and RoPE
     restart at each boundary): outputs and every parameter gradient against the torch layer run per sequence."""
-    torch_layer = layer("miras", memory=memory, chunk_size=16, backend="torch")
-    triton_layer = layer("miras", memory=memory, chunk_size=16, backend="triton")
+    torch_layer = layer("miras", memory=memory, chunk_size=16, backend="torch").to(device)
+    triton_layer = layer("miras", memory=memory, chunk_size=16, backend="triton").to(device)
     with torch.no_grad():
         for w in torch_layer.memory_init:
             w.normal_(0, 0.3)
     triton_layer.load_state_dict(torch_layer.state_dict())
-    seqs = [torch.randn(1, n, 16) for n in (5, 21, 2)]
+    seqs = [torch.randn(1, n, 16, device=device) for n in (5, 21, 2)]
     ref = torch.cat([torch_layer(s)[0] for s in seqs], 1)
     calls = []
     monkeypatch.setattr(miras_layer, "chunk_miras", lambda *a, **kw: calls.append(kw) or chunk_miras(*a, **kw))
-    out, state = triton_layer(torch.cat(seqs, 1), cu_seqlens=torch.tensor([0, 5, 26, 28]))
+    out, state = triton_layer(torch.cat(seqs, 1), cu_seqlens=torch.tensor([0, 5, 26, 28], device=device))
     assert state is None and len(calls) == 1 and calls[0]["cu_seqlens"].tolist() == [0, 5, 26, 28]
     assert_close("y", ref, out, 1e-4)
     ref.square().sum().backward()
@@ -169,15 +175,7 @@ def test_triton_backend_equals_torch(memory):
     [YAAD.replace(arch="linear"), MONETA.replace(arch="linear"), MemorySpec(arch="linear", retention="elastic")],
     ids=["yaad_linear", "moneta_linear", "elastic"],
 )
-@pytest.mark.parametrize(
-    "device",
-    [
-        "cpu",
-        pytest.param(
-            "cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
-        ),
-    ],
-)
+@pytest.mark.parametrize("device", ["cpu", GPU])
 def test_triton_decoding_token_by_token_equals_the_whole_sequence(memory, device):
     """Calls shorter than a chunk decode on ``fused_recurrent_miras`` (the state then carries the running memory);
     from a prefix run on the chunk kernel, across chunk boundaries, and back to a chunk-kernel call."""
