@@ -85,21 +85,26 @@ def check_supported(spec: MemorySpec) -> None:
             )
 
 
-def max_head_dim(spec: MemorySpec) -> int:
+def max_head_dim(spec: MemorySpec, chunk_size: int = 64) -> int:
     """Widest head (padded to a power of two) whose forward and backward programs fit the 227 KB of shared memory
-    an sm_90 block may use, from the ahead-of-time compile in ``reports/benchmarks/miras_resources_sm_90a.md``:
-    at 128 the linear-memory backward needs 384 KB and Memora's (kl) MLP backward 288 KB; the MLP backward
-    without kl needs 224 KB (l2 retention measured; none and lq assumed alike)."""
-    return 128 if spec.arch == "mlp" and spec.retention != "kl" else 64
+    an sm_90 block may use, from the ahead-of-time compile in ``reports/benchmarks/miras_resources_sm_90a.md``
+    (chunk 64): at 128 the linear-memory backward needs 384 KB (368 KB at chunk 32) and Memora's (kl) MLP backward
+    288 KB (104 KB at chunk 32: ``python -m kernels.miras.resources --kernels mlp_bwd --head-dims 128 --retentions kl
+    --chunk-size 32``); the MLP backward without kl needs 224 KB (l2 retention measured; none and lq assumed alike).
+    """
+    if spec.arch == "linear":
+        return 64
+    return 128 if spec.retention != "kl" or chunk_size <= 32 else 64
 
 
-def check_head_dim(spec: MemorySpec, head_dim: int) -> None:
+def check_head_dim(spec: MemorySpec, head_dim: int, chunk_size: int = 64) -> None:
     """Raise ``NotImplementedError`` when heads of ``head_dim`` are too wide for the GPU programs of ``spec``."""
-    padded = max(16, triton.next_power_of_2(head_dim))
-    if padded > max_head_dim(spec):
+    padded, widest = max(16, triton.next_power_of_2(head_dim)), max_head_dim(spec, chunk_size)
+    if padded > widest:
         raise NotImplementedError(
-            f"head_dim={head_dim} (padded to {padded}) is wider than the {max_head_dim(spec)} the Triton kernels fit "
-            f"in a GPU block's shared memory for memory.arch={spec.arch!r}, memory.retention={spec.retention!r}"
+            f"head_dim={head_dim} (padded to {padded}) is wider than the {widest} the Triton kernels fit in a GPU "
+            f"block's shared memory for memory.arch={spec.arch!r}, memory.retention={spec.retention!r} at "
+            f"chunk_size={chunk_size}"
         )
 
 
