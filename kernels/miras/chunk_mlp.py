@@ -322,6 +322,37 @@ def _lag_step(
 
 
 @triton.jit
+def _chunk_start(
+    ws, cur1, cur2, q, k, v, d, eta, g, g_last, q0, offs_d, D, E, sharp, p, eps, q_exp, eps_q, ln_eps,
+    BIAS: tl.constexpr, LQ_ROW: tl.constexpr, RETENTION: tl.constexpr, ACT: tl.constexpr, BT: tl.constexpr,
+    BD: tl.constexpr, BW: tl.constexpr, BET: tl.constexpr, NE: tl.constexpr,
+):  # fmt: skip
+    """What the forward and the backward compute of a chunk before their tile loops: the lq scales, the memory at
+    the keys, the layer-1 scores ``A_1`` and the decays; the row tensors the tiles multiply with go to the workspace
+    (:func:`_chain` reads them)."""
+    c1, p1, p2 = _scales(cur1, cur2, offs_d, D, E, q_exp, eps_q, LQ_ROW, RETENTION, BD, BET, NE)
+    kc, N, rstd, R, P, g2 = _keys(
+        cur1, cur2, k, v, d, c1, p2, offs_d, D, E, sharp, p, eps, q_exp, eps_q, ln_eps, BIAS, LQ_ROW, RETENTION,
+        ACT, BT, BD, BET, NE,
+    )  # fmt: skip
+    ek, eg2 = eta * k, eta * g2
+    read1 = q * c1[None, :]
+    eg = tl.exp(g)
+    read1_eg = read1 * eg
+    decay_last = tl.exp(g_last)
+    tail = tl.exp(g_last[None, :] - g)
+    _stash(ws, KC, kc, BT, BD, BT, BW)
+    _stash(ws, G2, g2, BT, BD, BT, BW)
+    _stash(ws, R1EG, read1_eg, BT, BD, BT, BW)
+    _stash(ws, A1S, scores(read1, ek, g, BT, BD), BT, BT, BT, BW)
+    _stash(ws, EKT, ek * tail, BT, BD, BT, BW)
+    _stash(ws, EG2T, eg2 * tail, BT, BD, BT, BW)
+    _stash(ws, Q0, q0, BT, BD, BT, BW)
+    tl.debug_barrier()
+    return c1, p1, p2, kc, N, rstd, R, P, g2, ek, eg2, read1, eg, read1_eg, decay_last, tail
+
+
+@triton.jit
 def _slot(base_ptr, i_n, i_h, it, first_chunk, H: tl.constexpr, size: tl.constexpr, STORE_STATES: tl.constexpr):
     """Chunk ``it``'s start state in a state buffer: every chunk's own slot when they are kept (for the backward),
     else two slots per sequence used in turn."""
@@ -388,26 +419,10 @@ def _mlp_fwd_kernel(
             eta = tl.where(lag, 0.0, eta)
             g = g - la0[None, :]
             g_last = g_last - la0
-        c1, p1, p2 = _scales(cur1, cur2, offs_d, D, E, q_exp, eps_q, LQ_ROW, RETENTION, BD, BET, NE)
-        kc, N, rstd, R, P, g2 = _keys(
-            cur1, cur2, k, v, d, c1, p2, offs_d, D, E, sharp, p, eps, q_exp, eps_q, ln_eps, BIAS, LQ_ROW, RETENTION,
-            ACT, BT, BD, BET, NE,
+        c1, p1, p2, kc, N, rstd, R, P, g2, ek, eg2, read1, eg, read1_eg, decay_last, tail = _chunk_start(
+            ws, cur1, cur2, q, k, v, d, eta, g, g_last, q0, offs_d, D, E, sharp, p, eps, q_exp, eps_q, ln_eps, BIAS,
+            LQ_ROW, RETENTION, ACT, BT, BD, BW, BET, NE,
         )  # fmt: skip
-        ek, eg2 = eta * k, eta * g2
-        read1 = q * c1[None, :]
-        A1 = scores(read1, ek, g, BT, BD)
-        eg = tl.exp(g)
-        read1_eg = read1 * eg
-        decay_last = tl.exp(g_last)
-        tail = tl.exp(g_last[None, :] - g)
-        _stash(ws, KC, kc, BT, BD, BT, BW)
-        _stash(ws, G2, g2, BT, BD, BT, BW)
-        _stash(ws, R1EG, read1_eg, BT, BD, BT, BW)
-        _stash(ws, A1S, A1, BT, BT, BT, BW)
-        _stash(ws, EKT, ek * tail, BT, BD, BT, BW)
-        _stash(ws, EG2T, eg2 * tail, BT, BD, BT, BW)
-        _stash(ws, Q0, q0, BT, BD, BT, BW)
-        tl.debug_barrier()
         S2 = tl.zeros([BT, BT], dtype=tl.float32)
         M2 = tl.zeros([BT, BD], dtype=tl.float32)
         Yq = tl.zeros([BT, BD], dtype=tl.float32)
@@ -450,6 +465,33 @@ def _end_grads(end1, end2, dn1, dn2, t, n_valid, cs, offs_d, D, E, scale1, scale
         dU1 = _simplex_vjp(W1, dU1, scale1)
         dU2 = W2 * (dU2 - cs[None, :] / scale2)
     return dU1, dU2
+
+
+@triton.jit
+def _tile_back(
+    ws, cur1, cur2, end1, end2, dn1, dn2, t, n_valid, cs, p2, offs_d, D, E, q_exp, eps_q, scale1, scale2,
+    LQ_ROW: tl.constexpr, RETENTION: tl.constexpr, ACT: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
+    BW: tl.constexpr, BET: tl.constexpr,
+):  # fmt: skip
+    """Tile ``t`` as every backward pass starts it: its weights and forward intermediates (:func:`_chain`), the
+    gradient at the chunk's end (:func:`_end_grads`), that of the layer-2 read and ``dz_1``."""
+    W1, W2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
+    c2, power2 = _scale2(W2, p2, q_exp, eps_q, LQ_ROW, RETENTION, BET)
+    Z1, H1, a1, G, g1, z1, h, read2 = _chain(ws, W1, W2, c2, ACT, BT, BD, BW)
+    dU1, dU2 = _end_grads(end1, end2, dn1, dn2, t, n_valid, cs, offs_d, D, E, scale1, scale2, RETENTION, BET)
+    dread2 = _read2_grad(ws, W2, H1, BT, BD, BW)
+    dz1 = dread2 * c2[None, :] * _act_grad(z1, ACT)
+    return W1, W2, cols, c2, power2, Z1, H1, a1, G, g1, h, read2, dU1, dU2, dread2, dz1
+
+
+@triton.jit
+def _lag_tile(cur1, cur2, out1, out2, start1, start2, t, cs_lag, offs_d, D, E, scale1, scale2, BET: tl.constexpr):
+    """Tile ``t`` of Memora's lag step backward: the lag weights ``L``, the gradient at them taken back through
+    their simplex ``dL``, and the chunk-start weights ``St`` the step was taken from."""
+    L1, L2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
+    dW1, dW2, cols = _tile(out1, out2, t, offs_d, D, E, BET)
+    St1, St2, cols = _tile(start1, start2, t, offs_d, D, E, BET)
+    return L1, L2, _simplex_vjp(L1, dW1, scale1), L2 * (dW2 - cs_lag[None, :] / scale2), St1, St2, cols
 
 
 @autotune(LAUNCH_CONFIGS, key=["BT", "BD", "BET", "BIAS", "RETENTION"])
@@ -525,27 +567,11 @@ def _mlp_bwd_kernel(
             do = tl.where(lag, 0.0, do)
 
         # the chunk's forward again, from its start state
-        c1, p1, p2 = _scales(cur1, cur2, offs_d, D, E, q_exp, eps_q, LQ_ROW, RETENTION, BD, BET, NE)
-        kc, N, rstd, R, P, g2 = _keys(
-            cur1, cur2, k, v, d, c1, p2, offs_d, D, E, sharp, p, eps, q_exp, eps_q, ln_eps, BIAS, LQ_ROW, RETENTION,
-            ACT, BT, BD, BET, NE,
+        c1, p1, p2, kc, N, rstd, R, P, g2, ek, eg2, read1, eg, read1_eg, decay_last, tail = _chunk_start(
+            ws, cur1, cur2, q, k, v, d, eta, g, g_last, q0, offs_d, D, E, sharp, p, eps, q_exp, eps_q, ln_eps, BIAS,
+            LQ_ROW, RETENTION, ACT, BT, BD, BW, BET, NE,
         )  # fmt: skip
-        ek, eg2 = eta * k, eta * g2
-        read1 = q * c1[None, :]
-        A1 = scores(read1, ek, g, BT, BD)
-        eg = tl.exp(g)
-        read1_eg = read1 * eg
-        decay_last = tl.exp(g_last)
-        tail = tl.exp(g_last[None, :] - g)
         ekt, eg2t = ek * tail, eg2 * tail
-        _stash(ws, KC, kc, BT, BD, BT, BW)
-        _stash(ws, G2, g2, BT, BD, BT, BW)
-        _stash(ws, R1EG, read1_eg, BT, BD, BT, BW)
-        _stash(ws, A1S, A1, BT, BT, BT, BW)
-        _stash(ws, EKT, ekt, BT, BD, BT, BW)
-        _stash(ws, EG2T, eg2t, BT, BD, BT, BW)
-        _stash(ws, Q0, q0, BT, BD, BT, BW)
-        tl.debug_barrier()
         S2 = tl.zeros([BT, BT], dtype=tl.float32)
         M2 = tl.zeros([BT, BD], dtype=tl.float32)
         Yq = tl.zeros([BT, BD], dtype=tl.float32)
@@ -587,11 +613,10 @@ def _mlp_bwd_kernel(
         deg2t = tl.zeros([BT, BD], dtype=tl.float32)
         dgl = tl.zeros([BD], dtype=tl.float32)
         for t in range(NE):
-            W1, W2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
-            c2, power2 = _scale2(W2, p2, q_exp, eps_q, LQ_ROW, RETENTION, BET)
-            Z1, H1, a1, G, g1, z1, h, read2 = _chain(ws, W1, W2, c2, ACT, BT, BD, BW)
-            dU1, dU2 = _end_grads(end1, end2, dn1, dn2, t, n_valid, cs, offs_d, D, E, scale1, scale2, RETENTION, BET)
-            dz1 = _read2_grad(ws, W2, H1, BT, BD, BW) * c2[None, :] * _act_grad(z1, ACT)
+            W1, W2, cols, c2, power2, Z1, H1, a1, G, g1, h, read2, dU1, dU2, dread2, dz1 = _tile_back(
+                ws, cur1, cur2, end1, end2, dn1, dn2, t, n_valid, cs, p2, offs_d, D, E, q_exp, eps_q, scale1, scale2,
+                LQ_ROW, RETENTION, ACT, BT, BD, BW, BET,
+            )  # fmt: skip
             dreg += dot(dz1, tl.trans(W1))
             dA1 -= dot(dz1, tl.trans(g1))
             dekt -= dot(g1, tl.trans(dU1))
@@ -613,11 +638,10 @@ def _mlp_bwd_kernel(
         # pass 2: the gradient of g_2 through g_1 = (g_2 W_2^T) c_2 act'(Z_1)
         dg2 = deg2 * eta
         for t in range(NE):
-            W1, W2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
-            c2, power2 = _scale2(W2, p2, q_exp, eps_q, LQ_ROW, RETENTION, BET)
-            Z1, H1, a1, G, g1, z1, h, read2 = _chain(ws, W1, W2, c2, ACT, BT, BD, BW)
-            dU1, dU2 = _end_grads(end1, end2, dn1, dn2, t, n_valid, cs, offs_d, D, E, scale1, scale2, RETENTION, BET)
-            dz1 = _read2_grad(ws, W2, H1, BT, BD, BW) * c2[None, :] * _act_grad(z1, ACT)
+            W1, W2, cols, c2, power2, Z1, H1, a1, G, g1, h, read2, dU1, dU2, dread2, dz1 = _tile_back(
+                ws, cur1, cur2, end1, end2, dn1, dn2, t, n_valid, cs, p2, offs_d, D, E, q_exp, eps_q, scale1, scale2,
+                LQ_ROW, RETENTION, ACT, BT, BD, BW, BET,
+            )  # fmt: skip
             dg1 = _g1_grad(ws, dz1, dU1, BT, BD, BW)
             dg2 += dot(dg1 * c2[None, :] * a1, W2)
         dR, dv, dd, dZ2 = _keys_rows_vjp(dg2, d, N, rstd, R, P, g2, offs_d, D, sharp, p, eps, BIAS)
@@ -633,12 +657,10 @@ def _mlp_bwd_kernel(
         dc2_sum = 0.0
         cs_lag = tl.zeros([BD], dtype=tl.float32)
         for t in range(NE):
-            W1, W2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
-            c2, power2 = _scale2(W2, p2, q_exp, eps_q, LQ_ROW, RETENTION, BET)
-            Z1, H1, a1, G, g1, z1, h, read2 = _chain(ws, W1, W2, c2, ACT, BT, BD, BW)
-            dU1, dU2 = _end_grads(end1, end2, dn1, dn2, t, n_valid, cs, offs_d, D, E, scale1, scale2, RETENTION, BET)
-            dread2 = _read2_grad(ws, W2, H1, BT, BD, BW)
-            dz1 = dread2 * c2[None, :] * _act_grad(z1, ACT)
+            W1, W2, cols, c2, power2, Z1, H1, a1, G, g1, h, read2, dU1, dU2, dread2, dz1 = _tile_back(
+                ws, cur1, cur2, end1, end2, dn1, dn2, t, n_valid, cs, p2, offs_d, D, E, q_exp, eps_q, scale1, scale2,
+                LQ_ROW, RETENTION, ACT, BT, BD, BW, BET,
+            )  # fmt: skip
             dg1 = _g1_grad(ws, dz1, dU1, BT, BD, BW)
             dG = dg1 * c2[None, :] * a1
             dH1 = dot(_fetch_t(ws, DS2, BT, BT, BT, BW), read2)
@@ -697,10 +719,9 @@ def _mlp_bwd_kernel(
             dek0 = tl.zeros([BT, BD], dtype=tl.float32)
             deg20 = tl.zeros([BT, BD], dtype=tl.float32)
             for t in range(NE):
-                L1, L2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
-                dW1, dW2, cols = _tile(out1, out2, t, offs_d, D, E, BET)
-                dL1, dL2 = _simplex_vjp(L1, dW1, scale1), L2 * (dW2 - cs_lag[None, :] / scale2)
-                St1, St2, cols = _tile(start1, start2, t, offs_d, D, E, BET)
+                L1, L2, dL1, dL2, St1, St2, cols = _lag_tile(
+                    cur1, cur2, out1, out2, start1, start2, t, cs_lag, offs_d, D, E, scale1, scale2, BET
+                )
                 dla0 += tl.sum(dL1 * _log_floor(St1, floor), 1) + tl.sum(dL2 * _log_floor(St2, floor), 0)
                 Z10 = dot(_fetch(ws, K0, BT, BD, BT, BW), St1)
                 g10 = dot(_fetch(ws, G20, BT, BD, BT, BW), tl.trans(St2)) * _act_grad(Z10, ACT)
@@ -708,20 +729,19 @@ def _mlp_bwd_kernel(
                 deg20 -= dot(_act(Z10, ACT), dL2)
             dg20 = deg20 * eta0
             for t in range(NE):
-                L1, L2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
-                dW1, dW2, cols = _tile(out1, out2, t, offs_d, D, E, BET)
-                St1, St2, cols = _tile(start1, start2, t, offs_d, D, E, BET)
-                dg10 = -dot(_fetch(ws, EK0, BT, BD, BT, BW), _simplex_vjp(L1, dW1, scale1))
+                L1, L2, dL1, dL2, St1, St2, cols = _lag_tile(
+                    cur1, cur2, out1, out2, start1, start2, t, cs_lag, offs_d, D, E, scale1, scale2, BET
+                )
+                dg10 = -dot(_fetch(ws, EK0, BT, BD, BT, BW), dL1)
                 dg20 += dot(dg10 * _act_grad(dot(_fetch(ws, K0, BT, BD, BT, BW), St1), ACT), St2)
             dR0, dv0, dd0, dZ20 = _keys_rows_vjp(dg20, d0, N0, rstd0, R0, P0, g20, offs_d, D, sharp, p, eps, BIAS)
             _stash(ws, DZ20, dZ20, BT, BD, BT, BW)
             tl.debug_barrier()
             dkc0 = tl.zeros([BT, BD], dtype=tl.float32)
             for t in range(NE):
-                L1, L2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
-                dW1, dW2, cols = _tile(out1, out2, t, offs_d, D, E, BET)
-                dL1, dL2 = _simplex_vjp(L1, dW1, scale1), L2 * (dW2 - cs_lag[None, :] / scale2)
-                St1, St2, cols = _tile(start1, start2, t, offs_d, D, E, BET)
+                L1, L2, dL1, dL2, St1, St2, cols = _lag_tile(
+                    cur1, cur2, out1, out2, start1, start2, t, cs_lag, offs_d, D, E, scale1, scale2, BET
+                )
                 Z10 = dot(_fetch(ws, K0, BT, BD, BT, BW), St1)
                 a10 = _act_grad(Z10, ACT)
                 G0 = dot(_fetch(ws, G20, BT, BD, BT, BW), tl.trans(St2))
