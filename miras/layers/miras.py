@@ -12,7 +12,7 @@ from kernels.miras import PRESETS, MemorySpec, naive_chunk_miras, weight_shapes
 from kernels.miras.chunk import check_head_dim, check_supported, chunk_miras
 from kernels.miras.decay import CHUNK_SIZES
 from kernels.miras.fused_recurrent import fused_recurrent_miras
-from kernels.miras.naive import _lq_normalise, simplex
+from kernels.miras.naive import simplex
 from miras.config import ConfigError, MixerConfig
 from miras.layers import register_mixer
 from miras.layers.modules import ShortConvolution
@@ -256,11 +256,7 @@ class MirasLayer(nn.Module):
             for name, t in inputs.items()
             if t is not None
         }
-        start = recurrent["start"]
-        memory = {"weights": (_lq_normalise(start, self.spec) if key == "accumulator" else start,)}
-        if key == "accumulator":
-            memory[key] = (start,)
-        return o, memory, rest, recurrent["running"]
+        return o, {key: (recurrent["start"],)}, rest, recurrent["running"]
 
     def _fused(self, q, inputs, recurrent):
         return fused_recurrent_miras(
