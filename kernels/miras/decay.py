@@ -31,8 +31,8 @@ CHUNK_SIZES = (16, 32, 64)
 def dot(a, b):
     """``a @ b`` of fp32 operands at (nearly) fp32 precision, as three tf32 products (``tf32x3``); every product of
     the Miras kernels goes through it. A single tf32 product rounds its operands to 10 bits, which the Miras
-    recurrences amplify: emulated at T = 130 on bf16 inputs, Yaad's MLP-memory gradients end 0.17 (relative RMS)
-    from fp64 with tf32 products and 0.58 with bf16 operands, against 3e-5 in fp32."""
+    recurrences amplify: emulated at T = 130 (``reports/benchmarks/miras_precision_cpu.md``), Yaad's worst gradient
+    ends 3e-2 (relative RMS) from fp64 with tf32 products and 0.57 with bf16 operands, against 2e-5 in fp32."""
     return tl.dot(a, b, input_precision="tf32x3")
 
 

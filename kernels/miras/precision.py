@@ -161,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     import triton
 
     record = {
-        "command": "python -m kernels.miras.precision " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": " ".join(
+            ["TRITON_INTERPRET=1 python -m kernels.miras.precision", *(sys.argv[1:] if argv is None else argv)]
+        ),
         "triton": triton.__version__,
         "torch": torch.__version__,
         "git": git_tag(REPO),
