@@ -1,4 +1,5 @@
-"""Token-by-token decoding of the chunkwise Miras memory in Triton (inference: no gradients).
+"""Token-by-token decoding of the chunkwise Miras memory in Triton (inference: no gradients); the MLP memory's
+kernel is in ``fused_recurrent_mlp.py``.
 
 Decoding must give the outputs of :func:`kernels.miras.chunk.chunk_miras` on the whole sequence, so it keeps
 the chunk structure: every gradient of a chunk is taken at the chunk-start state (Eq. 28), and the reads use
@@ -29,6 +30,7 @@ from kernels.miras.chunk import (
     channelwise,
     check_supported,
 )
+from kernels.miras.fused_recurrent_mlp import fused_recurrent_miras_mlp
 from kernels.miras.spec import MemorySpec
 
 
@@ -116,17 +118,21 @@ def fused_recurrent_miras(
 
     Args:
         q, k: ``[N, T, H, K]``; v: ``[N, T, H, V]``; eta, alpha, delta: ``[N, T, H]`` or channel-wise.
-        state: ``{"start", "running", "position"}`` from a previous call, or None (zeros at position 0).
+        state: ``{"start", "running", "position"}`` from a previous call (``running`` may be left out at position
+            0: it is ``start`` there), or None (zeros at position 0); the MLP
+            memory's state is that of :func:`kernels.miras.fused_recurrent_mlp.fused_recurrent_miras_mlp`.
         chunk_size: the chunk size of the :func:`chunk_miras` run being continued.
 
     Returns:
         ``o [N, T, H, V]`` in ``q``'s dtype and the new state (fp32; the input state is not modified).
     """
     check_supported(spec)
-    if spec.arch != "linear" or spec.retention == "kl":
+    if spec.arch == "mlp":
+        return fused_recurrent_miras_mlp(q, k, v, eta, alpha, spec, delta, state, chunk_size)
+    if spec.retention == "kl":
         raise NotImplementedError(
-            f"fused_recurrent_miras runs the linear memory without kl retention; got memory.arch={spec.arch!r}, "
-            f"memory.retention={spec.retention!r} (decode those through chunk_miras)"
+            "fused_recurrent_miras runs the linear memory without kl retention; got memory.arch='linear', "
+            "memory.retention='kl' (decode it through chunk_miras)"
         )
     N, T, H, K = q.shape
     V = v.shape[-1]
@@ -136,8 +142,10 @@ def fused_recurrent_miras(
     position = int(state["position"])
     if not 0 <= position < chunk_size:
         raise ValueError(f"state['position']={position} is invalid; allowed values: 0 .. {chunk_size - 1}")
+    if position and "running" not in state:
+        raise ValueError(f"state at position {position} needs 'running' (from a decoding call)")
     start = state["start"].float().expand(N, H, K, V).clone()
-    running = state["running"].float().expand(N, H, K, V).clone()
+    running = state["running"].float().expand(N, H, K, V).clone() if position else start.clone()
     o = torch.empty(v.shape, device=v.device, dtype=q.dtype)
     log_alpha = None
     if spec.retention != "none":

@@ -1,4 +1,4 @@
-"""Registers, spills and shared memory of the Miras chunk kernels on a GPU target, compiled ahead of time.
+"""Registers, spills and shared memory of the Miras Triton kernels on a GPU target, compiled ahead of time.
 
     python -m kernels.miras.resources                  # every kernel, D = 64 and 128, l2 and kl retention, sm_90a
     python -m kernels.miras.resources --kernels mlp_bwd --head-dims 128 --retentions lq --num-warps 8
@@ -24,28 +24,30 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
+from kernels.miras.fused_recurrent_mlp import DECODE_WARPS
 from kernels.utils import git_tag, write_record
 
 REPO = Path(__file__).resolve().parents[2]
 BF16_POINTERS = ("q_ptr", "k_ptr", "v_ptr", "o_ptr", "do_ptr")
 """Inputs and output in bf16, as in training; gates, states and gradients are fp32."""
-INT_ARGS = ("T",)
+INT_ARGS = ("T", "position", "chunk_size")
 SHARED_LIMIT = {"sm_90a": 232448, "sm_90": 232448, "sm_80": 166912}
 """Largest shared memory one block may use (bytes): H100/H200 227 KB, A100 163 KB."""
 
 
 def _kernels():
-    from kernels.miras import chunk, chunk_mlp
+    from kernels.miras import chunk, chunk_mlp, fused_recurrent_mlp
 
     return {
         "linear_fwd": (chunk._fwd_kernel, {"HAS_H0": False, "STORE_HT": False}),
         "linear_bwd": (chunk._bwd_kernel, {"HAS_H0": False, "HAS_DHT": False}),
         "mlp_fwd": (chunk_mlp._mlp_fwd_kernel, {"STORE_STATES": True}),
         "mlp_bwd": (chunk_mlp._mlp_bwd_kernel, {"HAS_DHT": False}),
+        "mlp_decode": (fused_recurrent_mlp._mlp_recurrent_kernel, {}),
     }
 
 
-KERNELS = ("linear_fwd", "linear_bwd", "mlp_fwd", "mlp_bwd")
+KERNELS = ("linear_fwd", "linear_bwd", "mlp_fwd", "mlp_bwd", "mlp_decode")
 RETENTIONS = ("none", "l2", "lq", "kl")
 
 
@@ -61,6 +63,11 @@ def constexprs(name: str, head_dim: int, chunk: int, extra: dict, retention: str
     E = 4 * head_dim
     BET = min(E, TILE_E)
     mlp = {"D": head_dim, "E": E, "BD": head_dim, "BW": max(head_dim, chunk), "BET": BET, "NE": E // BET}
+    if name == "mlp_decode":  # one token at a time: no chunk tiles, no workspace, no varlen
+        from kernels.miras.fused_recurrent_mlp import decode_tile
+
+        mlp |= {"BET": decode_tile(head_dim), "NE": E // decode_tile(head_dim)}
+        return {k: v for k, v in (common | mlp).items() if k not in ("BT", "BW", "IS_VARLEN")} | {"ACT": 0}
     return common | mlp | {"ACT": 0}
 
 
@@ -100,7 +107,7 @@ def compile_kernel(
 ) -> dict:
     """One row: shared memory from Triton, registers and spills from ptxas, and whether it fits ``arch``."""
     kernel, extra = _kernels()[name]
-    fn = getattr(kernel, "fn", kernel)
+    fn = kernel if hasattr(kernel, "params") else kernel.fn
     consts = constexprs(name, head_dim, chunk, extra, retention)
     signature = {}
     for param in fn.params:
@@ -128,7 +135,7 @@ def compile_kernel(
 def to_markdown(record: dict) -> str:
     limit = SHARED_LIMIT.get(record["arch"])
     lines = [
-        "# Miras chunk kernels: registers, spills and shared memory per program",
+        "# Miras Triton kernels: registers, spills and shared memory per program",
         "",
         f"Target {record['arch']}; triton {record['triton']}; git {record['git']}. Command: `{record['command']}`.",
         "Specialisation: l2 bias, channel-wise gates, bf16 q, k, v, o, do; fp32 states, products (tf32x3) and",
@@ -141,7 +148,7 @@ def to_markdown(record: dict) -> str:
     keys = ("registers", "spill_stores_bytes", "spill_loads_bytes", "stack_bytes", "shared_bytes", "fits")
     for r in record["results"]:
         head = [r["kernel"], r["head_dim"], r["chunk"], r["retention"], r["num_warps"], r["num_stages"]]
-        cells = [{True: "yes", False: "**no**"}.get(r.get(k), r.get(k, "-")) for k in keys]
+        cells = [r.get(k, "-") for k in keys[:-1]] + [{True: "yes", False: "**no**", None: "-"}[r.get("fits")]]
         lines.append("| " + " | ".join(str(c) for c in head + cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -153,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retentions", nargs="+", choices=RETENTIONS, default=["l2", "kl"])
     parser.add_argument("--chunk-size", type=int, default=64)
     parser.add_argument("--arch", default="sm_90a")
-    parser.add_argument("--num-warps", type=int, default=4)
+    parser.add_argument(
+        "--num-warps", type=int, default=None, help="default: 4 (the autotuner's first config), 8 for mlp_decode"
+    )
     parser.add_argument("--num-stages", type=int, default=1)
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "benchmarks")
     args = parser.parse_args(argv)
@@ -169,9 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.kernels:
         for head_dim in args.head_dims:
             for retention in args.retentions:
-                row = compile_kernel(
-                    name, head_dim, args.chunk_size, args.arch, args.num_warps, args.num_stages, retention
-                )
+                warps = args.num_warps or (DECODE_WARPS if name == "mlp_decode" else 4)
+                row = compile_kernel(name, head_dim, args.chunk_size, args.arch, warps, args.num_stages, retention)
                 record["results"].append(row)
                 print(json.dumps(row), flush=True)
                 write_record(stem, record, to_markdown(record))

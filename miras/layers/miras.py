@@ -202,13 +202,13 @@ class MirasLayer(nn.Module):
             )
             return self._output(o, x), None
         if self.decodes(q):
-            o, memory, pending, running = self._decode(q, k, v, eta, alpha, delta, state)
+            o, memory, pending, recurrent = self._decode(q, k, v, eta, alpha, delta, state)
         else:
-            (o, memory, pending), running = self._memory(q, k, v, eta, alpha, delta, state), None
+            (o, memory, pending), recurrent = self._memory(q, k, v, eta, alpha, delta, state), None
         y = self._output(o, x)
         state = {"memory": memory, "pending": pending, "conv": new_conv, "offset": offset + T}
-        if running is not None:
-            state["running"] = running
+        if recurrent is not None:
+            state["recurrent"] = recurrent
         return y, state
 
     def use_triton(self, x: torch.Tensor) -> bool:
@@ -226,37 +226,39 @@ class MirasLayer(nn.Module):
 
     def decodes(self, q: torch.Tensor) -> bool:
         """Whether this call decodes on ``fused_recurrent_miras`` (O(1) per token): fewer tokens than a chunk,
-        no gradients, on the Triton path, and a linear memory without kl (the kernel's scope)."""
+        no gradients, on the Triton path, and not the linear memory with kl (the kernel's scope)."""
         return (
             q.shape[1] < self.chunk_size
             and not torch.is_grad_enabled()
             and self.use_triton(q)
-            and self.spec.arch == "linear"
-            and self.spec.retention != "kl"
+            and not (self.spec.arch == "linear" and self.spec.retention == "kl")
         )
 
     def _decode(self, q, k, v, eta, alpha, delta, state):
-        """Continue from the chunk-start memory and the running memory after the pending tokens (written once
-        from the chunk start when the previous call ran the chunk path and left none)."""
+        """Continue from the chunk-start memory and the running terms after the pending tokens (written once
+        from the chunk start when the previous call ran the chunk path and left none). Returns the output, the
+        chunk-start memory, the pending inputs and the running terms (``state['recurrent']``)."""
         B = q.shape[0]
         memory = state.get("memory") or self.initial_memory(B)
         key = "accumulator" if self.spec.retention == "lq" else "weights"
+        mlp = self.spec.arch == "mlp"
         pending = state.get("pending") or {}
         P = pending["k"].shape[1] if pending else 0
-        recurrent = {"start": memory[key][0], "running": state.get("running"), "position": P}
-        if recurrent["running"] is None:
-            recurrent.update(running=recurrent["start"], position=0)
-            if P:
-                _, recurrent = self._fused(torch.zeros_like(pending["k"]), pending, recurrent)
+        recurrent = {"start": memory[key] if mlp else memory[key][0], "position": 0}
+        if "recurrent" in state:
+            recurrent.update(state["recurrent"], position=P)
+        elif P:
+            _, recurrent = self._fused(torch.zeros_like(pending["k"]), pending, recurrent)
         inputs = {"k": k, "v": v, "eta": eta, "alpha": alpha, "delta": delta}
         o, recurrent = self._fused(q, inputs, recurrent)
-        keep = recurrent["position"]
+        keep = recurrent.pop("position")
         rest = {
             name: (torch.cat([pending[name], t], 1) if name in pending else t)[:, t.shape[1] + P - keep :]
             for name, t in inputs.items()
             if t is not None
         }
-        return o, {key: (recurrent["start"],)}, rest, recurrent["running"]
+        start = recurrent.pop("start")
+        return o, {key: start if mlp else (start,)}, rest, recurrent
 
     def _fused(self, q, inputs, recurrent):
         return fused_recurrent_miras(

@@ -1,11 +1,13 @@
 """The Miras layer and the Moneta / Yaad / Memora mixers in the model."""
 
+import copy
+
 import pytest
 import torch
 
 from kernels.miras import MEMORA, MONETA, YAAD, MemorySpec
 from kernels.miras.chunk import chunk_miras
-from kernels.utils import assert_close
+from kernels.utils import assert_close, relative_rms
 from miras.config import ConfigError, MixerConfig, ModelConfig, override
 from miras.layers import build_mixer
 from miras.layers import miras as miras_layer
@@ -173,12 +175,19 @@ def test_triton_backend_equals_torch(memory):
 
 @pytest.mark.parametrize(
     "memory",
-    [YAAD.replace(arch="linear"), MONETA.replace(arch="linear"), MemorySpec(arch="linear", retention="elastic")],
-    ids=["yaad_linear", "moneta_linear", "elastic"],
+    [
+        YAAD.replace(arch="linear"),
+        MONETA.replace(arch="linear"),
+        MemorySpec(arch="linear", retention="elastic"),
+        YAAD,
+        MONETA,
+        MEMORA,
+    ],
+    ids=["yaad_linear", "moneta_linear", "elastic", "yaad", "moneta", "memora"],
 )
 @pytest.mark.parametrize("device", ["cpu", GPU])
 def test_triton_decoding_token_by_token_equals_the_whole_sequence(memory, device):
-    """Calls shorter than a chunk decode on ``fused_recurrent_miras`` (the state then carries the running memory);
+    """Calls shorter than a chunk decode on ``fused_recurrent_miras`` (the state then carries its running terms);
     from a prefix run on the chunk kernel, across chunk boundaries, and back to a chunk-kernel call."""
     triton_layer = layer("miras", memory=memory, chunk_size=16, backend="triton").to(device)
     with torch.no_grad():
@@ -190,8 +199,15 @@ def test_triton_decoding_token_by_token_equals_the_whole_sequence(memory, device
         for a, b in ((0, 20), *((t, t + 1) for t in range(20, 35)), (35, 36), (36, 40), (40, 60)):
             y, state = triton_layer(x[:, a:b], state)
             pieces.append(y)
-            assert ("running" in state) == (b - a < 16)
-    torch.testing.assert_close(torch.cat(pieces, 1), whole, rtol=1e-4, atol=1e-5)
+            assert ("recurrent" in state) == (b - a < 16)
+        if memory.retention != "kl":
+            torch.testing.assert_close(torch.cat(pieces, 1), whole, rtol=1e-4, atol=1e-5)
+            return
+        # Memora is ill-conditioned in fp32 (test_chunk.compare): both against the layer in fp64 on the torch path
+        reference = copy.deepcopy(triton_layer).double()
+        reference.backend = "torch"
+        wide, _ = reference(x.double())
+    assert_close("decoded", wide, torch.cat(pieces, 1), max(1e-5, 4 * relative_rms(wide, whole)))
 
 
 @pytest.mark.parametrize("name", ["moneta", pytest.param("yaad", marks=pytest.mark.slow), "memora"])

@@ -206,42 +206,61 @@ def test_varlen_matches_per_sequence():
         assert_close(name, r, x, 2e-5)
 
 
-@pytest.mark.parametrize("preset", ["moneta_linear", "yaad_linear"])
-def test_fused_recurrent_in_pieces_matches_chunk(preset):
-    """Decoding in pieces of any length (single tokens included) continues the chunk run exactly."""
+def decode_in_pieces(spec, inputs, start, bounds, chunk_size=CHUNK):
+    """``fused_recurrent_miras`` over the pieces ``bounds`` of ``inputs``: the outputs, the chunk-start state where
+    a piece ends on a chunk boundary, and the last state."""
+    state = None if start is None else {"start": start, "position": 0}
+    outputs, starts = [], {}
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        o, state = fused_recurrent_miras(*(x[:, a:b] for x in inputs[:5]), spec, inputs[5][:, a:b], state, chunk_size)
+        outputs.append(o)
+        if b % chunk_size == 0:
+            starts[b] = state["start"]
+    assert state["position"] == bounds[-1] % chunk_size
+    return torch.cat(outputs, 1), starts, state
+
+
+@pytest.mark.parametrize(
+    "preset, with_state",
+    [(p, True) for p in ("moneta_linear", "yaad_linear", "moneta", "yaad", "memora")]
+    + [(p, False) for p in ("moneta_linear", "yaad_linear", "memora")],  # an MLP at zero weights never moves
+)
+def test_fused_recurrent_in_pieces_matches_chunk(preset, with_state):
+    """Decoding in pieces of any length (single tokens included, one piece across a chunk boundary) gives the chunk
+    form's outputs and chunk-start states, against ``naive_chunk_miras`` in fp64 (Memora's bound as in
+    :func:`compare`). Memora's lag token is decoded alone (``CHUNK``), first in a piece (0) and inside one."""
     spec = PRESETS[preset]
     T = 2 * CHUNK + 5
-    q, k, v, eta, alpha, delta = (x.detach() for x in make_inputs(T))
-    key, (h0,) = make_state(spec)
-    h0 = h0.detach()
-    ref, final = chunk_miras(q, k, v, eta, alpha, spec, delta, {key: (h0,)}, True, chunk_size=CHUNK)
-    state = {"start": h0, "running": h0, "position": 0}
-    outputs, bounds = [], [0, 1, 2, 9, CHUNK, CHUNK + 1, 2 * CHUNK, T]
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-        o, state = fused_recurrent_miras(
-            q[:, a:b], k[:, a:b], v[:, a:b], eta[:, a:b], alpha[:, a:b], spec, delta[:, a:b], state, CHUNK
-        )
-        outputs.append(o)
-        if b == 2 * CHUNK:
-            at_boundary = state["start"].clone()
-    assert_close("o", ref, torch.cat(outputs, 1), 2e-5)
-    assert state["position"] == 5
-    whole = chunk_miras(
-        q[:, : 2 * CHUNK],
-        k[:, : 2 * CHUNK],
-        v[:, : 2 * CHUNK],
-        eta[:, : 2 * CHUNK],
-        alpha[:, : 2 * CHUNK],
-        spec,
-        delta[:, : 2 * CHUNK],
-        {key: (h0,)},
-        True,
-        chunk_size=CHUNK,
-    )[1]
-    assert_close(
-        "chunk-start state", whole["accumulator" if spec.retention == "lq" else "weights"][0], at_boundary, 2e-5
-    )
-    assert final is not None
+    kl = spec.retention == "kl"
+    inputs = [x.detach() for x in make_inputs(T, eta_max=0.1 if kl else 0.5)]
+    key, h0 = make_state(spec) if with_state else (None, None)
+    h0 = None if h0 is None else tuple(w.detach() for w in h0)
+    start = None if h0 is None else (h0[0] if spec.arch == "linear" else h0)
+    bounds = [0, 1, 2, 9, CHUNK, CHUNK + 1, CHUNK + 7, 2 * CHUNK + 2, T]
+    o, starts, last = decode_in_pieces(spec, inputs, start, bounds)
+    starts[2 * CHUNK] = last["start"]
+
+    def reference(dtype, length):
+        initial = None if h0 is None else {key: tuple(w.to(dtype) for w in h0)}
+        wide = [x[:, :length].to(dtype) for x in inputs]
+        return naive_chunk_miras(*wide[:5], spec, wide[5], initial, True, CHUNK)
+
+    ref_o, _ = reference(torch.float64, T)
+    bound = max(2e-5, 4 * relative_rms(ref_o, reference(torch.float32, T)[0])) if kl else 2e-5
+    assert_close("o", ref_o, o, bound)
+    for b in (CHUNK, 2 * CHUNK):
+        ref_w, w32 = (reference(dtype, b)[1]["accumulator" if spec.retention == "lq" else "weights"] for dtype in
+                      (torch.float64, torch.float32))  # fmt: skip
+        got = starts[b] if spec.arch == "mlp" else (starts[b],)
+        for layer, (r, x, y) in enumerate(zip(ref_w, w32, got, strict=True)):
+            assert_close(f"chunk-start state {b} [{layer}]", r, y, max(2e-5, 4 * relative_rms(r, x)) if kl else 2e-5)
+
+
+def test_fused_recurrent_state_past_a_chunk_start_needs_the_running_terms():
+    spec = PRESETS["yaad"]
+    key, h0 = make_state(spec)
+    with pytest.raises(ValueError, match="state at position 3 needs 'update', 'decay'"):
+        fused_recurrent_miras(*make_inputs(2)[:5], spec, make_inputs(2)[5], {"start": h0, "position": 3}, CHUNK)
 
 
 def test_unsupported_specs_name_the_field():
@@ -251,8 +270,8 @@ def test_unsupported_specs_name_the_field():
         check_supported(PRESETS["yaad"].replace(depth=3))
     with pytest.raises(NotImplementedError, match="memory.kl_lag=False"):
         check_supported(PRESETS["memora_linear"].replace(kl_lag=False))
-    with pytest.raises(NotImplementedError, match="fused_recurrent_miras runs the linear memory"):
-        fused_recurrent_miras(*make_inputs(2)[:5], PRESETS["yaad"])
+    with pytest.raises(NotImplementedError, match="fused_recurrent_miras runs the linear memory without kl"):
+        fused_recurrent_miras(*make_inputs(2)[:5], PRESETS["memora_linear"])
     with pytest.raises(NotImplementedError, match="memory.algorithm='momentum'"):
         check_supported(linear(algorithm="momentum"))
     with pytest.raises(ValueError, match="chunk_size=24 is invalid for the Triton kernels"):
