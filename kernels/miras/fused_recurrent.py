@@ -12,7 +12,10 @@ and one token ``(q, k, v, eta, alpha, delta)`` does, with ``c = ||S_{t'}||_q^-(q
     r = (k * c) S_{t'} - v,   S_i = alpha * S_{i-1} - (eta * k) psi(r)^T,   o = (q * c) S_i
 
 When ``position`` reaches the chunk size the running state becomes the next chunk start (soft-thresholded
-for ``elastic``). One program per sequence and head holds both states in fp32 registers.
+for ``elastic``). Memora's ``kl`` takes the exact step on a chunk's first token (the lag token, Eq. 30) from
+``S_{t'}`` to the gradient point ``"point"``, which replaces ``S_{t'}`` above, and carries
+``c Softmax(b log S_lag - U)`` out of the chunk (``U = b S_lag - S_i``, ``b = "decay"``: the product of the gates
+since the lag token). One program per sequence and head holds the states in fp32 registers.
 """
 
 from __future__ import annotations
@@ -23,18 +26,22 @@ import triton.language as tl
 
 from kernels.miras.chunk import (
     RETENTION_CODES,
+    _log_floor,
     _lq_scale,
     _psi,
+    _scalars,
+    _simplex,
     _soft_threshold_tl,
     bias_code,
     channelwise,
     check_supported,
 )
-from kernels.miras.fused_recurrent_mlp import fused_recurrent_miras_mlp
+from kernels.miras.fused_recurrent_mlp import DECODE_WARPS, fused_recurrent_miras_mlp
+from kernels.miras.naive import _initial
 from kernels.miras.spec import MemorySpec
 
 
-@triton.jit(do_not_specialize=["T", "position"])
+@triton.jit(do_not_specialize=["T", "position", "chunk_size"])
 def _fused_recurrent_kernel(
     q_ptr,
     k_ptr,
@@ -44,6 +51,8 @@ def _fused_recurrent_kernel(
     d_ptr,
     start_ptr,
     running_ptr,
+    point_ptr,
+    decay_ptr,
     o_ptr,
     T,
     position,
@@ -57,6 +66,8 @@ def _fused_recurrent_kernel(
     q_exp,
     eps_q,
     gamma,
+    floor,
+    scale,
     BK: tl.constexpr,
     BV: tl.constexpr,
     BIAS: tl.constexpr,
@@ -69,9 +80,15 @@ def _fused_recurrent_kernel(
     offs_k, offs_v = tl.arange(0, BK), tl.arange(0, BV)
     mk, mv = offs_k < K, offs_v < V
     mkv = mk[:, None] & mv[None, :]
-    state = (tl.cast(i_n, tl.int64) * H + i_h) * K * V + offs_k[:, None] * V + offs_v[None, :]
+    nh = tl.cast(i_n, tl.int64) * H + i_h
+    state = nh * K * V + offs_k[:, None] * V + offs_v[None, :]
     start = tl.load(start_ptr + state, mask=mkv, other=0.0)
     running = tl.load(running_ptr + state, mask=mkv, other=0.0)
+    point = start
+    b = tl.zeros([BK], dtype=tl.float32) + 1.0
+    if RETENTION == 4:
+        point = tl.load(point_ptr + state, mask=mkv, other=0.0)
+        b = tl.load(decay_ptr + nh * K + offs_k, mask=mk, other=1.0)
     base_k = tl.cast(i_n, tl.int64) * T * H * K + i_h * K + offs_k
     base_v = tl.cast(i_n, tl.int64) * T * H * V + i_h * V + offs_v
     for t in range(T):
@@ -80,27 +97,46 @@ def _fused_recurrent_kernel(
         k = tl.load(k_ptr + tk, mask=mk, other=0.0).to(tl.float32)
         v = tl.load(v_ptr + tv, mask=mv, other=0.0).to(tl.float32)[None, :]
         eta = tl.load(eta_ptr + tk, mask=mk, other=0.0).to(tl.float32)
+        a = tl.zeros([BK], dtype=tl.float32) + 1.0
+        if HAS_ALPHA:
+            a = tl.exp(tl.load(la_ptr + tk, mask=mk, other=0.0))
         d = tl.zeros_like(v)
         if HAS_DELTA:
             d = tl.load(d_ptr + tv, mask=mv, other=0.0).to(tl.float32)[None, :]
-        c, _ = _lq_scale(start, K, V, q_exp, eps_q, LQ_ROW, RETENTION, BK)
-        r = tl.sum((k * c)[:, None] * start, 0)[None, :] - v
+        if RETENTION == 4:
+            if position == 0:
+                r0 = tl.sum(k[:, None] * start, 0)[None, :] - v
+                P0 = _psi(r0, v, d, V, sharp, p, eps, BIAS)
+                L0 = a[:, None] * _log_floor(start, floor) - (eta * k)[:, None] * P0
+                point = _simplex(L0, offs_k, K, offs_v, V, scale)
+                running = point
+                eta = tl.zeros([BK], dtype=tl.float32)
+                a = tl.zeros([BK], dtype=tl.float32) + 1.0
+        c, _ = _lq_scale(point, K, V, q_exp, eps_q, LQ_ROW, RETENTION, BK)
+        r = tl.sum((k * c)[:, None] * point, 0)[None, :] - v
         P = _psi(r, v, d, V, sharp, p, eps, BIAS)
-        if HAS_ALPHA:
-            running = tl.exp(tl.load(la_ptr + tk, mask=mk, other=0.0))[:, None] * running
-        running = running - (eta * k)[:, None] * P
+        running = a[:, None] * running - (eta * k)[:, None] * P
+        b = b * a
         tl.store(o_ptr + tv, tl.sum((q * c)[:, None] * running, 0).to(o_ptr.dtype.element_ty), mask=mv)
         position += 1
         at_end = position == chunk_size
         if RETENTION == 3:
             new_start = _soft_threshold_tl(running, gamma)
+        elif RETENTION == 4:
+            new_start = _simplex(running + b[:, None] * (_log_floor(point, floor) - point), offs_k, K, offs_v, V, scale)
         else:
             new_start = running
         start = tl.where(at_end, new_start, start)
         running = tl.where(at_end, new_start, running)
+        b = tl.where(at_end, 1.0, b)
+        if RETENTION != 4:
+            point = start
         position = tl.where(at_end, 0, position)
     tl.store(start_ptr + state, start, mask=mkv)
     tl.store(running_ptr + state, running, mask=mkv)
+    if RETENTION == 4:
+        tl.store(point_ptr + state, point, mask=mkv)
+        tl.store(decay_ptr + nh * K + offs_k, b, mask=mk)
 
 
 def fused_recurrent_miras(
@@ -129,23 +165,28 @@ def fused_recurrent_miras(
     check_supported(spec)
     if spec.arch == "mlp":
         return fused_recurrent_miras_mlp(q, k, v, eta, alpha, spec, delta, state, chunk_size)
-    if spec.retention == "kl":
-        raise NotImplementedError(
-            "fused_recurrent_miras runs the linear memory without kl retention; got memory.arch='linear', "
-            "memory.retention='kl' (decode it through chunk_miras)"
-        )
     N, T, H, K = q.shape
     V = v.shape[-1]
+    kl = spec.retention == "kl"
     if state is None:
-        zeros = torch.zeros(N, H, K, V, device=q.device, dtype=torch.float32)
-        state = {"start": zeros, "running": zeros, "position": 0}
+        start = _initial(None, spec, N, H, K, V, q.float())[0][0]
+        state = {"start": start, "position": 0}
     position = int(state["position"])
     if not 0 <= position < chunk_size:
         raise ValueError(f"state['position']={position} is invalid; allowed values: 0 .. {chunk_size - 1}")
-    if position and "running" not in state:
-        raise ValueError(f"state at position {position} needs 'running' (from a decoding call)")
+    missing = [name for name in (("running", "point", "decay") if kl else ("running",)) if name not in state]
+    if position and missing:
+        raise ValueError(f"state at position {position} needs {', '.join(map(repr, missing))} (from a decoding call)")
     start = state["start"].float().expand(N, H, K, V).clone()
     running = state["running"].float().expand(N, H, K, V).clone() if position else start.clone()
+    point, decay = running, running
+    if kl:
+        point = state["point"].float().expand(N, H, K, V).clone() if position else start.clone()
+        decay = (
+            state["decay"].float().expand(N, H, K).clone()
+            if position
+            else torch.ones(N, H, K, device=q.device, dtype=torch.float32)
+        )
     o = torch.empty(v.shape, device=v.device, dtype=q.dtype)
     log_alpha = None
     if spec.retention != "none":
@@ -162,6 +203,8 @@ def fused_recurrent_miras(
             eta_c if delta_c is None else delta_c,
             start,
             running,
+            point,
+            decay,
             o,
             T,
             position,
@@ -169,12 +212,7 @@ def fused_recurrent_miras(
             H,
             K,
             V,
-            spec.sign_sharpness,
-            spec.p,
-            spec.eps,
-            spec.q,
-            spec.eps**spec.q,
-            spec.elastic_threshold,
+            *_scalars(spec, K),
             BK=max(16, triton.next_power_of_2(K)),
             BV=max(16, triton.next_power_of_2(V)),
             BIAS=bias_code(spec),
@@ -182,5 +220,9 @@ def fused_recurrent_miras(
             LQ_ROW=spec.lq_scope == "row",
             HAS_ALPHA=log_alpha is not None,
             HAS_DELTA=delta_c is not None,
+            num_warps=DECODE_WARPS,
         )
-    return o, {"start": start, "running": running, "position": (position + T) % chunk_size}
+    new = {"start": start, "running": running, "position": (position + T) % chunk_size}
+    if kl:
+        new |= {"point": point, "decay": decay}
+    return o, new

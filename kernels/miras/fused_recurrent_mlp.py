@@ -186,8 +186,9 @@ def _mlp_recurrent_kernel(
 
 
 DECODE_WARPS = 8
-"""Warps per decoding program: at 4 every head size spills registers on sm_90a, at 8 none does (with
-:func:`decode_tile`; ``python -m kernels.miras.resources --kernels mlp_decode``)."""
+"""Warps per decoding program (both memories). On sm_90a at 4 every head size spills registers; at 8 the MLP
+memory spills at none (with :func:`decode_tile`) and the linear one at ``D = 64`` only (its ``[K, V]`` states sit
+in registers whole: ``python -m kernels.miras.resources --kernels linear_decode mlp_decode``)."""
 
 
 def decode_tile(D: int) -> int:

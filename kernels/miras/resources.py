@@ -36,18 +36,19 @@ SHARED_LIMIT = {"sm_90a": 232448, "sm_90": 232448, "sm_80": 166912}
 
 
 def _kernels():
-    from kernels.miras import chunk, chunk_mlp, fused_recurrent_mlp
+    from kernels.miras import chunk, chunk_mlp, fused_recurrent, fused_recurrent_mlp
 
     return {
         "linear_fwd": (chunk._fwd_kernel, {"HAS_H0": False, "STORE_HT": False}),
         "linear_bwd": (chunk._bwd_kernel, {"HAS_H0": False, "HAS_DHT": False}),
         "mlp_fwd": (chunk_mlp._mlp_fwd_kernel, {"STORE_STATES": True}),
         "mlp_bwd": (chunk_mlp._mlp_bwd_kernel, {"HAS_DHT": False}),
+        "linear_decode": (fused_recurrent._fused_recurrent_kernel, {}),
         "mlp_decode": (fused_recurrent_mlp._mlp_recurrent_kernel, {}),
     }
 
 
-KERNELS = ("linear_fwd", "linear_bwd", "mlp_fwd", "mlp_bwd", "mlp_decode")
+KERNELS = ("linear_fwd", "linear_bwd", "mlp_fwd", "mlp_bwd", "linear_decode", "mlp_decode")
 RETENTIONS = ("none", "l2", "lq", "kl")
 
 
@@ -59,7 +60,10 @@ def constexprs(name: str, head_dim: int, chunk: int, extra: dict, retention: str
     common = {"BT": chunk, "BIAS": 1, "RETENTION": RETENTION_CODES[retention], "LQ_ROW": False}
     common |= {"HAS_ALPHA": retention != "none", "HAS_DELTA": False, "IS_VARLEN": False, "H": 16, **extra}
     if name.startswith("linear"):
-        return common | {"K": head_dim, "V": head_dim, "BK": head_dim, "BV": head_dim}
+        linear = common | {"K": head_dim, "V": head_dim, "BK": head_dim, "BV": head_dim}
+        if name == "linear_decode":
+            return {k: v for k, v in linear.items() if k not in ("BT", "IS_VARLEN")}
+        return linear
     E = 4 * head_dim
     BET = min(E, TILE_E)
     mlp = {"D": head_dim, "E": E, "BD": head_dim, "BW": max(head_dim, chunk), "BET": BET, "NE": E // BET}
@@ -161,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-size", type=int, default=64)
     parser.add_argument("--arch", default="sm_90a")
     parser.add_argument(
-        "--num-warps", type=int, default=None, help="default: 4 (the autotuner's first config), 8 for mlp_decode"
+        "--num-warps", type=int, help="default: 4 (the autotuner's first config), DECODE_WARPS for decoding"
     )
     parser.add_argument("--num-stages", type=int, default=1)
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "benchmarks")
@@ -178,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.kernels:
         for head_dim in args.head_dims:
             for retention in args.retentions:
-                warps = args.num_warps or (DECODE_WARPS if name == "mlp_decode" else 4)
+                warps = args.num_warps or (DECODE_WARPS if name.endswith("_decode") else 4)
                 row = compile_kernel(name, head_dim, args.chunk_size, args.arch, warps, args.num_stages, retention)
                 record["results"].append(row)
                 print(json.dumps(row), flush=True)

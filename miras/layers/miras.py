@@ -74,7 +74,8 @@ class MirasLayer(nn.Module):
         layer_idx: position in the stack (unused).
 
     ``forward(x[B, T, D], state=None, cu_seqlens=None) -> (y[B, T, D], state)``. The state holds the memory at
-    the start of the current chunk, the inputs written since, the convolution caches and the position, so that
+    the start of the current chunk, the inputs written since, the convolution caches, the position and, after a
+    call that decoded on ``fused_recurrent_miras``, its running terms (``recurrent``), so that
     running a prefix and then its continuation gives exactly the outputs of the whole sequence. Packed sequences
     (``cu_seqlens``, ``B = 1``) take one ``chunk_miras`` call on the Triton path and run one by one on the torch path.
     """
@@ -226,13 +227,8 @@ class MirasLayer(nn.Module):
 
     def decodes(self, q: torch.Tensor) -> bool:
         """Whether this call decodes on ``fused_recurrent_miras`` (O(1) per token): fewer tokens than a chunk,
-        no gradients, on the Triton path, and not the linear memory with kl (the kernel's scope)."""
-        return (
-            q.shape[1] < self.chunk_size
-            and not torch.is_grad_enabled()
-            and self.use_triton(q)
-            and not (self.spec.arch == "linear" and self.spec.retention == "kl")
-        )
+        no gradients, on the Triton path."""
+        return q.shape[1] < self.chunk_size and not torch.is_grad_enabled() and self.use_triton(q)
 
     def _decode(self, q, k, v, eta, alpha, delta, state):
         """Continue from the chunk-start memory and the running terms after the pending tokens (written once

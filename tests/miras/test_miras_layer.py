@@ -179,11 +179,12 @@ def test_triton_backend_equals_torch(memory):
         YAAD.replace(arch="linear"),
         MONETA.replace(arch="linear"),
         MemorySpec(arch="linear", retention="elastic"),
+        MEMORA.replace(arch="linear"),
         YAAD,
         MONETA,
         MEMORA,
     ],
-    ids=["yaad_linear", "moneta_linear", "elastic", "yaad", "moneta", "memora"],
+    ids=["yaad_linear", "moneta_linear", "elastic", "memora_linear", "yaad", "moneta", "memora"],
 )
 @pytest.mark.parametrize("device", ["cpu", GPU])
 def test_triton_decoding_token_by_token_equals_the_whole_sequence(memory, device):
