@@ -20,6 +20,10 @@ each family is charged (forward; forward+backward is charged 3x); TFLOP/s is tha
 method that cannot run says why in its row (``unavailable``: a package or CUDA is missing; ``unsupported``:
 the kernel refuses the shape; ``out of memory``; ``failed``: any other error, e.g. a kernel that does not
 compile for the shape). ``targets`` checks issue 9's ratios at ``T = 4096``.
+
+``--decoders`` times one decoding step at each shape's ``B x H x D``: ``fused:<preset>`` on
+``fused_recurrent_miras`` against ``chunk:<preset>`` and ``torch:<preset>`` (``naive_chunk_miras``), which write
+the pending half chunk again (what a layer would do without the decoding kernel).
 Writes ``miras_<device>.json`` and ``.md`` with the device, versions and git sha. On a CPU (the Triton
 interpreter) only the harness is meaningful.
 """
@@ -36,7 +40,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from kernels.miras import PRESETS, MemorySpec, naive_chunk_miras
+from kernels.miras import PRESETS, MemorySpec, naive_chunk_miras, weight_shapes
 from kernels.utils import git_tag, timed, write_record
 
 REPO = Path(__file__).resolve().parents[1]
@@ -205,6 +209,41 @@ def _linear(spec: MemorySpec) -> MemorySpec:
     return dataclasses.replace(spec, arch="linear")
 
 
+def decoder(spec: MemorySpec, how: str) -> Callable:
+    """One token at position ``chunk // 2`` of a chunk: ``fused`` decodes it from the running state
+    (:func:`fused_recurrent_miras`); ``chunk`` and ``torch`` write the pending tokens again from the chunk start
+    (:func:`chunk_miras`, :func:`naive_chunk_miras`), as a layer does without the decoding kernel."""
+
+    def build(s: Shape, dtype, device, chunk: int):
+        from kernels.miras.chunk import chunk_miras
+        from kernels.miras.fused_recurrent import fused_recurrent_miras
+        from kernels.miras.naive import simplex
+
+        g = torch.Generator(device=device).manual_seed(0)
+        n = Shape(s.B, chunk // 2 + 1, s.H, s.D)
+        q, k = _unit(_randn(n, g, device, dtype)), _unit(_randn(n, g, device, dtype))
+        v = _randn(n, g, device, dtype)
+        eta, alpha, delta = _gates(n, g, device)
+        delta = delta if spec.needs_delta else None
+        start = tuple(
+            torch.randn(s.B, s.H, fan_in, fan_out, generator=g, device=device) / fan_in**0.5
+            for fan_in, fan_out in weight_shapes(spec, s.D, s.D)
+        )
+        if spec.retention == "kl":
+            start = tuple(simplex(w, spec) for w in start)
+        if how == "fused":
+            pending = [x[:, :-1] for x in (q, k, v, eta, alpha)] + [None if delta is None else delta[:, :-1]]
+            first = start[0] if spec.arch == "linear" else start
+            state = fused_recurrent_miras(*pending[:5], spec, pending[5], {"start": first, "position": 0}, chunk)[1]
+            last = [x[:, -1:] for x in (q, k, v, eta, alpha)] + [None if delta is None else delta[:, -1:]]
+            return lambda: fused_recurrent_miras(*last[:5], spec, last[5], state, chunk)[0]
+        op = chunk_miras if how == "chunk" else naive_chunk_miras
+        initial = {"accumulator" if spec.retention == "lq" else "weights": start}
+        return lambda: op(q, k, v, eta, alpha, spec, delta, initial, chunk_size=chunk)[0][:, -1:]
+
+    return build
+
+
 METHODS: dict[str, tuple[Callable, Callable]] = {
     **{name: (miras(spec, False), mlp_flops) for name, spec in PRESETS.items()},
     **{f"{name}_linear": (miras(_linear(spec), False), linear_flops) for name, spec in PRESETS.items()},
@@ -216,6 +255,13 @@ METHODS: dict[str, tuple[Callable, Callable]] = {
     "sdpa": (sdpa, attention_flops),
 }
 """name -> (build(shape, dtype, device, chunk) -> (forward, leaves), forward FLOPs(shape, chunk))."""
+DECODERS: dict[str, Callable] = {
+    f"{how}:{name}{suffix}": decoder(spec if not suffix else _linear(spec), how)
+    for how in ("fused", "chunk", "torch")
+    for name, spec in PRESETS.items()
+    for suffix in ("", "_linear")
+}
+"""name -> build(shape, dtype, device, chunk) -> decode one token (``how:preset``, see :func:`decoder`)."""
 FLOPS = {
     "linear memory": linear_flops.__doc__,
     "MLP memory": mlp_flops.__doc__,
@@ -272,6 +318,25 @@ def measure(method: str, s: Shape, dtype, device, chunk: int, warmup: int, repea
     return row
 
 
+def measure_decode(method: str, s: Shape, dtype, device, chunk: int, warmup: int, repeats: int) -> dict:
+    """One decoding row: seconds per token step of ``B`` sequences and tokens per second, or its ``status``."""
+    row: dict = {"method": method, "shape": f"{s.B}x{s.H}x{s.D}", "position": chunk // 2, "status": "ok"}
+    try:
+        with torch.no_grad():
+            step = DECODERS[method](s, dtype, device, chunk)
+            row["step_s"] = timed(step, device, warmup, repeats)
+    except Unavailable as why:
+        return {**row, "status": f"unavailable: {why}"}
+    except torch.OutOfMemoryError:
+        return {**row, "status": "out of memory"}
+    except (NotImplementedError, ValueError) as error:
+        return {**row, "status": f"unsupported: {_first_line(error)}"}
+    except Exception as error:
+        return {**row, "status": f"failed: {type(error).__name__}: {_first_line(error)}"}
+    row["tokens_per_s"] = s.B / row["step_s"]
+    return row
+
+
 def _ratio(rows: dict, shape: str, a: str, b: str, key: str) -> float | None:
     ra, rb = rows.get((a, shape)), rows.get((b, shape))
     if not ra or not rb or key not in ra or key not in rb:
@@ -315,6 +380,11 @@ def run(args: argparse.Namespace) -> dict:
         for method in args.methods:
             results.append(measure(method, s, dtype, device, args.chunk_size, args.warmup, args.repeats))
             print(json.dumps(results[-1]), flush=True)
+    decoding = []
+    for s in dict.fromkeys(Shape(s.B, 1, s.H, s.D) for s in args.shapes):
+        for method in args.decoders:
+            decoding.append(measure_decode(method, s, dtype, device, args.chunk_size, args.warmup, args.repeats))
+            print(json.dumps(decoding[-1]), flush=True)
     versions = {"torch": torch.__version__}
     for package in ("triton", "fla", "titans_pytorch"):
         try:
@@ -331,6 +401,7 @@ def run(args: argparse.Namespace) -> dict:
         "flops": FLOPS,
         "results": results,
         "targets": targets(results),
+        "decoding": decoding,
     }
 
 
@@ -363,6 +434,20 @@ def to_markdown(record: dict) -> str:
     for t in record["targets"]:
         met = "not run" if t["met"] is None else ("yes" if t["met"] else "no")
         lines.append(f"| {t['target']} | {t['shape']} | {_cell(t['ratio'], '.2f')} | {met} |")
+    lines += ["", "## Decoding one token (position chunk / 2; `chunk`, `torch`: the pending tokens written again)", ""]
+    lines += [
+        "| method | B x H x D | ms / step | tokens/s | chunk / fused | status |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    steps = {(r["method"], r["shape"]): r["step_s"] for r in record.get("decoding", []) if r["status"] == "ok"}
+    for r in record.get("decoding", []):
+        how, name = r["method"].split(":")
+        fused, pending = steps.get((f"fused:{name}", r["shape"])), steps.get((f"chunk:{name}", r["shape"]))
+        ratio = pending / fused if how == "fused" and fused and pending else None
+        lines.append(
+            f"| {r['method']} | {r['shape']} | {_cell(1e3 * r['step_s'] if 'step_s' in r else None, '.3f')} | "
+            f"{_cell(r.get('tokens_per_s'), '.0f')} | {_cell(ratio, '.1f')} | {r['status']} |"
+        )
     lines += ["", "## FLOPs charged (forward; forward+backward = 3x)", ""]
     lines += [f"- {family}: {' '.join(doc.split())}" for family, doc in record["flops"].items()]
     return "\n".join(lines) + "\n"
@@ -375,6 +460,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shapes", type=Shape.parse, nargs="+", default=[Shape.parse(s) for s in SHAPES])
     parser.add_argument("--methods", nargs="+", choices=tuple(METHODS), default=list(METHODS), metavar="METHOD",
                         help=f"allowed: {', '.join(METHODS)}")  # fmt: skip
+    parser.add_argument("--decoders", nargs="*", choices=tuple(DECODERS), default=list(DECODERS), metavar="DECODER",
+                        help=f"one-token decoding at each shape's B x H x D (none: --decoders); allowed: "
+                        f"{', '.join(DECODERS)}")  # fmt: skip
     parser.add_argument("--chunk-size", type=int, default=64, help="chunk of the Miras memories and titans-pytorch")
     parser.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default="bf16")
     parser.add_argument("--warmup", type=int, default=2)

@@ -224,7 +224,8 @@ def fused_recurrent_miras_mlp(
         chunk_size: the chunk size of the :func:`chunk_miras` run being continued.
 
     Returns:
-        ``o [N, T, H, D]`` in ``q``'s dtype and the new state (fp32; the input state is not modified).
+        ``o [N, T, H, D]`` in ``q``'s dtype and the new state (fp32; the input state is not modified, and the
+        new one shares the weights this call leaves unchanged with it).
     """
     N, T, H, D = q.shape
     if v.shape[-1] != D:
@@ -241,19 +242,23 @@ def fused_recurrent_miras_mlp(
     if position and missing:
         raise ValueError(f"state at position {position} needs {', '.join(map(repr, missing))} (from a decoding call)")
     shapes = ((N, H, D, E), (N, H, E, D))
-    start = tuple(w.float().expand(s).clone() for w, s in zip(state["start"], shapes, strict=True))
+
+    def own(weights, copy: bool):
+        """fp32 ``[N, H, ...]`` buffers; a copy where the kernel writes them, else ``weights`` themselves."""
+        out = (w.float().expand(s) for w, s in zip(weights, shapes, strict=True))
+        return tuple(w.clone() if copy else w.contiguous() for w in out)
+
+    # the kernel writes the start only at a chunk end and Memora's point only at a lag token: share the rest
+    start = own(state["start"], copy=position + T >= chunk_size)
     if position:
-        update = tuple(u.float().expand(s).clone() for u, s in zip(state["update"], shapes, strict=True))
-        decay = state["decay"].float().expand(N, H, D).clone()
+        update, decay = own(state["update"], copy=True), state["decay"].float().expand(N, H, D).clone()
     else:
         update, decay = _fresh(shapes, q, 0.0), _fresh([(N, H, D)], q, 1.0)[0]
     point = start
-    if kl:
-        point = (
-            tuple(w.float().expand(s).clone() for w, s in zip(state["point"], shapes, strict=True))
-            if position
-            else tuple(torch.empty_like(w) for w in start)
-        )
+    if kl and position:
+        point = own(state["point"], copy=position + T > chunk_size)
+    elif kl:
+        point = tuple(torch.empty_like(w) for w in start)
     log_alpha = None
     if spec.retention != "none":
         log_alpha = channelwise(alpha, D).float().clamp_min(torch.finfo(torch.float32).tiny).log()

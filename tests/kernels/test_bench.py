@@ -7,8 +7,8 @@ from kernels.bench import Shape, main, targets
 
 def test_bench_writes_rows_statuses_and_targets(tmp_path):
     methods = ["yaad_linear", "memora", "naive:memora", "gated_deltanet", "sdpa"]
-    argv = ["--shapes", "1x20x1x16", "--methods", *methods, "--warmup", "0", "--repeats", "1", "--device", "cpu"]
-    assert main([*argv, "--dtype", "fp32", "--out", str(tmp_path)]) == 0
+    argv = ["--shapes", "1x20x1x16", "--methods", *methods, "--decoders", "--warmup", "0", "--repeats", "1"]
+    assert main([*argv, "--device", "cpu", "--dtype", "fp32", "--out", str(tmp_path)]) == 0
     record = json.loads((tmp_path / "miras_cpu.json").read_text())
     rows = {r["method"]: r for r in record["results"]}
     assert set(rows) == set(methods)
@@ -19,6 +19,18 @@ def test_bench_writes_rows_statuses_and_targets(tmp_path):
     assert record["git"] and record["versions"]["torch"]
     markdown = (tmp_path / "miras_cpu.md").read_text()
     assert "| memora | 1x20x1x16 |" in markdown and "unavailable: needs CUDA" in markdown
+
+
+def test_bench_times_decoding_steps(tmp_path):
+    decoders = ["fused:yaad", "torch:yaad", "torch:memora_linear"]
+    argv = ["--shapes", "2x20x1x16", "--methods", "sdpa", "--decoders", *decoders, "--chunk-size", "16"]
+    assert main([*argv, "--warmup", "0", "--repeats", "1", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    rows = {r["method"]: r for r in json.loads((tmp_path / "miras_cpu.json").read_text())["decoding"]}
+    for method in decoders:
+        assert rows[method]["status"] == "ok" and rows[method]["shape"] == "2x1x16" and rows[method]["position"] == 8
+        assert rows[method]["tokens_per_s"] == 2 / rows[method]["step_s"]
+    markdown = (tmp_path / "miras_cpu.md").read_text()
+    assert "| torch:yaad | 2x1x16 |" in markdown and "| fused:yaad | 2x1x16 |" in markdown
 
 
 def test_targets_judge_ratios_at_4096():
