@@ -262,6 +262,22 @@ def test_fused_recurrent_in_pieces_matches_chunk(preset, with_state):
             assert_close(f"chunk-start state {b} [{layer}]", r, y, max(2e-5, 4 * relative_rms(r, x)) if kl else 2e-5)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_fused_recurrent_bf16_on_gpu(preset):
+    """bf16 inputs decoded in pieces on a GPU (the decoding kernels' barriers run for real) against fp64."""
+    spec = PRESETS[preset]
+    T = 2 * 64 + 5
+    inputs = [x.detach() for x in make_inputs(T, device="cuda", dtype=torch.bfloat16, eta_max=0.1)]
+    key, h0 = make_state(spec, device="cuda")
+    h0 = tuple(w.detach() for w in h0)
+    o, _, _ = decode_in_pieces(spec, inputs, h0[0] if spec.arch == "linear" else h0, [0, 1, 40, 64, 65, 100, T], 64)
+    wide = [x.double() for x in inputs]
+    ref = naive_chunk_miras(*wide[:5], spec, wide[5], {key: tuple(w.double() for w in h0)}, False, 64)[0]
+    assert_close("o", ref, o, 2e-2)
+
+
 def test_fused_recurrent_state_past_a_chunk_start_needs_the_running_terms():
     spec = PRESETS["yaad"]
     key, h0 = make_state(spec)
