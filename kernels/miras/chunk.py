@@ -88,13 +88,10 @@ def check_supported(spec: MemorySpec) -> None:
 def max_head_dim(spec: MemorySpec, chunk_size: int = 64) -> int:
     """Widest head (padded to a power of two) whose forward and backward programs fit the 227 KB of shared memory
     an sm_90 block may use, from the ahead-of-time compile in ``reports/benchmarks/miras_resources_sm_90a.md``
-    (chunk 64): at 128 the linear-memory backward needs 384 KB (368 KB at chunk 32) and Memora's (kl) MLP backward
-    288 KB (104 KB at chunk 32: ``python -m kernels.miras.resources --kernels mlp_bwd --head-dims 128 --retentions kl
-    --chunk-size 32``); the MLP backward without kl needs 224 KB (l2 retention measured; none and lq assumed alike).
+    (chunk 64): at 128 the linear-memory backward needs 384 KB (368 KB at chunk 32); the MLP memories' programs
+    need at most 160 KB with the 32-column tiles of ``chunk_mlp.tile_e``.
     """
-    if spec.arch == "linear":
-        return 64
-    return 128 if spec.retention != "kl" or chunk_size <= 32 else 64
+    return 64 if spec.arch == "linear" else 128
 
 
 def check_head_dim(spec: MemorySpec, head_dim: int, chunk_size: int = 64) -> None:

@@ -60,7 +60,15 @@ from kernels.miras.spec import MemorySpec
 from kernels.utils import autotune
 
 TILE_E = 64
-"""Columns of ``W_1`` (rows of ``W_2``) per tile: ``[D, 64]`` fp32 weights are 16 KB at ``D = 64``."""
+"""Widest tile: columns of ``W_1`` (rows of ``W_2``) per tile; ``[D, 64]`` fp32 weights are 16 KB at ``D = 64``."""
+
+
+def tile_e(D: int) -> int:
+    """Columns per tile for heads of ``D``: ``BD x BET = 4096`` fp32 elements (16 KB) a weight tile, at most
+    :data:`TILE_E` (64 up to ``D = 64``, 32 at 128). At ``D = 128`` 64-column tiles made the backward need 224 KB of
+    shared memory (Memora's 288 KB, past the 227 KB of an H100 block); 32-column ones need 160 KB for both (sm_90a,
+    ``reports/benchmarks/miras_resources_sm_90a.md``)."""
+    return min(TILE_E, max(16, 4096 // max(16, triton.next_power_of_2(D))))
 
 
 @triton.jit
@@ -775,7 +783,7 @@ def _mlp_bwd_kernel(
 
 def _meta(spec: MemorySpec, chunk_size: int, D: int, log_alpha, delta, cu_seqlens) -> dict:
     E = spec.expansion * D
-    BET = min(TILE_E, max(16, triton.next_power_of_2(E)))
+    BET = min(tile_e(D), max(16, triton.next_power_of_2(E)))
     BD = max(16, triton.next_power_of_2(D))
     return dict(
         BT=chunk_size,
@@ -969,4 +977,4 @@ def chunk_miras_mlp(
     return o, {"weights": final}
 
 
-__all__ = ["ChunkMirasMLPFunction", "chunk_miras_mlp"]
+__all__ = ["ChunkMirasMLPFunction", "chunk_miras_mlp", "tile_e"]

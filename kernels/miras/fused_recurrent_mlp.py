@@ -27,7 +27,6 @@ import triton.language as tl
 
 from kernels.miras.chunk import RETENTION_CODES, _log_floor, _psi, _simplex, _store, bias_code, channelwise
 from kernels.miras.chunk_mlp import (
-    TILE_E,
     _act,
     _act_grad,
     _layer_norm,
@@ -39,6 +38,7 @@ from kernels.miras.chunk_mlp import (
     _scale2,
     _scales,
     _tile,
+    tile_e,
 )
 from kernels.miras.naive import _initial
 from kernels.miras.spec import MemorySpec
@@ -187,14 +187,8 @@ def _mlp_recurrent_kernel(
 
 DECODE_WARPS = 8
 """Warps per decoding program (both memories). On sm_90a at 4 every head size spills registers; at 8 the MLP
-memory spills at none (with :func:`decode_tile`) and the linear one at ``D = 64`` only (its ``[K, V]`` states sit
-in registers whole: ``python -m kernels.miras.resources --kernels linear_decode mlp_decode``)."""
-
-
-def decode_tile(D: int) -> int:
-    """Columns of ``W_1`` per tile when decoding: ``BD x BET = 4096`` fp32 elements per weight tile (64 at
-    ``D = 64``, 32 at 128), 16 registers a thread per tile at :data:`DECODE_WARPS`."""
-    return min(TILE_E, max(16, 4096 // max(16, triton.next_power_of_2(D))))
+memory (tiles of ``chunk_mlp.tile_e``) spills at none and the linear one at ``D = 64`` only (its ``[K, V]``
+states sit in registers whole): ``python -m kernels.miras.resources --kernels linear_decode mlp_decode``."""
 
 
 def _fresh(shapes, like: torch.Tensor, value: float) -> tuple[torch.Tensor, ...]:
@@ -265,7 +259,7 @@ def fused_recurrent_miras_mlp(
     eta_c = channelwise(eta, D)
     delta_c = channelwise(delta, D) if spec.needs_delta else None
     o = torch.empty(v.shape, device=v.device, dtype=q.dtype)
-    BET = min(decode_tile(D), max(16, triton.next_power_of_2(E)))
+    BET = min(tile_e(D), max(16, triton.next_power_of_2(E)))
     with torch.no_grad():
         _mlp_recurrent_kernel[(N, H)](
             q.contiguous(),
@@ -303,4 +297,4 @@ def fused_recurrent_miras_mlp(
     return o, new
 
 
-__all__ = ["DECODE_WARPS", "decode_tile", "fused_recurrent_miras_mlp"]
+__all__ = ["DECODE_WARPS", "fused_recurrent_miras_mlp"]

@@ -55,7 +55,7 @@ RETENTIONS = ("none", "l2", "lq", "kl")
 def constexprs(name: str, head_dim: int, chunk: int, extra: dict, retention: str = "l2") -> dict:
     """The specialisation compiled: l2 bias, channel-wise gates, no varlen, 16 heads, and ``retention``."""
     from kernels.miras.chunk import RETENTION_CODES
-    from kernels.miras.chunk_mlp import TILE_E
+    from kernels.miras.chunk_mlp import tile_e
 
     common = {"BT": chunk, "BIAS": 1, "RETENTION": RETENTION_CODES[retention], "LQ_ROW": False}
     common |= {"HAS_ALPHA": retention != "none", "HAS_DELTA": False, "IS_VARLEN": False, "H": 16, **extra}
@@ -65,12 +65,9 @@ def constexprs(name: str, head_dim: int, chunk: int, extra: dict, retention: str
             return {k: v for k, v in linear.items() if k not in ("BT", "IS_VARLEN")}
         return linear
     E = 4 * head_dim
-    BET = min(E, TILE_E)
+    BET = min(E, tile_e(head_dim))
     mlp = {"D": head_dim, "E": E, "BD": head_dim, "BW": max(head_dim, chunk), "BET": BET, "NE": E // BET}
     if name == "mlp_decode":  # one token at a time: no chunk tiles, no workspace, no varlen
-        from kernels.miras.fused_recurrent_mlp import decode_tile
-
-        mlp |= {"BET": decode_tile(head_dim), "NE": E // decode_tile(head_dim)}
         return {k: v for k, v in (common | mlp).items() if k not in ("BT", "BW", "IS_VARLEN")} | {"ACT": 0}
     return common | mlp | {"ACT": 0}
 
