@@ -262,6 +262,22 @@ def test_fused_recurrent_in_pieces_matches_chunk(preset, with_state):
             assert_close(f"chunk-start state {b} [{layer}]", r, y, max(2e-5, 4 * relative_rms(r, x)) if kl else 2e-5)
 
 
+@pytest.mark.parametrize("preset", ["yaad_linear", "memora"])
+def test_fused_recurrent_half_inputs(preset):
+    """fp16 inputs decoded in pieces (fp32 states) against fp64 on the same rounded inputs; fp16 outputs."""
+    spec = PRESETS[preset]
+    T = 2 * CHUNK + 5
+    inputs = [x.detach().half() for x in make_inputs(T, eta_max=0.1)]
+    key, h0 = make_state(spec)
+    h0 = tuple(w.detach() for w in h0)
+    bounds = [0, 1, CHUNK - 3, CHUNK + 1, T]
+    o, _, _ = decode_in_pieces(spec, inputs, h0[0] if spec.arch == "linear" else h0, bounds)
+    wide = [x.double() for x in inputs]
+    ref = naive_chunk_miras(*wide[:5], spec, wide[5], {key: tuple(w.double() for w in h0)}, False, CHUNK)[0]
+    assert o.dtype == torch.float16
+    assert_close("o", ref, o, 2e-3)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("preset", list(PRESETS))
