@@ -109,6 +109,7 @@ def _close_chunk(
         else:
             S1 = b[:, None] * W1 + U1
             S2 = W2 * b[None, :] + U2
+        tl.debug_barrier()  # every thread has read the tile before any overwrites it
         _put(s1_ptr, s2_ptr, S1, S2, cols, offs_d, D, E)
         _put(u1_ptr, u2_ptr, tl.zeros_like(U1), tl.zeros_like(U2), cols, offs_d, D, E)
     if KL:
@@ -168,6 +169,7 @@ def _mlp_recurrent_kernel(
             g1 = tl.sum(W2 * g2[None, :], 1) * c2 * _act_grad(z, ACT)
             U1 = a[:, None] * U1 - (eta * k)[:, None] * g1[None, :]
             U2 = U2 * a[None, :] - _act(z, ACT)[:, None] * (eta * g2)[None, :]
+            tl.debug_barrier()  # every thread has read the tile before any overwrites it
             _put(u1, u2, U1, U2, cols, offs_d, D, E)
             h = _act(tl.sum((qc * b)[:, None] * W1 + qc[:, None] * U1, 0), ACT) * c2
             zq += tl.sum(h[:, None] * (W2 * b[None, :] + U2), 0)
