@@ -88,10 +88,13 @@ def check_supported(spec: MemorySpec) -> None:
 def max_head_dim(spec: MemorySpec, chunk_size: int = 64) -> int:
     """Widest head (padded to a power of two) whose forward and backward programs fit the 227 KB of shared memory
     an sm_90 block may use, from the ahead-of-time compile in ``reports/benchmarks/miras_resources_sm_90a.md``
-    (chunk 64): at 128 the linear-memory backward needs 384 KB (368 KB at chunk 32); the MLP memories' programs
-    need at most 160 KB with the 32-column tiles of ``chunk_mlp.tile_e``.
+    (chunk 64). At 128 the linear memory fits when its value axis splits (:func:`value_block`); whole 128-column
+    heads (lq, the norm-based biases) need 384 KB in the backward. The MLP memories need at most 160 KB with the
+    32-column tiles of ``chunk_mlp.tile_e``.
     """
-    return 64 if spec.arch == "linear" else 128
+    if spec.arch == "mlp" or value_block(spec, 128, 128) < 128:
+        return 128
+    return 64
 
 
 def check_head_dim(spec: MemorySpec, head_dim: int, chunk_size: int = 64) -> None:
@@ -336,7 +339,7 @@ def _fwd_kernel(
     STORE_HT: tl.constexpr,
     IS_VARLEN: tl.constexpr,
 ):
-    i_n, i_h = tl.program_id(0), tl.program_id(1)
+    i_n, i_h, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     if IS_VARLEN:
         bos = tl.load(cu_ptr + i_n).to(tl.int64)
         T = (tl.load(cu_ptr + i_n + 1) - bos).to(tl.int32)
@@ -346,7 +349,7 @@ def _fwd_kernel(
         first_chunk = tl.cast(i_n, tl.int64) * tl.cdiv(T, BT)
     sk, sv = H * K, H * V
     base_k, base_v = bos * sk + i_h * K, bos * sv + i_h * V
-    offs_k, offs_v = tl.arange(0, BK), tl.arange(0, BV)
+    offs_k, offs_v = tl.arange(0, BK), i_v * BV + tl.arange(0, BV)
     state = (tl.cast(i_n, tl.int64) * H + i_h) * K * V
     lag = (tl.arange(0, BT) == 0)[:, None]
     S = tl.zeros([BK, BV], dtype=tl.float32)
@@ -428,6 +431,7 @@ def _bwd_kernel(
     dd_ptr,
     dh0_ptr,
     T,
+    key_block,
     H: tl.constexpr,
     K: tl.constexpr,
     V: tl.constexpr,
@@ -451,7 +455,7 @@ def _bwd_kernel(
     HAS_DHT: tl.constexpr,
     IS_VARLEN: tl.constexpr,
 ):
-    i_n, i_h = tl.program_id(0), tl.program_id(1)
+    i_n, i_h, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     if IS_VARLEN:
         bos = tl.load(cu_ptr + i_n).to(tl.int64)
         T = (tl.load(cu_ptr + i_n + 1) - bos).to(tl.int32)
@@ -461,7 +465,9 @@ def _bwd_kernel(
         first_chunk = tl.cast(i_n, tl.int64) * tl.cdiv(T, BT)
     sk, sv = H * K, H * V
     base_k, base_v = bos * sk + i_h * K, bos * sv + i_h * V
-    offs_k, offs_v = tl.arange(0, BK), tl.arange(0, BV)
+    # key-side gradients are this value block's share; the blocks' shares are added up after the launch
+    part = base_k + tl.cast(i_v, tl.int64) * key_block
+    offs_k, offs_v = tl.arange(0, BK), i_v * BV + tl.arange(0, BV)
     state = (tl.cast(i_n, tl.int64) * H + i_h) * K * V
     i = tl.arange(0, BT)
     causal = i[None, :] <= i[:, None]
@@ -583,12 +589,12 @@ def _bwd_kernel(
             dS_prev += dot(tl.trans(k0), dr0)
         dS = dS_prev
 
-        _store(dq_ptr + base_k, dq, rows, offs_k, T, K, sk)
-        _store(dk_ptr + base_k, dk, rows, offs_k, T, K, sk)
+        _store(dq_ptr + part, dq, rows, offs_k, T, K, sk)
+        _store(dk_ptr + part, dk, rows, offs_k, T, K, sk)
         _store(dv_ptr + base_v, dv, rows, offs_v, T, V, sv)
-        _store(deta_ptr + base_k, deta, rows, offs_k, T, K, sk)
+        _store(deta_ptr + part, deta, rows, offs_k, T, K, sk)
         if HAS_ALPHA:
-            _store(dla_ptr + base_k, dla, rows, offs_k, T, K, sk)
+            _store(dla_ptr + part, dla, rows, offs_k, T, K, sk)
         if HAS_DELTA:
             _store(dd_ptr + base_v, dd, rows, offs_v, T, V, sv)
     if HAS_H0:
@@ -616,7 +622,8 @@ class ChunkMirasFunction(torch.autograd.Function):
         hs = torch.empty(n_chunks, H, K, V, device=q.device, dtype=torch.float32)
         ht = torch.empty(N, H, K, V, device=q.device, dtype=torch.float32) if output_final_state else None
         scalars = _scalars(spec, K)
-        _fwd_kernel[(N, H)](
+        meta = _meta(spec, chunk_size, K, V, log_alpha, delta)
+        _fwd_kernel[(N, H, triton.cdiv(V, meta["BV"]))](
             q,
             k,
             v,
@@ -630,7 +637,7 @@ class ChunkMirasFunction(torch.autograd.Function):
             K,
             V,
             *scalars,
-            **_meta(spec, chunk_size, K, V, log_alpha, delta),
+            **meta,
             HAS_H0=h0 is not None,
             STORE_HT=output_final_state,
             IS_VARLEN=cu_seqlens is not None,
@@ -646,12 +653,14 @@ class ChunkMirasFunction(torch.autograd.Function):
         V = v.shape[-1]
         N = B if cu_seqlens is None else len(cu_seqlens) - 1
         f32 = dict(dtype=torch.float32, device=q.device)
-        dq, dk, deta = (torch.empty(q.shape, **f32) for _ in range(3))
+        meta = _meta(ctx.spec, ctx.chunk_size, K, V, log_alpha, delta)
+        NV = triton.cdiv(V, meta["BV"])
+        dq, dk, deta = (torch.empty(NV, *q.shape, **f32) for _ in range(3))
         dv = torch.empty(v.shape, **f32)
-        dla = torch.empty(q.shape, **f32) if log_alpha is not None else None
+        dla = torch.empty(NV, *q.shape, **f32) if log_alpha is not None else None
         dd = torch.empty(v.shape, **f32) if delta is not None else None
         dh0 = torch.empty(h0.shape, **f32) if h0 is not None else None
-        _bwd_kernel[(N, H)](
+        _bwd_kernel[(N, H, NV)](
             q,
             k,
             v,
@@ -666,15 +675,17 @@ class ChunkMirasFunction(torch.autograd.Function):
             deta,
             *_or_dummy(hs, dla, dd, dh0),
             T,
+            q.numel(),
             H,
             K,
             V,
             *_scalars(ctx.spec, K),
-            **_meta(ctx.spec, ctx.chunk_size, K, V, log_alpha, delta),
+            **meta,
             HAS_H0=h0 is not None,
             HAS_DHT=dht is not None,
             IS_VARLEN=cu_seqlens is not None,
         )
+        dq, dk, deta, dla = (None if g is None else g.sum(0) for g in (dq, dk, deta, dla))
         cast = lambda g, like: None if g is None else g.to(like.dtype)  # noqa: E731
         return (
             cast(dq, q),
@@ -711,11 +722,28 @@ def _scalars(spec: MemorySpec, K: int) -> tuple[float, ...]:
     )
 
 
+VALUE_BLOCK = 64
+"""Widest value block of the linear memory's programs (:func:`value_block`)."""
+
+
+def value_block(spec: MemorySpec, K: int, V: int) -> int:
+    """Value columns per program (padded): ``BK x BV <= 4096`` state elements, at most :data:`VALUE_BLOCK` (64 at
+    ``K = 64``; 32 at 128, where whole 128-column heads needed 384 KB of shared memory in the backward and 64-column
+    blocks 256 KB with kl, 32-column ones 192 KB: sm_90a, ``python -m kernels.miras.resources``). Every column of
+    ``S`` evolves on its own except under the lq scale (a norm over ``S``) and the biases that take the norm of the
+    residual (Huber's head switch and norm form, the robust bias): those keep the whole ``V`` in one program. The
+    programs' key-side gradients add up."""
+    padded, BK = max(16, triton.next_power_of_2(V)), max(16, triton.next_power_of_2(K))
+    whole_rows = spec.retention == "lq" or bias_code(spec) in (BIAS_CODES["huber_head"], BIAS_CODES["huber_norm"],
+                                                               BIAS_CODES["robust"])  # fmt: skip
+    return padded if whole_rows else min(padded, VALUE_BLOCK, max(16, 4096 // BK))
+
+
 def _meta(spec: MemorySpec, chunk_size: int, K: int, V: int, log_alpha, delta) -> dict:
     return dict(
         BT=chunk_size,
         BK=max(16, triton.next_power_of_2(K)),
-        BV=max(16, triton.next_power_of_2(V)),
+        BV=value_block(spec, K, V),
         BIAS=bias_code(spec),
         RETENTION=RETENTION_CODES[spec.retention],
         LQ_ROW=spec.lq_scope == "row",
@@ -809,4 +837,4 @@ def chunk_miras(
     return o, final
 
 
-__all__ = ["ChunkMirasFunction", "check_head_dim", "check_supported", "chunk_miras", "max_head_dim"]
+__all__ = ["ChunkMirasFunction", "check_head_dim", "check_supported", "chunk_miras", "max_head_dim", "value_block"]

@@ -30,7 +30,7 @@ from kernels.utils import git_tag, write_record
 REPO = Path(__file__).resolve().parents[2]
 BF16_POINTERS = ("q_ptr", "k_ptr", "v_ptr", "o_ptr", "do_ptr")
 """Inputs and output in bf16, as in training; gates, states and gradients are fp32."""
-INT_ARGS = ("T", "position", "chunk_size")
+INT_ARGS = ("T", "position", "chunk_size", "key_block")
 SHARED_LIMIT = {"sm_90a": 232448, "sm_90": 232448, "sm_80": 166912}
 """Largest shared memory one block may use (bytes): H100/H200 227 KB, A100 163 KB."""
 
@@ -60,7 +60,11 @@ def constexprs(name: str, head_dim: int, chunk: int, extra: dict, retention: str
     common = {"BT": chunk, "BIAS": 1, "RETENTION": RETENTION_CODES[retention], "LQ_ROW": False}
     common |= {"HAS_ALPHA": retention != "none", "HAS_DELTA": False, "IS_VARLEN": False, "H": 16, **extra}
     if name.startswith("linear"):
-        linear = common | {"K": head_dim, "V": head_dim, "BK": head_dim, "BV": head_dim}
+        from kernels.miras.chunk import value_block
+        from kernels.miras.spec import MemorySpec
+
+        BV = value_block(MemorySpec(arch="linear", retention=retention), head_dim, head_dim)
+        linear = common | {"K": head_dim, "V": head_dim, "BK": head_dim, "BV": BV}
         if name == "linear_decode":
             return {k: v for k, v in linear.items() if k not in ("BT", "IS_VARLEN")}
         return linear

@@ -181,6 +181,25 @@ def test_half_inputs(preset):
             assert_close(name, r, x.float(), ratio)
 
 
+@pytest.mark.parametrize(
+    "spec",
+    [linear(), linear("huber", huber_mode="coordinate"), linear("l1", "elastic", elastic_threshold=0.02),
+     PRESETS["memora_linear"]],
+    ids=["l2", "huber-coordinate", "l1-elastic", "memora-linear"],
+)  # fmt: skip
+def test_value_blocks_add_up_to_the_whole_head(spec, monkeypatch):
+    """Heads split over value blocks (16 columns, the last one partial) against the fp64 reference; the norm-based
+    memories keep whole rows."""
+    from kernels.miras import chunk
+
+    monkeypatch.setattr(chunk, "VALUE_BLOCK", 16)
+    assert chunk.value_block(spec, 40, 40) == 16
+    compare(spec, T=37, d=40)
+    assert (
+        chunk.value_block(PRESETS["yaad_linear"], 40, 40) == chunk.value_block(PRESETS["moneta_linear"], 40, 40) == 64
+    )
+
+
 def test_varlen_matches_per_sequence():
     """Packed sequences with ``cu_seqlens`` give each sequence's own run, outputs, states and gradients."""
     spec = PRESETS["yaad_linear"]
