@@ -2,9 +2,10 @@
 
 This transcribes ``naive_chunk_miras`` (``read='chunk'``) for the linear memory ``M(x) = x W``, ``W[K, V]``;
 ``chunk_mlp.py`` does the MLP memory on the same device functions, and :func:`chunk_miras` serves both.
-Per sequence and head one program walks the chunks in order, holding the chunk-start state ``S`` in fp32
-registers. For a chunk of ``BT`` tokens, with ``g_i = sum_{m <= i} log alpha_m`` (channel-wise on the key axis)
-and the lq scale ``c = ||S||_q^-(q-2)`` (1 unless ``retention='lq'``)::
+Per sequence, head and value block (:func:`value_block`) one program walks the chunks in order, holding its
+columns of the chunk-start state ``S`` in fp32 registers. For a chunk of ``BT`` tokens, with
+``g_i = sum_{m <= i} log alpha_m`` (channel-wise on the key axis) and the lq scale ``c = ||S||_q^-(q-2)`` (1 unless
+``retention='lq'``)::
 
     R = (k * c) S - v,   P = psi(R)                           gradients at the chunk start (Eq. 28)
     A_ij = sum_f (q * c)_if (eta * k)_jf exp(g_if - g_jf),  j <= i

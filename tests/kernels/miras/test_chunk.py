@@ -183,8 +183,8 @@ def test_half_inputs(preset):
 
 @pytest.mark.parametrize(
     "spec",
-    [linear(), linear("huber", huber_mode="coordinate"), linear("l1", "elastic", elastic_threshold=0.02),
-     PRESETS["memora_linear"]],
+    [linear(), pytest.param(linear("huber", huber_mode="coordinate"), marks=pytest.mark.slow),
+     pytest.param(linear("l1", "elastic", elastic_threshold=0.02), marks=pytest.mark.slow), PRESETS["memora_linear"]],
     ids=["l2", "huber-coordinate", "l1-elastic", "memora-linear"],
 )  # fmt: skip
 def test_value_blocks_add_up_to_the_whole_head(spec, monkeypatch):
@@ -248,7 +248,9 @@ def decode_in_pieces(spec, inputs, start, bounds, chunk_size=CHUNK):
 @pytest.mark.parametrize(
     "preset, with_state",
     # from zeros too, except the MLP memories that stay at zero weights (Memora starts at the uniform simplex)
-    [(p, True) for p in PRESETS] + [(p, False) for p in ("moneta_linear", "yaad_linear", "memora_linear", "memora")],
+    [pytest.param(p, True, marks=pytest.mark.slow) for p in ("moneta", "yaad")]
+    + [(p, True) for p in ("memora", "moneta_linear", "yaad_linear", "memora_linear")]
+    + [(p, False) for p in ("moneta_linear", "yaad_linear", "memora_linear", "memora")],
 )
 def test_fused_recurrent_in_pieces_matches_chunk(preset, with_state):
     """Decoding in pieces of any length (single tokens included, two pieces across chunk boundaries) gives the
