@@ -188,9 +188,8 @@ def _mlp_recurrent_kernel(
 
 
 DECODE_WARPS = 8
-"""Warps per decoding program (both memories). On sm_90a at 4 every head size spills registers; at 8 the MLP
-memory (tiles of ``chunk_mlp.tile_e``) spills at none and the linear one at ``D = 64`` only (its ``[K, V]``
-states sit in registers whole): ``python -m kernels.miras.resources --kernels linear_decode mlp_decode``."""
+"""Warps per decoding program (both memories). On sm_90a at 4 every head size spills registers; at 8 none does
+but the linear memory's at ``D = 128`` with lq (2.6 KB): ``reports/benchmarks/miras_resources_sm_90a.md``."""
 
 
 def _fresh(shapes, like: torch.Tensor, value: float) -> tuple[torch.Tensor, ...]:
