@@ -158,7 +158,9 @@ def test_odd_lengths(T, with_state):
     compare(PRESETS["yaad_linear"], T=T, with_state=with_state, chunk_size=64)
 
 
-@pytest.mark.parametrize("preset", ["moneta_linear", pytest.param("yaad", marks=pytest.mark.slow), "moneta", "memora"])
+@pytest.mark.parametrize(
+    "preset", ["moneta_linear", *(pytest.param(p, marks=pytest.mark.slow) for p in ("yaad", "moneta")), "memora"]
+)
 def test_half_inputs(preset):
     """fp16 inputs, fp32 accumulation: against the fp32 reference on the same (rounded) inputs.
 
@@ -368,12 +370,12 @@ def test_mlp_chunk_matches_naive(name):
 @pytest.mark.parametrize(
     ("preset", "T", "with_state"),
     [
-        ("moneta", 65, True),
         ("memora", 1, True),
         ("memora", 65, True),
         *(
             pytest.param(*case, marks=pytest.mark.slow)
             for case in (
+                ("moneta", 65, True),
                 ("moneta", 1, True),
                 ("yaad", 15, True),
                 ("memora", 63, False),
