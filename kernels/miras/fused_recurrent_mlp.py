@@ -16,7 +16,8 @@ After the chunk's last token the start becomes ``b W + U`` (Memora: ``c Softmax(
 writes the gradient point. The weights (``W_1 [D, E]``, ``W_2 [E, D]``) stay in global memory and each token
 walks the hidden axis ``E`` in tiles, as :mod:`kernels.miras.chunk_mlp` does; a program rereads what its other
 threads wrote, so every hand-over passes a ``tl.debug_barrier``. The products are vector-matrix ones, in fp32 on
-the CUDA cores: decoding reads every weight once per token, so it is bound by memory, not by arithmetic.
+the CUDA cores: each token streams the weights twice (the pass at the key, then the write-and-read pass with
+``U``), so decoding is bound by memory, not by arithmetic.
 """
 
 from __future__ import annotations
