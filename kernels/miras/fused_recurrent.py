@@ -154,9 +154,9 @@ def fused_recurrent_miras(
 
     Args:
         q, k: ``[N, T, H, K]``; v: ``[N, T, H, V]``; eta, alpha, delta: ``[N, T, H]`` or channel-wise.
-        state: ``{"start", "running", "position"}`` from a previous call (``running`` may be left out at position
-            0: it is ``start`` there), or None (zeros at position 0); the MLP
-            memory's state is that of :func:`kernels.miras.fused_recurrent_mlp.fused_recurrent_miras_mlp`.
+        state: ``{"start", "running", "position"}`` (kl: also ``"point"`` and ``"decay"``) from a previous call;
+            at position 0 only ``start`` is needed. None starts from zeros (kl: the uniform simplex) at position 0.
+            The MLP memory's state is that of :func:`kernels.miras.fused_recurrent_mlp.fused_recurrent_miras_mlp`.
         chunk_size: the chunk size of the :func:`chunk_miras` run being continued.
 
     Returns:
