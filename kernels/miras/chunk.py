@@ -86,7 +86,7 @@ def check_supported(spec: MemorySpec) -> None:
             )
 
 
-def max_head_dim(spec: MemorySpec, chunk_size: int = 64) -> int:
+def max_head_dim(spec: MemorySpec) -> int:
     """Widest head (padded to a power of two) whose forward and backward programs fit the 227 KB of shared memory
     an sm_90 block may use, from the ahead-of-time compile in ``reports/benchmarks/miras_resources_sm_90a.md``
     (chunk 64). At 128 the linear memory fits when its value axis splits (:func:`value_block`); whole 128-column
@@ -98,14 +98,14 @@ def max_head_dim(spec: MemorySpec, chunk_size: int = 64) -> int:
     return 64
 
 
-def check_head_dim(spec: MemorySpec, head_dim: int, chunk_size: int = 64) -> None:
+def check_head_dim(spec: MemorySpec, head_dim: int) -> None:
     """Raise ``NotImplementedError`` when heads of ``head_dim`` are too wide for the GPU programs of ``spec``."""
-    padded, widest = max(16, triton.next_power_of_2(head_dim)), max_head_dim(spec, chunk_size)
+    padded, widest = max(16, triton.next_power_of_2(head_dim)), max_head_dim(spec)
     if padded > widest:
         raise NotImplementedError(
             f"head_dim={head_dim} (padded to {padded}) is wider than the {widest} the Triton kernels fit in a GPU "
-            f"block's shared memory for memory.arch={spec.arch!r}, memory.retention={spec.retention!r} at "
-            f"chunk_size={chunk_size}"
+            f"block's shared memory for memory.arch={spec.arch!r}, memory.retention={spec.retention!r}, "
+            f"memory.bias={spec.bias!r}"
         )
 
 
@@ -764,6 +764,15 @@ def channelwise(g: torch.Tensor | None, d: int) -> torch.Tensor | None:
     return g.expand(*g.shape[:3], d).contiguous()
 
 
+def kernel_gates(spec: MemorySpec, eta, alpha, delta, K: int, V: int) -> tuple:
+    """The gates as every kernel reads them: ``eta [.., K]``, ``log alpha [.., K]`` in fp32 (None without retention)
+    and ``delta [.., V]`` (None unless the bias reads it)."""
+    log_alpha = None
+    if spec.retention != "none":
+        log_alpha = channelwise(alpha, K).float().clamp_min(torch.finfo(torch.float32).tiny).log()
+    return channelwise(eta, K), log_alpha, channelwise(delta, V) if spec.needs_delta else None
+
+
 def chunk_miras(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -814,16 +823,11 @@ def chunk_miras(
     h0 = None
     if initial_state is not None:
         h0 = _initial(initial_state, spec, N, H, K, V, q.float())[0][0].float().contiguous()
-    log_alpha = None
-    if spec.retention != "none":
-        log_alpha = channelwise(alpha, K).float().clamp_min(torch.finfo(torch.float32).tiny).log()
     o, ht = ChunkMirasFunction.apply(
         q.contiguous(),
         k.contiguous(),
         v.contiguous(),
-        channelwise(eta, K),
-        log_alpha,
-        channelwise(delta, V) if spec.needs_delta else None,
+        *kernel_gates(spec, eta, alpha, delta, K, V),
         h0,
         spec,
         chunk_size,

@@ -52,7 +52,7 @@ from kernels.miras.chunk import (
     _simplex_vjp,
     _store,
     bias_code,
-    channelwise,
+    kernel_gates,
 )
 from kernels.miras.decay import dot, mix, mix_t, scores
 from kernels.miras.naive import _initial, _lq_normalise
@@ -953,16 +953,11 @@ def chunk_miras_mlp(
     B, T, H, D = q.shape
     N = B if cu_seqlens is None else len(cu_seqlens) - 1
     w1, w2 = (w.float().contiguous() for w in _initial(initial_state, spec, N, H, D, D, q.float())[0])
-    log_alpha = None
-    if spec.retention != "none":
-        log_alpha = channelwise(alpha, D).float().clamp_min(torch.finfo(torch.float32).tiny).log()
     o, ht1, ht2 = ChunkMirasMLPFunction.apply(
         q.contiguous(),
         k.contiguous(),
         v.contiguous(),
-        channelwise(eta, D),
-        log_alpha,
-        channelwise(delta, D) if spec.needs_delta else None,
+        *kernel_gates(spec, eta, alpha, delta, D, D),
         w1,
         w2,
         spec,

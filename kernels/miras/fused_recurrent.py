@@ -33,8 +33,8 @@ from kernels.miras.chunk import (
     _simplex,
     _soft_threshold_tl,
     bias_code,
-    channelwise,
     check_supported,
+    kernel_gates,
 )
 from kernels.miras.fused_recurrent_mlp import DECODE_WARPS, fused_recurrent_miras_mlp
 from kernels.miras.naive import _initial
@@ -188,11 +188,7 @@ def fused_recurrent_miras(
             else torch.ones(N, H, K, device=q.device, dtype=torch.float32)
         )
     o = torch.empty(v.shape, device=v.device, dtype=q.dtype)
-    log_alpha = None
-    if spec.retention != "none":
-        log_alpha = channelwise(alpha, K).float().clamp_min(torch.finfo(torch.float32).tiny).log()
-    eta_c = channelwise(eta, K)
-    delta_c = channelwise(delta, V) if spec.needs_delta else None
+    eta_c, log_alpha, delta_c = kernel_gates(spec, eta, alpha, delta, K, V)
     with torch.no_grad():
         _fused_recurrent_kernel[(N, H)](
             q.contiguous(),

@@ -26,12 +26,13 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.miras.chunk import RETENTION_CODES, _log_floor, _psi, _simplex, _store, bias_code, channelwise
+from kernels.miras.chunk import _log_floor, _psi, _simplex, _store, kernel_gates
 from kernels.miras.chunk_mlp import (
     _act,
     _act_grad,
     _layer_norm,
     _ln_vjp,
+    _meta,
     _normalise,
     _online,
     _put,
@@ -39,7 +40,6 @@ from kernels.miras.chunk_mlp import (
     _scale2,
     _scales,
     _tile,
-    tile_e,
 )
 from kernels.miras.naive import _initial
 from kernels.miras.spec import MemorySpec
@@ -188,6 +188,7 @@ def _mlp_recurrent_kernel(
     tl.store(b_ptr + nh * D + offs_d, b, mask=md)
 
 
+CHUNK_ONLY = ("BT", "BW", "IS_VARLEN")
 DECODE_WARPS = 8
 """Warps per decoding program (both memories). On sm_90a at 4 every head size spills registers; at 8 none does
 but the linear memory's at ``D = 128`` with lq (2.6 KB): ``reports/benchmarks/miras_resources_sm_90a.md``."""
@@ -255,13 +256,10 @@ def fused_recurrent_miras_mlp(
         point = own(state["point"], copy=position + T > chunk_size)
     elif kl:
         point = tuple(torch.empty_like(w) for w in start)
-    log_alpha = None
-    if spec.retention != "none":
-        log_alpha = channelwise(alpha, D).float().clamp_min(torch.finfo(torch.float32).tiny).log()
-    eta_c = channelwise(eta, D)
-    delta_c = channelwise(delta, D) if spec.needs_delta else None
+    eta_c, log_alpha, delta_c = kernel_gates(spec, eta, alpha, delta, D, D)
     o = torch.empty(v.shape, device=v.device, dtype=q.dtype)
-    BET = min(tile_e(D), max(16, triton.next_power_of_2(E)))
+    # the chunk kernels' specialisation, less what only a chunk has (its length, workspace and packing)
+    meta = {k: v for k, v in _meta(spec, chunk_size, D, log_alpha, delta_c, None).items() if k not in CHUNK_ONLY}
     with torch.no_grad():
         _mlp_recurrent_kernel[(N, H)](
             q.contiguous(),
@@ -282,15 +280,7 @@ def fused_recurrent_miras_mlp(
             D,
             E,
             *_scalars(spec, D),
-            BD=max(16, triton.next_power_of_2(D)),
-            BET=BET,
-            NE=triton.cdiv(E, BET),
-            BIAS=bias_code(spec),
-            RETENTION=RETENTION_CODES[spec.retention],
-            LQ_ROW=spec.lq_scope == "row",
-            ACT=0 if spec.activation == "gelu" else 1,
-            HAS_ALPHA=log_alpha is not None,
-            HAS_DELTA=delta_c is not None,
+            **meta,
             num_warps=DECODE_WARPS,
         )
     new = {"start": start, "update": update, "decay": decay, "position": (position + T) % chunk_size}

@@ -71,8 +71,10 @@ def constexprs(name: str, head_dim: int, chunk: int, extra: dict, retention: str
     E = 4 * head_dim
     BET = min(E, tile_e(head_dim))
     mlp = {"D": head_dim, "E": E, "BD": head_dim, "BW": max(head_dim, chunk), "BET": BET, "NE": E // BET}
-    if name == "mlp_decode":  # one token at a time: no chunk tiles, no workspace, no varlen
-        return {k: v for k, v in (common | mlp).items() if k not in ("BT", "BW", "IS_VARLEN")} | {"ACT": 0}
+    if name == "mlp_decode":
+        from kernels.miras.fused_recurrent_mlp import CHUNK_ONLY
+
+        return {k: v for k, v in (common | mlp).items() if k not in CHUNK_ONLY} | {"ACT": 0}
     return common | mlp | {"ACT": 0}
 
 

@@ -44,7 +44,7 @@ def triton_unsupported(spec: MemorySpec, chunk_size: int, head_dim: int) -> str 
     """Why the Triton chunk kernel cannot run this memory (None when it can)."""
     try:
         check_supported(spec)
-        check_head_dim(spec, head_dim, chunk_size)
+        check_head_dim(spec, head_dim)
     except NotImplementedError as err:
         return str(err)
     if chunk_size not in CHUNK_SIZES:
