@@ -273,6 +273,17 @@ def _first_line(error: Exception) -> str:
     return (str(error).strip().splitlines() or [""])[0]
 
 
+def _status(error: Exception) -> str:
+    """A row's status for the error that stopped its method."""
+    if isinstance(error, (Unavailable, ImportError)):
+        return f"unavailable: {error}"
+    if isinstance(error, torch.OutOfMemoryError):
+        return "out of memory"
+    if isinstance(error, (NotImplementedError, ValueError)):
+        return f"unsupported: {_first_line(error)}"
+    return f"failed: {type(error).__name__}: {_first_line(error)}"
+
+
 def measure(method: str, s: Shape, dtype, device, chunk: int, warmup: int, repeats: int) -> dict:
     """One row: times, peak memory, FLOPs and TFLOP/s of ``method`` at ``s``, or its ``status``."""
     build, flops = METHODS[method]
@@ -299,16 +310,8 @@ def measure(method: str, s: Shape, dtype, device, chunk: int, warmup: int, repea
         row["fwd_bwd_s"] = timed(fwd_bwd, device, warmup, repeats)
         if device.type == "cuda":
             row["peak_mib"] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
-    except Unavailable as why:
-        return {**row, "status": f"unavailable: {why}"}
-    except ImportError as error:
-        return {**row, "status": f"unavailable: {error}"}
-    except torch.OutOfMemoryError:
-        return {**row, "status": "out of memory"}
-    except (NotImplementedError, ValueError) as error:
-        return {**row, "status": f"unsupported: {_first_line(error)}"}
     except Exception as error:  # a compile failure (e.g. Triton's OutOfResources) must not end the other rows
-        return {**row, "status": f"failed: {type(error).__name__}: {_first_line(error)}"}
+        return {**row, "status": _status(error)}
     finally:
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -325,14 +328,8 @@ def measure_decode(method: str, s: Shape, dtype, device, chunk: int, warmup: int
         with torch.no_grad():
             step = DECODERS[method](s, dtype, device, chunk)
             row["step_s"] = timed(step, device, warmup, repeats)
-    except Unavailable as why:
-        return {**row, "status": f"unavailable: {why}"}
-    except torch.OutOfMemoryError:
-        return {**row, "status": "out of memory"}
-    except (NotImplementedError, ValueError) as error:
-        return {**row, "status": f"unsupported: {_first_line(error)}"}
     except Exception as error:
-        return {**row, "status": f"failed: {type(error).__name__}: {_first_line(error)}"}
+        return {**row, "status": _status(error)}
     row["tokens_per_s"] = s.B / row["step_s"]
     return row
 
