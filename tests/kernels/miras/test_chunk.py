@@ -233,12 +233,11 @@ def decode_in_pieces(spec, inputs, start, bounds, chunk_size=CHUNK):
     state = None if start is None else {"start": start, "position": 0}
     outputs, starts = [], {}
     for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-        leaves = torch.utils._pytree.tree_leaves(state)
-        before = [x.clone() if torch.is_tensor(x) else x for x in leaves]
+        parts = [] if state is None else [v if isinstance(v, tuple) else (v,) for v in state.values()]
+        tensors = [x for part in parts for x in part if torch.is_tensor(x)]
+        before = [x.clone() for x in tensors]
         o, new = fused_recurrent_miras(*(x[:, a:b] for x in inputs[:5]), spec, inputs[5][:, a:b], state, chunk_size)
-        assert all(torch.equal(x, y) if torch.is_tensor(x) else x == y for x, y in zip(before, leaves, strict=True)), (
-            "the input state changed"
-        )
+        assert all(map(torch.equal, before, tensors)), "the input state changed"
         state = new
         outputs.append(o)
         if b % chunk_size == 0:
