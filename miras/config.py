@@ -98,14 +98,30 @@ class MixerConfig:
     channel_gates: bool = True
     """Channel-wise ``eta``, ``alpha``, ``delta`` (``[.., D]``, Miras section 5.4) or one value per head."""
     eta_max: float = 0.1
-    """``eta_t = eta_max * sigmoid(.)``; the squashing of the gates is not stated. titans-pytorch caps at 1; TTT
-    uses ``0.1 / head_dim``. Ours caps at 0.1: with the paper's LN'd MLP memory, inner steps near 1 make the outer
-    gradients explode across chunks (``python -m miras.diagnostics yaad-340m --set model.mixer.eta_max=1.0 --set
-    model.mixer.eta_init=0.1``: global grad norm 3.9e4 at initialisation, against 1.2 with the defaults)."""
+    """``eta_t = eta_max * sigmoid(.)``; the squashing of the gates is not stated. titans-pytorch caps at 1, TTT
+    uses ``0.1 / head_dim``. This default and ``eta_init`` suit the paper's LN without gain
+    (``memory_ln_gain=None``), whose write strength grows as the weights shrink: inner steps near 1 make the outer
+    gradients explode across chunks. The Moneta, Yaad and Memora presets use 1 with the LN gain
+    (``miras.presets.MIRAS_GATES``), as GDN's ``beta`` lies in (0, 1)."""
     eta_init: float = 0.001
-    """Initial memory learning rate ``eta_t`` (through the gate bias; not stated in the paper; TTT's size)."""
+    """Initial memory learning rate ``eta_t`` (through the gate bias; not stated in the paper; TTT's size). Every
+    token of a chunk steps from the chunk-start weights, so correlated keys add up to ``chunk_size * eta``."""
     alpha_init: float = 0.95
-    """Initial retention ``alpha_t = sigmoid(.)`` (through the gate bias; not stated in the paper)."""
+    """Initial retention ``alpha_t = sigmoid(.)`` (through the gate bias; not stated in the paper); with
+    ``alpha_init_min`` that of the slowest head. At 0.95 the MLP memories' weights decay to nothing within ~60
+    tokens and their LN'd output collapses; the presets start near 1, as GDN's ``exp(-A softplus(dt))`` does."""
+    alpha_init_min: float | None = None
+    """Initial retention of the fastest head: the heads' initial ``alpha`` spread log-uniformly in ``1 - alpha``
+    between this and ``alpha_init`` (GDN's ``dt`` spread; not in the paper). ``None``: every head at
+    ``alpha_init``."""
+    memory_ln_gain: float | None = None
+    """Learned per-head gain ``g`` of the MLP memory's LayerNorm, ``M(x) = x + g LN(h)``, initialised so that
+    ``||g LN(h)|| = memory_ln_gain`` (``g = memory_ln_gain / sqrt(head_dim)``). The paper does not say whether its
+    LN has an affine part; without one (``None``, the paper as written) the read lies at distance
+    ``sqrt(head_dim)`` from ``x`` whatever the values, and no write can reach a value of norm ~1. Implemented
+    outside the memory op by an exact change of variables (values ``k + (v - k) / g``, step ``eta g^e`` with
+    ``e`` the bias' degree, ``delta / g``, read ``q + g (o - q)``), so the kernels are unchanged; the smoothing of
+    Remark 5 then acts on ``r / g``."""
     delta_init: float = 1.0
     """Initial Huber threshold ``delta_t = softplus(.)`` (Yaad; not stated in the paper)."""
     delta_input_dependent: bool = True
@@ -165,6 +181,13 @@ class MixerConfig:
             )
         if not 0 < self.alpha_init < 1:
             raise ConfigError(f"mixer.alpha_init={self.alpha_init!r} is invalid; allowed values: a number in (0, 1)")
+        if self.alpha_init_min is not None and not 0 < self.alpha_init_min <= self.alpha_init:
+            raise ConfigError(
+                f"mixer.alpha_init_min={self.alpha_init_min!r} is invalid; allowed values: a number in "
+                f"(0, alpha_init={self.alpha_init}]"
+            )
+        if self.memory_ln_gain is not None:
+            _check_positive("mixer", "memory_ln_gain", self.memory_ln_gain)
 
 
 @dataclass(frozen=True)
@@ -366,6 +389,8 @@ ADDED_FIELDS: dict[str, Any] = {
     "model.mixer.ttr_norm": "unit",
     "model.mixer.ttr_ridge": 1e-3,
     "model.mixer.ttr_forget": 1.0,
+    "model.mixer.alpha_init_min": None,
+    "model.mixer.memory_ln_gain": None,
 }
 
 

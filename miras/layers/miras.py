@@ -22,11 +22,11 @@ from miras.layers.rotary import apply_rope, positions_from_cu_seqlens, rope_freq
 class LowRankGate(nn.Module):
     """``act(up(down(x)) + bias)`` with a rank-``r`` bottleneck (RWKV-7 style; Miras section 5.4)."""
 
-    def __init__(self, d_model: int, rank: int, out: int, bias_init: float) -> None:
+    def __init__(self, d_model: int, rank: int, out: int, bias_init: float | torch.Tensor) -> None:
         super().__init__()
         self.down = nn.Linear(d_model, rank, bias=False)
         self.up = nn.Linear(rank, out, bias=False)
-        self.bias = nn.Parameter(torch.full((out,), bias_init))
+        self.bias = nn.Parameter(torch.as_tensor(bias_init, dtype=torch.get_default_dtype()).expand(out).clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.up(self.down(x)) + self.bias
@@ -38,6 +38,47 @@ def _logit(p: float) -> float:
 
 def _softplus_inverse(y: float) -> float:
     return y + math.log(-math.expm1(-y))
+
+
+def retention_bias(config: MixerConfig, n_head: int, out: int) -> torch.Tensor:
+    """Bias of the retention gate: head ``h`` starts at ``alpha_h``, log-uniform in ``1 - alpha`` from
+    ``1 - alpha_init`` (head 0, slowest) to ``1 - alpha_init_min`` (last head), as GDN spreads its ``dt``."""
+    fastest = config.alpha_init if config.alpha_init_min is None else config.alpha_init_min
+    slow, fast = math.log1p(-config.alpha_init), math.log1p(-fastest)
+    forget = torch.exp(torch.linspace(slow, fast, n_head, dtype=torch.float64))
+    logits = torch.log1p(-forget) - torch.log(forget)
+    return logits.repeat_interleave(out // n_head).to(torch.get_default_dtype())
+
+
+BIAS_DEGREE = {"dot": 1.0, "l1": 1.0, "l2": 2.0, "huber": 2.0, "robust": 2.0}
+"""Degree of each attentional bias' gradient in the residual's scale (``lp``: ``p``): the power of the LN gain in
+the memory's step under the change of variables of ``MixerConfig.memory_ln_gain``."""
+
+
+def unit_gain_inputs(spec: MemorySpec, gain: torch.Tensor, k, v, eta, delta):
+    """The write of ``M(x) = x + g LN(h)`` (per-head ``gain[H]``) as a write of the unit-gain memory the op computes.
+
+    The residual is ``g (x + LN(h) - v')`` with ``v' = k + (v - k) / g``, so the step scales by ``g^degree`` and a
+    Huber or robust threshold by ``1 / g``; exact for every bias up to the smoothing of Remark 5, which then acts
+    on ``r / g``. ``k, v [B, T, H, D]``; ``eta``, ``delta`` ``[B, T, H]`` or ``[B, T, H, D]``. Returns ``(v', eta',
+    delta')``.
+    """
+    degree = spec.p if spec.bias == "lp" else BIAS_DEGREE[spec.bias]
+
+    def per_head(x: torch.Tensor) -> torch.Tensor:
+        return gain if x.dim() == 3 else gain[:, None]
+
+    if spec.bias != "dot":
+        v = k + (v - k) / gain[:, None]
+    eta = eta * per_head(eta) ** degree
+    if delta is not None:
+        delta = delta / per_head(delta)
+    return v, eta, delta
+
+
+def gained_read(gain: torch.Tensor, q: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+    """``M(q) = q + g LN(h)`` from the unit-gain read ``o = q + LN(h)``; ``gain[H]``, ``q, o [B, T, H, D]``."""
+    return q + gain[:, None] * (o - q)
 
 
 def triton_unsupported(spec: MemorySpec, chunk_size: int, head_dim: int) -> str | None:
@@ -108,7 +149,7 @@ class MirasLayer(nn.Module):
         self.eta_max = config.eta_max
         self.eta = LowRankGate(d_model, config.gate_rank, gate_out, _logit(config.eta_init / config.eta_max))
         self.alpha = (
-            LowRankGate(d_model, config.gate_rank, gate_out, _logit(config.alpha_init))
+            LowRankGate(d_model, config.gate_rank, gate_out, retention_bias(config, self.n_head, gate_out))
             if self.spec.retention != "none"
             else None
         )
@@ -124,6 +165,12 @@ class MirasLayer(nn.Module):
         self.memory_init = nn.ParameterList(
             nn.Parameter(self._init_weight(fan_in, fan_out))
             for fan_in, fan_out in weight_shapes(self.spec, self.head_dim, self.head_dim)
+        )
+        gain = config.memory_ln_gain is not None and self.spec.arch == "mlp" and self.spec.residual_norm
+        self.log_gain = (
+            nn.Parameter(torch.full((self.n_head,), math.log(config.memory_ln_gain / math.sqrt(self.head_dim))))
+            if gain
+            else None
         )
         self.o_norm = nn.RMSNorm(self.head_dim, eps=1e-6)
         self.g_proj = nn.Linear(d_model, inner, bias=False)
@@ -195,22 +242,30 @@ class MirasLayer(nn.Module):
             cos, sin = rope_frequencies(self.head_dim, positions[None], self.rope_theta)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         eta, alpha, delta = self._gates(x)
+        if self.log_gain is not None:
+            v, eta, delta = self._unit_gain(k, v, eta, delta)
 
         if spans is not None:
             initial = self.initial_memory(len(spans))
             o, _ = chunk_miras(
                 q, k, v, eta, alpha, self.spec, delta, initial, cu_seqlens=cu_seqlens, chunk_size=self.chunk_size
             )
-            return self._output(o, x), None
+            return self._output(self._read_gain(q, o), x), None
         if self.decodes(q):
             o, memory, pending, recurrent = self._decode(q, k, v, eta, alpha, delta, state)
         else:
             (o, memory, pending), recurrent = self._memory(q, k, v, eta, alpha, delta, state), None
-        y = self._output(o, x)
+        y = self._output(self._read_gain(q, o), x)
         state = {"memory": memory, "pending": pending, "conv": new_conv, "offset": offset + T}
         if recurrent is not None:
             state["recurrent"] = recurrent
         return y, state
+
+    def _unit_gain(self, k, v, eta, delta):
+        return unit_gain_inputs(self.spec, self.log_gain.exp().to(v.dtype), k, v, eta, delta)
+
+    def _read_gain(self, q: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+        return o if self.log_gain is None else gained_read(self.log_gain.exp().to(o.dtype), q, o)
 
     def use_triton(self, x: torch.Tensor) -> bool:
         """Whether this call runs on the Triton kernel: ``triton`` always, ``auto`` for CUDA tensors when the

@@ -19,7 +19,12 @@ MIXERS = ("moneta", "yaad", "memora", "miras")
 
 
 def layer(name="moneta", d_model=16, **kw) -> MirasLayer:
-    return build_mixer(d_model, MixerConfig(name=name, n_head=2, chunk_size=kw.pop("chunk_size", 4), **kw), 0)
+    kw = {"n_head": 2, "chunk_size": 4, **kw}
+    return build_mixer(d_model, MixerConfig(name=name, **kw), 0)
+
+
+GAINED = {"memory_ln_gain": 1.0, "eta_max": 1.0, "eta_init": 0.1, "alpha_init": 0.999, "alpha_init_min": 0.9}
+"""The presets' parametrisation (``miras.presets.MIRAS_GATES``) with a larger step, so that writes show."""
 
 
 def test_mixers_use_their_papers_memories():
@@ -33,10 +38,11 @@ def test_mixers_use_their_papers_memories():
     assert preset("yaad-340m").model.mixer.memory == YAAD
 
 
+@pytest.mark.parametrize("gates", [{}, GAINED], ids=["paper-ln", "gain"])
 @pytest.mark.parametrize("name", MIXERS)
-def test_prefix_then_suffix_equals_the_whole_sequence(name):
+def test_prefix_then_suffix_equals_the_whole_sequence(name, gates):
     """The state keeps the chunk start and the tokens written since, so any split reproduces the whole run."""
-    mixer = layer(name).double()
+    mixer = layer(name, **gates).double()
     x = torch.randn(2, 19, 16, dtype=torch.float64)
     whole, _ = mixer(x)
     parts, state = [], None
@@ -47,8 +53,9 @@ def test_prefix_then_suffix_equals_the_whole_sequence(name):
     assert state["offset"] == 19 and state["pending"]["k"].shape[1] == 19 % 4
 
 
-def test_varlen_equals_separate_sequences():
-    mixer = layer("yaad").double()
+@pytest.mark.parametrize("gates", [{}, GAINED], ids=["paper-ln", "gain"])
+def test_varlen_equals_separate_sequences(gates):
+    mixer = layer("yaad", **gates).double()
     lengths = [5, 9, 2]
     seqs = [torch.randn(1, n, 16, dtype=torch.float64) for n in lengths]
     cu_seqlens = torch.tensor([0, 5, 14, 16])
@@ -85,11 +92,12 @@ def test_triton_varlen_is_one_kernel_call_equal_to_separate_sequences(memory, de
         assert_close(name, a.grad, b.grad, 1e-4)
 
 
+@pytest.mark.parametrize("gates", [{}, GAINED], ids=["paper-ln", "gain"])
 @pytest.mark.parametrize("name", MIXERS)
-def test_layer_gradcheck_fp64(name):
+def test_layer_gradcheck_fp64(name, gates):
     """Gradients through the whole layer (inner-loop gradients included) w.r.t. the input, a gate bias and one
     entry row of the learned initial memory."""
-    mixer = layer(name, d_model=8, gate_rank=2, conv_size=2, chunk_size=2).double()
+    mixer = layer(name, d_model=8, gate_rank=2, conv_size=2, chunk_size=2, **gates).double()
     x = torch.randn(1, 4, 8, dtype=torch.float64, requires_grad=True)
     eta_bias = mixer.eta.bias.detach().clone().requires_grad_()
     w0 = mixer.memory_init[0].detach().clone()
@@ -147,13 +155,14 @@ def test_bad_choices_name_the_field():
     [YAAD.replace(arch="linear"), MONETA.replace(arch="linear"), MEMORA.replace(arch="linear"), YAAD, MONETA, MEMORA],
     ids=["yaad_linear", "moneta_linear", "memora_linear", "yaad", "moneta", "memora"],
 )
-def test_triton_backend_equals_torch(memory):
+def test_triton_backend_equals_torch(memory, gates=None):
     """The layer on the Triton kernel (interpreted on a CPU) against the same layer on the torch path: outputs,
     the gradient of every parameter, and a run continued from a prefix's state. Memora's log/softmax carry costs
     fp32 precision on both paths (each is up to 5e-3 from the fp64 layer in some gradients), hence its ratio."""
     ratio = 1e-2 if memory.retention == "kl" and memory.arch == "mlp" else 1e-4
-    torch_layer = layer("miras", memory=memory, chunk_size=16, backend="torch")
-    triton_layer = layer("miras", memory=memory, chunk_size=16, backend="triton")
+    gates = gates or {}
+    torch_layer = layer("miras", memory=memory, chunk_size=16, backend="torch", **gates)
+    triton_layer = layer("miras", memory=memory, chunk_size=16, backend="triton", **gates)
     triton_layer.load_state_dict(torch_layer.state_dict())
     if memory.arch == "linear":
         with torch.no_grad():
@@ -172,6 +181,10 @@ def test_triton_backend_equals_torch(memory):
         head, state = triton_layer(x[:, :20])
         tail, _ = triton_layer(x[:, 20:], state)
     torch.testing.assert_close(torch.cat([head, tail], 1), out.detach(), rtol=1e-4, atol=1e-5)
+
+
+def test_triton_backend_with_the_ln_gain_equals_torch():
+    test_triton_backend_equals_torch(MEMORA, {**GAINED, "eta_init": 0.01})
 
 
 @pytest.mark.parametrize(
@@ -248,3 +261,75 @@ def test_diagnostics_report_the_gradient_norm(capsys):
     assert main(["moneta-340m", "--scale", "smoke", "--set", "model.mixer.eta_init=0.01"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("moneta-340m: loss ") and "grad norm" in out
+
+
+GAIN_SPECS = [
+    MemorySpec(bias="l2"),
+    MemorySpec(bias="dot"),
+    MemorySpec(bias="lp", p=3.0, sign_sharpness=1e5, eps=1e-14),
+    MemorySpec(bias="huber", huber_mode="mixture", sign_sharpness=1e5, eps=1e-14),
+    MemorySpec(bias="huber", huber_mode="norm", eps=1e-14),
+]
+
+
+@pytest.mark.parametrize("spec", GAIN_SPECS, ids=lambda s: f"{s.bias}-{s.huber_mode}")
+def test_ln_gain_change_of_variables_equals_the_gained_memory(spec):
+    """``M(x) = x + g LN(h)`` written token by token through autograd equals the unit-gain op on the changed
+    variables (``unit_gain_inputs``, ``gained_read``); Remark 5's smoothing is made negligible here."""
+    from kernels.miras import naive_recurrent_miras, weight_shapes
+    from kernels.miras.naive import bias_grad, memory_forward
+
+    B, T, H, d = 2, 7, 2, 4
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64)
+
+    q, k = (torch.nn.functional.normalize(rand(B, T, H, d), dim=-1) for _ in range(2))
+    v = rand(B, T, H, d) * 0.5
+    eta = 0.3 * torch.rand(B, T, H, generator=gen, dtype=torch.float64)
+    alpha = 0.9 + 0.1 * torch.rand(B, T, H, generator=gen, dtype=torch.float64)
+    delta = 0.2 + torch.rand(B, T, H, generator=gen, dtype=torch.float64)
+    gain = torch.tensor([0.3, 1.7], dtype=torch.float64)
+    weights = [rand(B, H, a, b) / a**0.5 for a, b in weight_shapes(spec, d, d)]
+    unit = spec.replace(residual_norm=True)
+
+    def gained(ws, x):
+        out, _ = memory_forward(tuple(ws), x, unit)
+        return x + gain[:, None] * (out - x)
+
+    ws, reads = list(weights), []
+    for t in range(T):
+        ws = [w.detach().requires_grad_() for w in ws]
+        y = gained(ws, k[:, t])
+        grads = torch.autograd.grad(y, ws, bias_grad(y, v[:, t], delta[:, t], spec).detach())
+        a, e = alpha[:, t, :, None, None], eta[:, t, :, None, None]
+        ws = [a * w.detach() - e * g for w, g in zip(ws, grads, strict=True)]
+        reads.append(gained(ws, q[:, t]))
+    reference = torch.stack(reads, 1)
+
+    v2, eta2, delta2 = miras_layer.unit_gain_inputs(spec, gain, k, v, eta, delta)
+    delta2 = delta2 if spec.needs_delta else None
+    o, _ = naive_recurrent_miras(q, k, v2, eta2, alpha, spec, delta2, {"weights": weights})
+    torch.testing.assert_close(miras_layer.gained_read(gain, q, o), reference, rtol=1e-7, atol=1e-9)
+
+
+def test_retention_gate_starts_spread_over_heads():
+    mixer = layer("yaad", d_model=32, n_head=4, alpha_init=0.999, alpha_init_min=0.9)
+    alpha = torch.sigmoid(mixer.alpha.bias).view(4, 8)
+    assert torch.allclose(alpha[:, 0], torch.tensor([0.999, 0.99536, 0.97846, 0.9]), atol=1e-4)
+    assert (alpha == alpha[:, :1]).all()
+    assert torch.sigmoid(layer("yaad").alpha.bias).allclose(torch.tensor(0.95))
+
+
+def test_presets_carry_the_working_parametrisation_and_the_paper_ln_stays_selectable():
+    for name in ("moneta", "yaad", "memora"):
+        mixer = preset(f"{name}-340m").model.mixer
+        assert mixer.memory_ln_gain == 1.0 and mixer.eta_max == 1.0
+        built = MirasLayer(64, override(preset(f"{name}-340m"), ["model.mixer.n_head=2"]).model.mixer)
+        assert built.log_gain.exp().allclose(torch.tensor(32**-0.5))
+    faithful = override(preset("yaad-340m"), ["model.mixer.memory_ln_gain=None", "model.mixer.n_head=2"])
+    assert MirasLayer(64, faithful.model.mixer).log_gain is None
+    assert layer("yaad").log_gain is None and layer("moneta", memory=MONETA.replace(arch="linear")).log_gain is None
+    with pytest.raises(ConfigError, match="mixer.alpha_init_min=0.99 is invalid"):
+        MixerConfig(alpha_init=0.9, alpha_init_min=0.99)
