@@ -1,0 +1,1 @@
+"""Benchmarks and analysis commands; never imported by the library."""
