@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from kernels.miras import PRESETS, MemorySpec, naive_chunk_miras, naive_recurrent_miras, weight_shapes
+from kernels.miras import MemorySpec, naive_chunk_miras, naive_recurrent_miras, weight_shapes
 from kernels.miras.naive import simplex
 from miras.layers.miras import gained_read, unit_gain_inputs
 from miras.presets import MEMORIES as MODEL_MEMORIES
@@ -42,10 +42,11 @@ MEMORIES: dict[str, tuple[MemorySpec, int | None]] = {
     "moneta": (MODEL_MEMORIES["moneta"], None),
     "yaad": (MODEL_MEMORIES["yaad"], None),
     "memora": (MODEL_MEMORIES["memora"], None),
-    "memora (chunk read)": (PRESETS["memora"], None),
+    "memora (token read)": (MODEL_MEMORIES["memora"].replace(read="token"), None),
 }
-"""Name -> (memory, forced chunk size): the delta rules are exact (chunk 1), the MLP memories chunked, as the
-models' presets hold them (Memora reads token by token, ``read='token'``; its chunk read is the last row)."""
+"""Name -> (memory, forced chunk size): the delta rules are exact (chunk 1), the MLP memories chunked as the
+models' presets hold them; the last row is Memora with reads from its exact per-token weights (``read='token'``,
+torch only) instead of the weight-space linear steps of its chunk read."""
 
 
 @dataclass(frozen=True)
