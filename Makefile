@@ -15,7 +15,7 @@ SCALE := paper
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install corpus test test-gpu test-all lint train dry-run reproduce-table2 reproduce-table3 reproduce-table4 reproduce-iclr-ablation reproduce-fig3 reproduce-fig4 reproduce-all eval reproduce-ttr-fig2 reproduce-ttr-fig3 submit test-slurm harvest report tensorboard bench clean
+.PHONY: help install corpus test test-gpu test-all lint train dry-run reproduce-table2 reproduce-table3 reproduce-table4 reproduce-iclr-ablation reproduce-fig3 reproduce-fig4 reproduce-all eval reproduce-ttr-fig2 reproduce-ttr-fig3 submit test-slurm harvest report tensorboard bench recall clean
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -131,6 +131,9 @@ tensorboard: ## serve runs/ on localhost:6006
 
 bench: ## Miras kernel benchmark (python -m kernels.bench; on a GPU)
 	$(PY) -m kernels.bench $(BENCH_ARGS)
+
+recall: ## how well each Miras memory stores associations (CPU, ~3 min) -> reports/miras/recall.{md,json}
+	$(PY) -m benchmarks.recall
 
 clean: ## remove caches and lightning_logs (keeps .venv, runs/ and data/cache/)
 	rm -rf .pytest_cache .ruff_cache lightning_logs

@@ -107,7 +107,9 @@ def memory_spec(config: MixerConfig) -> MemorySpec:
 class MirasLayer(nn.Module):
     """A Miras sequence layer: q, k, v projections, short convolutions, l2-normalised q and k, low-rank
     channel-wise gates, the associative memory of ``config.memory`` written with ``(k_t, v_t)`` and read with
-    ``q_t``, then an output RMSNorm gated by a linear layer (SiLU, as GDN) and the output projection.
+    ``q_t``, then an output RMSNorm gated by a linear layer (SiLU, as GDN) and the output projection. With
+    ``config.memory_ln_gain`` the MLP memory is ``x + g LN(h)`` with a learned per-head ``g``, computed by the op
+    on changed variables (:func:`unit_gain_inputs`, :func:`gained_read`).
 
     Args:
         d_model: width ``D`` of the residual stream.
