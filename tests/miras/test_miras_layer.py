@@ -161,6 +161,7 @@ def test_triton_backend_equals_torch(memory, gates=None):
     fp32 precision on both paths (each is up to 5e-3 from the fp64 layer in some gradients), hence its ratio."""
     ratio = 1e-2 if memory.retention == "kl" and memory.arch == "mlp" else 1e-4
     gates = gates or {}
+    torch.manual_seed(0)
     torch_layer = layer("miras", memory=memory, chunk_size=16, backend="torch", **gates)
     triton_layer = layer("miras", memory=memory, chunk_size=16, backend="triton", **gates)
     triton_layer.load_state_dict(torch_layer.state_dict())
