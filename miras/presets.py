@@ -83,7 +83,14 @@ MIRAS_MLP_RATIO = 3.25
 Yaad and Memora within 5% of each size label with Table 5's widths and depths."""
 
 
-_GATES = {"memory_ln_gain": 1.0, "eta_max": 1.0, "eta_init": 0.01, "alpha_init": 0.999, "alpha_init_min": 0.9}
+_GATES = {
+    "memory_ln_gain": 1.0,
+    "eta_max": 1.0,
+    "eta_init": 0.01,
+    "alpha_init": 0.999,
+    "alpha_init_min": 0.9,
+    "memory_rope": False,
+}
 MIRAS_GATES: dict[str, dict] = {
     "moneta": {**_GATES, "alpha_init_min": 0.99},
     "yaad": {**_GATES, "eta_init": 0.003},
@@ -102,7 +109,8 @@ MIRAS_GATES: dict[str, dict] = {
 - Moneta's fastest head at 0.99: ``W = A / ||A||_q^(q-2)`` grows as ``A`` decays (``1 / alpha^64`` inside a
   chunk at q = 4), which took the gradient norm at initialisation of the 780M row to 4.6 (1.9 at 0.99);
 - Memora's ``eta_init=0.001`` and fastest head at 0.99: its steps act on ``log W``, so they change the weights
-  relatively (about ``1 / W`` times a step on ``W``), and ``alpha log W`` flattens the simplex to uniform.
+  relatively (about ``1 / W`` times a step on ``W``), and ``alpha log W`` flattens the simplex to uniform;
+- ``memory_rope=False``: no RoPE on the memory's q and k (``MixerConfig.memory_rope`` has the measurement).
 """
 
 

@@ -137,7 +137,7 @@ class MirasLayer(nn.Module):
         if config.backend == "triton" and self.kernel_reason:
             raise ConfigError(f"mixer.backend='triton' is invalid for mixer.name={config.name!r}: {self.kernel_reason}")
         self.chunk_size = config.chunk_size
-        self.rope, self.rope_theta = config.rope, config.rope_theta
+        self.rope, self.rope_theta = config.rope and config.memory_rope, config.rope_theta
         self.delta_input_dependent = config.delta_input_dependent
         inner = self.n_head * self.head_dim
         gate_out = inner if config.channel_gates else self.n_head
