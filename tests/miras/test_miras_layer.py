@@ -329,6 +329,9 @@ def test_presets_carry_the_working_parametrisation_and_the_paper_ln_stays_select
         assert mixer.memory_ln_gain == 1.0 and mixer.eta_max == 1.0
         built = MirasLayer(64, override(preset(f"{name}-340m"), ["model.mixer.n_head=2"]).model.mixer)
         assert built.log_gain.exp().allclose(torch.tensor(32**-0.5))
+    assert not built.rope and layer("yaad").rope
+    hybrid = LanguageModel(override(preset("yaad_h-780m"), ["model.n_layer=2", "model.mixer.n_head=2"]).model)
+    assert not hybrid.blocks[0].mixer.rope and hybrid.blocks[1].mixer.rope
     faithful = override(preset("yaad-340m"), ["model.mixer.memory_ln_gain=None", "model.mixer.n_head=2"])
     assert MirasLayer(64, faithful.model.mixer).log_gain is None
     assert layer("yaad").log_gain is None and layer("moneta", memory=MONETA.replace(arch="linear")).log_gain is None
