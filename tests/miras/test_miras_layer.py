@@ -184,6 +184,7 @@ def test_triton_backend_equals_torch(memory, gates=None):
     torch.testing.assert_close(torch.cat([head, tail], 1), out.detach(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_triton_backend_with_the_ln_gain_equals_torch():
     test_triton_backend_equals_torch(MEMORA, {**GAINED, "eta_init": 0.01})
 
