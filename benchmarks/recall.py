@@ -33,6 +33,7 @@ from kernels.miras import MemorySpec, naive_chunk_miras, naive_recurrent_miras, 
 from kernels.miras.naive import simplex
 from miras.layers.miras import gained_read, unit_gain_inputs
 from miras.presets import MEMORIES as MODEL_MEMORIES
+from miras.presets import MIRAS_GATES
 
 GDN = MemorySpec(arch="linear", bias="l2", retention="l2")
 DELTANET = MemorySpec(arch="linear", bias="l2", retention="none")
@@ -227,7 +228,8 @@ def run(quick: bool = False) -> tuple[dict, str]:
     rows = []
     for name in names:
         spec, _ = MEMORIES[name]
-        for gain, eta, alpha in ((1.0, 0.1, 0.999), (None, 0.001, 0.95)):
+        preset_eta = MIRAS_GATES.get(name.split()[0], {}).get("eta_init", 0.5)
+        for gain, eta, alpha in ((1.0, preset_eta, 0.99), (1.0, 0.1, 0.99), (None, 0.001, 0.95)):
             if spec.arch != "mlp" and gain is None:
                 continue
             probe = Probe(gain=gain)
@@ -241,8 +243,9 @@ def run(quick: bool = False) -> tuple[dict, str]:
         "## Write influence and chunk form vs recurrence (256 correlated keys, chunk 64)",
         "",
         "`influence`: `||o - o_no_writes|| / ||o||` over tokens 128-255 (1 for a linear memory from zero). "
-        "`chunk vs rec`: relative RMS distance of the chunk form from the per-token recurrence. The second line of "
-        "each MLP memory is the previous default (no gain, eta 0.001, alpha 0.95).",
+        "`chunk vs rec`: relative RMS distance of the chunk form from the per-token recurrence. Per memory: the "
+        "preset's initial step (`miras.presets.MIRAS_GATES`; 0.5 for the delta rules, GDN's initial beta), a step of "
+        "0.1, and the previous default of the MLP memories (the paper's LN, eta 0.001, alpha 0.95).",
         "",
     ]
     md += _table(["memory", "LN", "eta", "alpha", "influence", "chunk vs rec"], rows) + [""]
