@@ -15,7 +15,7 @@ SCALE := paper
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install corpus test test-gpu test-all lint train dry-run reproduce-table2 reproduce-table3 reproduce-table4 reproduce-iclr-ablation reproduce-fig3 reproduce-fig4 reproduce-all eval reproduce-ttr-fig2 reproduce-ttr-fig3 submit test-slurm harvest report tensorboard bench recall clean
+.PHONY: help install corpus test test-gpu test-all lint train dry-run reproduce-table2 reproduce-table3 reproduce-table4 reproduce-iclr-ablation reproduce-fig3 reproduce-fig4 reproduce-mqar reproduce-all eval reproduce-ttr-fig2 reproduce-ttr-fig3 submit test-slurm harvest report tensorboard bench recall clean
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -89,6 +89,9 @@ reproduce-iclr-ablation: ## the ICLR version's Moneta/Memora ablation: train + l
 
 reproduce-fig3: ## Miras Figure 3 (scaling over size and context 2K-32K) at SCALE: train, harvest, render with plots
 	$(call reproduce,experiments/miras/fig3_scaling.py)
+
+reproduce-mqar: ## MQAR with the LM mixers (zoology's setup) at SCALE (tiny: one cell, minutes per mixer on a CPU) -> reports/miras/mqar/
+	$(PY) -m experiments.miras.mqar --scale $(SCALE)
 
 reproduce-fig4: ## Miras Figure 4 (p and q of Moneta over context) at SCALE: train, harvest, render with plots
 	$(call reproduce,experiments/miras/fig4_pq.py)
