@@ -76,6 +76,13 @@ def initial_memory(spec: MemorySpec, batch: int, d: int, gen: torch.Generator) -
     return {"accumulator" if spec.retention == "lq" else "weights": tuple(weights)}
 
 
+def _gain(spec: MemorySpec, probe: Probe) -> torch.Tensor | None:
+    """The per-head LN gain ``[1]`` of an MLP memory (``probe.gain / sqrt(d)``), None without one."""
+    if probe.gain is None or spec.arch != "mlp":
+        return None
+    return torch.full((1,), probe.gain / math.sqrt(probe.d), dtype=torch.float64)
+
+
 def _run(spec, chunk_size, q, k, v, eta, alpha, delta, state, gain):
     if gain is not None:
         v, eta, delta = unit_gain_inputs(spec, gain, k, v, eta, delta)
@@ -97,9 +104,7 @@ def recall(spec: MemorySpec, eta: float, alpha: float, probe: Probe, chunk_size:
     delta = torch.full((B, T + N, 1), probe.delta, dtype=torch.float64) if spec.needs_delta else None
     state = initial_memory(spec, B, d, gen)
     state = {key: tuple(w.double() for w in ws) for key, ws in state.items()}
-    gain = None
-    if probe.gain is not None and spec.arch == "mlp":
-        gain = torch.full((1,), probe.gain / math.sqrt(d), dtype=torch.float64)
+    gain = _gain(spec, probe)
     C = chunk_size or probe.chunk_size
     read = _run(spec, C, k, k, v, eta_t, alpha_t, delta, state, gain)[:, T:, 0]
     before = _run(spec, C, k, k, v, torch.zeros_like(eta_t), torch.ones_like(alpha_t), delta, state, gain)[:, T:, 0]
@@ -127,8 +132,7 @@ def write_influence(spec: MemorySpec, eta: float, alpha: float, probe: Probe, T:
     q, k, v, eta_t, alpha_t, delta = _lm_like_inputs(T, probe.d, eta, alpha, gen)
     delta = delta if spec.needs_delta else None
     state = initial_memory(spec, q.shape[0], probe.d, gen)
-    gain = torch.full((1,), probe.gain / math.sqrt(probe.d), dtype=torch.float64) if probe.gain else None
-    gain = gain if spec.arch == "mlp" else None
+    gain = _gain(spec, probe)
     o = _run(spec, probe.chunk_size, q, k, v, eta_t, alpha_t, delta, state, gain)[:, after:]
     o0 = _run(spec, probe.chunk_size, q, k, v, 0 * eta_t, alpha_t, delta, state, gain)[:, after:]
     return ((o - o0).norm() / o.norm().clamp_min(1e-30)).item()
@@ -140,8 +144,8 @@ def chunk_distance(spec: MemorySpec, eta: float, alpha: float, probe: Probe, T: 
     q, k, v, eta_t, alpha_t, delta = _lm_like_inputs(T, probe.d, eta, alpha, gen)
     delta = delta if spec.needs_delta else None
     state = initial_memory(spec, q.shape[0], probe.d, gen)
-    gain = torch.full((1,), probe.gain / math.sqrt(probe.d), dtype=torch.float64) if probe.gain else None
-    if gain is None or spec.arch != "mlp":
+    gain = _gain(spec, probe)
+    if gain is None:
         vv, ee, dd = v, eta_t, delta
     else:
         vv, ee, dd = unit_gain_inputs(spec, gain, k, v, eta_t, delta)
