@@ -98,7 +98,9 @@ MIRAS_GATES: dict[str, dict] = {
 }
 """The memory parametrisation of the Moneta, Yaad and Memora presets (none of it stated in the paper; the
 ``MixerConfig`` defaults keep the paper's LN without gain). Measured at tiny scale (``python -m miras.diagnostics``,
-``python -m benchmarks.recall``, and 96-step runs beside Gated DeltaNet; see ``reports/miras/recall.md``):
+``python -m benchmarks.recall``, and 96-step runs beside Gated DeltaNet, ``python -m miras train
+experiments/miras/table2.py --run yaad-340m --scale tiny --runs-dir <probe dir> --set train.tokens=393216 --set
+model.mixer.eta_init=...``; see ``reports/miras/recall.md``):
 
 - ``memory_ln_gain=1``: a learned gain on the memory's LN, so that a write can reach a value of norm ~1;
 - ``eta_init=0.01`` (``eta_max=1``; Yaad 0.003): every token of a 64-token chunk steps from the chunk-start
