@@ -44,10 +44,12 @@ MEMORIES: dict[str, tuple[MemorySpec, int | None]] = {
     "yaad": (MODEL_MEMORIES["yaad"], None),
     "memora": (MODEL_MEMORIES["memora"], None),
     "memora (token read)": (MODEL_MEMORIES["memora"].replace(read="token"), None),
+    "memora (linear read)": (MODEL_MEMORIES["memora"].replace(kl_read="linear"), None),
 }
 """Name -> (memory, forced chunk size): the delta rules are exact (chunk 1), the MLP memories chunked as the
-models' presets hold them; the last row is Memora with reads from its exact per-token weights (``read='token'``,
-torch only) instead of the weight-space linear steps of its chunk read."""
+models' presets hold them. Memora's preset reads a chunk through the first-order softmax step
+(``kl_read='tangent'``); the last two rows read from its exact per-token weights (``read='token'``, torch only)
+and from the paper's weight-space steps (``kl_read='linear'``, what the Triton kernel computes)."""
 
 
 @dataclass(frozen=True)

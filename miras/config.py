@@ -398,6 +398,7 @@ ADDED_FIELDS: dict[str, Any] = {
     "model.mixer.alpha_init_min": None,
     "model.mixer.memory_ln_gain": None,
     "model.mixer.memory_rope": True,
+    "model.mixer.memory.kl_read": "linear",
 }
 
 

@@ -69,10 +69,12 @@ SIZES: dict[str, Size] = {
 MEMORIES: dict[str, MemorySpec] = {
     "moneta": MEMORY_PRESETS["moneta"],
     "yaad": MEMORY_PRESETS["yaad"],
-    "memora": MEMORY_PRESETS["memora"],
+    "memora": MEMORY_PRESETS["memora"].replace(kl_read="tangent"),
     "miras": MemorySpec(),
 }
-"""The memory each Miras mixer's preset spells out, so that ``model.mixer.memory.<field>=...`` overrides work."""
+"""The memory each Miras mixer's preset spells out, so that ``model.mixer.memory.<field>=...`` overrides work.
+Memora reads its chunks through the first-order softmax step (``MemorySpec.kl_read``), not the paper's
+weight-space steps, which its carried state does not follow."""
 
 
 MEMORIES.update({f"{name}_h": MEMORIES[name] for name in ("moneta", "yaad", "memora")})

@@ -78,6 +78,7 @@ def check_supported(spec: MemorySpec) -> None:
         ("residual_norm", spec.residual_norm, (True,) if mlp else (spec.residual_norm,)),
         ("kl_axis", spec.kl_axis, ("fan_in",) if spec.retention == "kl" else (spec.kl_axis,)),
         ("kl_lag", spec.kl_lag, (True,) if spec.retention == "kl" else (spec.kl_lag,)),
+        ("kl_read", spec.kl_read, ("linear",) if spec.retention == "kl" else (spec.kl_read,)),
     ):
         if value not in allowed:
             raise NotImplementedError(

@@ -417,8 +417,9 @@ def _chunk_dual(state, momentum, q, k, v, eta, alpha, delta, spec):
     per-token weight: each layer's read ``h_i W_i`` is ``(h_i * b_i) W_0 - sum_j s_ij g_j`` with the scores
     ``s_ij = sum_f h_i[f] D[i, j, f] eta_j[f] x_j[f]`` (decay on rows; the column case is the transpose).
     Moneta reads ``A_i / ||A_{t'}||_q^(q-2)``, the chunk-start normaliser (the non-linearity acts at chunk ends,
-    section 5.4); Memora reads its weight-space linear steps from the lag token (Eq. 31-32) and carries
-    ``c Softmax`` of the log-space accumulation; elastic reads before its threshold."""
+    section 5.4); Memora reads the steps after its lag token as weight-space linear steps (Eq. 31-32) or through
+    the first-order softmax step (``MemorySpec.kl_read``), and carries ``c Softmax`` of the log-space
+    accumulation; elastic reads before its threshold."""
     n = k.shape[2]
     weights = _effective(state, spec)
     y, cache = memory_forward(weights, k, spec)
@@ -433,16 +434,35 @@ def _chunk_dual(state, momentum, q, k, v, eta, alpha, delta, spec):
         b = k.new_ones(1, 1, n, 1) if log_b is None else log_b.exp()
         read = h if spec.retention != "lq" else h * _lq_read_scale(s, spec)
         carry = None
+        tangent = spec.retention == "kl" and spec.kl_read == "tangent"
+        if tangent:
+            mean_w, wl = _kl_tangent(s, spec)
+            held = read.sum(-1, keepdim=True)
+            c = mean_w * s.shape[-2]
+            if axis == "col":
+                retained = read @ s + (b - 1) * (read @ (wl - s * wl.sum(-2, keepdim=True) / c))
+            else:
+                fade = (b - 1).expand_as(read)
+                retained = read @ s + (read * fade) @ wl - (read @ s) * (fade @ wl) / c
         if momentum is None and (log_b is None or -log_b[:, :, -1].min().item() < ratio_limit):
             # ratio form: D[i, j] = b_i / b_j factors, so every score is one masked matmul
             causal = torch.tril(torch.ones(n, n, dtype=torch.bool, device=k.device))
             inv_b = 1 / b
             if axis == "col":
-                scores = (read @ x.transpose(-1, -2)).masked_fill(~causal, 0)
-                z = b * (read @ s - scores @ (lr * g * inv_b))
+                scores = read @ x.transpose(-1, -2)
+                if tangent:
+                    scores = mean_w * (scores - held * x.mean(-1).unsqueeze(-2))
+                scores = scores.masked_fill(~causal, 0)
+                write = b * (scores @ (lr * g * inv_b))
+                z = retained - write if tangent else b * (read @ s) - write
             else:
-                scores = ((read * b) @ (lr * x * inv_b).transpose(-1, -2)).masked_fill(~causal, 0)
-                z = (read * b) @ s - scores @ g
+                scores = (read * b) @ (lr * x * inv_b).transpose(-1, -2)
+                if tangent:
+                    centre = b.expand_as(read) @ (lr * x * inv_b).transpose(-1, -2) / x.shape[-1]
+                    scores = mean_w * (scores - held * centre)
+                scores = scores.masked_fill(~causal, 0)
+                z = retained if tangent else (read * b) @ s
+                z = z - scores @ g
             last = b[:, :, -1:] * inv_b
         else:
             coef = _decay_matrix(log_b, n, k)
@@ -450,19 +470,25 @@ def _chunk_dual(state, momentum, q, k, v, eta, alpha, delta, spec):
                 coef, carry = _momentum_mix(coef, n, spec)
             if axis == "col":
                 scores = read @ x.transpose(-1, -2)
+                if tangent:
+                    scores = mean_w * (scores - held * x.mean(-1).unsqueeze(-2))
                 if coef.shape[-1] == 1:
                     inner = (scores * coef[..., 0]) @ (lr * g)
                 else:
                     inner = torch.einsum("bhij,bhijo,bhjo->bhio", scores, coef, lr * g)
-                z = b * (read @ s) - inner
+                z = (retained if tangent else b * (read @ s)) - inner
                 if carry is not None:
                     z = z + carry * (read @ momentum[layer])
             else:
                 if coef.shape[-1] == 1:
                     scores = (read @ (lr * x).transpose(-1, -2)) * coef[..., 0]
+                    centre = (lr * x).mean(-1).unsqueeze(-2) * coef[..., 0]
                 else:
                     scores = torch.einsum("bhif,bhijf,bhjf->bhij", read, coef, lr * x)
-                z = (read * b) @ s - scores @ g
+                    centre = torch.einsum("bhijf,bhjf->bhij", coef, lr * x) / x.shape[-1]
+                if tangent:
+                    scores = mean_w * (scores - held * centre)
+                z = (retained if tangent else (read * b) @ s) - scores @ g
                 if carry is not None:
                     z = z + (read * carry) @ momentum[layer]
             last = coef[:, :, -1]
@@ -478,6 +504,21 @@ def _chunk_dual(state, momentum, q, k, v, eta, alpha, delta, spec):
         new_state.append(_chunk_end(end, spec))
     out = _memory_output(q, h, spec)[0]
     return out, tuple(new_state), tuple(new_momentum) if momentum is not None else None
+
+
+def _kl_tangent(w: torch.Tensor, spec: MemorySpec) -> tuple[float, torch.Tensor]:
+    """Memora's first-order read around the lag weights ``W`` (``MemorySpec.kl_read='tangent'``).
+
+    ``c Softmax(l + d)`` over each fan-in column is ``W + W * (d - <W / c, d>)`` to first order in ``d``. The
+    write part of ``d`` (``-sum eta x g^T``) is read with ``W`` replaced by its column mean ``c / fan_in`` (the
+    only form that stays a matmul); the retention part ``(b - 1) log W`` exactly, through
+    ``W * log W``. Returns that mean and ``W * log W``."""
+    if spec.kl_axis != "fan_in":
+        raise NotImplementedError(f"memory.kl_read='tangent' needs memory.kl_axis='fan_in', got {spec.kl_axis!r}")
+    fan_in = w.shape[-2]
+    c = spec.kl_scale if spec.kl_scale is not None else math.sqrt(fan_in)
+    log_w = w.clamp_min(spec.kl_floor).log()
+    return c / fan_in, w * log_w
 
 
 def _lq_read_scale(a: torch.Tensor, spec: MemorySpec) -> torch.Tensor:

@@ -19,6 +19,7 @@ RETENTIONS = ("none", "l2", "lq", "kl", "elastic")
 LQ_SCOPES = ("matrix", "row")
 READS = ("chunk", "token")
 KL_AXES = ("fan_in", "fan_out", "matrix")
+KL_READS = ("linear", "tangent")
 GATE_AXES = ("key", "value")
 ALGORITHMS = ("gd", "momentum")
 
@@ -107,6 +108,15 @@ class MemorySpec:
     ``token``: every read applies the exact map to its own token's state (forms one weight per token; with
     ``chunk_size=1`` the chunk form is then the recurrence for every retention). Both agree for ``none`` and
     ``l2`` retention."""
+    kl_read: str = "linear"
+    """What Memora's in-chunk reads (``read='chunk'``) see of the steps after the lag token; the carried state is
+    the same for both. ``linear`` (the paper's Eq. 31-32): ``b_i W - sum_j (b_i / b_j) eta_j x_j g_j^T``, steps on
+    the weights themselves. ``tangent``: the first-order expansion of ``c Softmax(b_i log W - U_i)`` around ``W``,
+    ``W + W * (d - <W / c, d>)`` with ``d = (b_i - 1) log W - U_i``; its write part is read with ``W`` replaced by
+    its fan-in mean ``c / fan_in``, i.e. centred keys scaled by ``c / fan_in``, which keeps it a matmul. The paper
+    does not say what "the linear version" is linear in; ``linear`` reads steps that the carried ``log W``
+    state then applies very differently (``python -m benchmarks.recall``: 0.13 of 16 pairs against 0.79).
+    ``tangent`` needs ``kl_axis='fan_in'``."""
     kl_lag: bool = True
     """Memora's lag token (section 5.4, Eq. 30): the first token of every chunk takes the exact softmax step and
     the rest of the chunk takes its gradients at the weights after it. False takes them at the chunk start,
@@ -141,6 +151,7 @@ class MemorySpec:
             ("lq_scope", LQ_SCOPES),
             ("read", READS),
             ("kl_axis", KL_AXES),
+            ("kl_read", KL_READS),
             ("algorithm", ALGORITHMS),
             ("gate_axis", GATE_AXES),
         ):

@@ -331,6 +331,8 @@ def test_unsupported_specs_name_the_field():
         check_supported(PRESETS["yaad"].replace(depth=3))
     with pytest.raises(NotImplementedError, match="memory.kl_lag=False"):
         check_supported(PRESETS["memora_linear"].replace(kl_lag=False))
+    with pytest.raises(NotImplementedError, match="memory.kl_read='tangent'"):
+        check_supported(PRESETS["memora"].replace(kl_read="tangent"))
     with pytest.raises(NotImplementedError, match="memory.algorithm='momentum'"):
         check_supported(linear(algorithm="momentum"))
     with pytest.raises(ValueError, match="chunk_size=24 is invalid for the Triton kernels"):

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from kernels.miras import MEMORA, MONETA, YAAD, MemorySpec, naive_chunk_miras, naive_recurrent_miras, weight_shapes
-from kernels.miras.naive import bias_grad, memory_forward, memory_grads
+from kernels.miras.naive import bias_grad, memory_forward, memory_grads, simplex
 from kernels.utils import assert_close, relative_rms
 
 B, T, H, D = 2, 13, 2, 4
@@ -111,6 +111,40 @@ def test_chunk_reads_equal_token_reads_for_linear_retention(arch, bias, retentio
 def test_memora_lag_token_makes_chunk_size_one_exact_with_chunk_reads(arch):
     spec = make_spec(arch, "l2", "kl", read="chunk")
     assert_same(*run_both(spec, make_inputs(True), random_state(spec), chunk_size=1), ratio=1e-10)
+
+
+def _kl_read_error(kl_read: str, part: str, eps: float, channel: bool) -> float:
+    """How far Memora's chunk read is from its exact per-token read, with steps (``part='write'``, from the
+    uniform simplex) or decays (``part='decay'``, from a random simplex) of size ``eps``. Without the LN, which
+    would scale the reads of a near-uniform memory up to its writes' size."""
+    torch.manual_seed(0)
+    q, k, v, eta, alpha, delta = make_inputs(channel, t=16, d=8)
+    spec = make_spec("mlp", "l2", "kl", read="chunk", kl_read=kl_read, residual_norm=False)
+    if part == "write":
+        eta, alpha, state = eps * eta / eta.max(), torch.ones_like(alpha), None
+    else:
+        eta, alpha = torch.zeros_like(eta), 1 - eps * torch.rand_like(alpha)
+        state = {"weights": tuple(simplex(torch.randn(B, H, *s, dtype=q.dtype), spec) for s in weight_shapes(spec, 8, 8))}
+    out = naive_chunk_miras(q, k, v, eta, alpha, spec, initial_state=state, chunk_size=8)[0]
+    ref = naive_chunk_miras(q, k, v, eta, alpha, spec.replace(read="token"), initial_state=state, chunk_size=8)[0]
+    return relative_rms(ref, out)
+
+
+@pytest.mark.parametrize("channel", [False, True], ids=["head", "channel"])
+@pytest.mark.parametrize("part", ["write", "decay"])
+def test_memora_tangent_read_is_the_softmax_step_to_first_order(part, channel):
+    """The tangent read differs from the exact read by O(eps^2) (halving eps quarters it); the paper's linear
+    steps on the weights differ by O(eps), so the same check fails on them."""
+    tangent = _kl_read_error("tangent", part, 1e-2, channel) / _kl_read_error("tangent", part, 5e-3, channel)
+    linear = _kl_read_error("linear", part, 1e-2, channel) / _kl_read_error("linear", part, 5e-3, channel)
+    assert 3.5 < tangent < 4.5
+    assert linear < 2.5
+
+
+def test_memora_tangent_read_needs_the_fan_in_softmax():
+    spec = make_spec("mlp", "l2", "kl", read="chunk", kl_read="tangent", kl_axis="fan_out")
+    with pytest.raises(NotImplementedError, match="memory.kl_axis='fan_in'"):
+        naive_chunk_miras(*make_inputs(False)[:5], spec, chunk_size=8)
 
 
 @pytest.mark.parametrize("retention", ["lq", "elastic"])
