@@ -4,7 +4,7 @@
     python -m kernels.bench --shapes 4x4096x16x64 --methods yaad gated_deltanet naive:yaad
     make bench BENCH_ARGS="--repeats 5"
 
-Every method runs on inputs of one shape ``B x T x H x D`` in one process (``../shared/DESIGN.md`` section 4):
+Every method runs on inputs of one shape ``B x T x H x D`` in one process, so that ratios compare like with like:
 
 - ``moneta``, ``yaad``, ``memora``: the presets (2-layer residual+LN MLP memory, expansion 4) on
   :func:`kernels.miras.chunk.chunk_miras`; ``*_linear``: the same bias and retention on the linear memory;
@@ -19,7 +19,9 @@ allocator's high-water mark over one forward+backward above what the inputs hold
 each family is charged (forward; forward+backward is charged 3x); TFLOP/s is that count over the time. A
 method that cannot run says why in its row (``unavailable``: a package or CUDA is missing; ``unsupported``:
 the kernel refuses the shape; ``out of memory``; ``failed``: any other error, e.g. a kernel that does not
-compile for the shape). ``targets`` checks issue 9's ratios at ``T = 4096``.
+compile for the shape). ``targets`` checks the performance targets at ``T = 4096``: linear memory fwd+bwd <= 1.5x fla's
+``chunk_gated_delta_rule``; MLP memory <= 4x it and >= 10x both the torch path and titans-pytorch; peak memory
+<= 2x Gated DeltaNet's.
 
 ``--decoders`` times one decoding step at each shape's ``B x H x D``: ``fused:<preset>`` on
 ``fused_recurrent_miras`` against ``chunk:<preset>`` and ``torch:<preset>`` (``naive_chunk_miras``), which write
@@ -45,7 +47,7 @@ from kernels.utils import git_tag, timed, write_record
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPES = ("4x4096x16x64", "8x2048x16x64", "1x16384x16x64", "4x4096x16x128")
-"""fla's benchmark shapes ``B x T x H x D`` (the issue's set)."""
+"""fla's benchmark shapes ``B x T x H x D``."""
 MLP_EXPANSION = 4
 TTT_CHUNK = 16
 """fla's TTT and Titans kernels default to 16-token chunks; they run at their own default."""
@@ -342,7 +344,7 @@ def _ratio(rows: dict, shape: str, a: str, b: str, key: str) -> float | None:
 
 
 def targets(results: list[dict]) -> list[dict]:
-    """Issue 9's targets at every ``T = 4096`` shape; ``ratio`` is None where a side did not run."""
+    """The performance targets at every ``T = 4096`` shape; ``ratio`` is None where a side did not run."""
     rows = {(r["method"], r["shape"]): r for r in results if r["status"] == "ok"}
     shapes = sorted({r["shape"] for r in results if Shape.parse(r["shape"]).T == 4096})
     checks = []

@@ -1,6 +1,6 @@
 """Miras Figure 3 (arXiv 2504.13173 v1): scaling patterns on C4, over model size and over training context.
 
-The figure has three panels (``shared/papers/miras.md`` section 4.6): perplexity against FLOPs while the model
+The figure has three panels (Miras, arXiv 2504.13173 v1, Figure 3): perplexity against FLOPs while the model
 size varies (left), and perplexity against training context 2K to 32K at 340M (middle) and 760M (right). Its
 values are not recoverable from the text, so there are no paper numbers: the text claims that Moneta, Yaad and
 Memora scale better with context than the baselines, naming Mamba2 and GSA, and beat every baseline at roughly

@@ -1,10 +1,9 @@
 """Miras Figure 4 (arXiv 2504.13173 v1): the effect of p and q on (p, q)-Moneta across context lengths.
 
-The figure's values, model size and data are not recoverable from the paper (``shared/papers/miras.md``
-section 4.7), so there are no paper numbers: the text says p = 3 is best and p = 4 worst with "almost the
-same" scaling over context, while q changes the scaling pattern. p is swept at q = 4 and q at p = 3, each at
-training contexts 2K, 4K, 8K and 16K, on the 340M preset (the scale rules shrink contexts in proportion, so
-the sweep stays a sweep at every scale).
+The figure's values, model size and data are not recoverable from the paper, so there are no paper numbers:
+the text says p = 3 is best and p = 4 worst with "almost the same" scaling over context, while q changes the
+scaling pattern. p is swept at q = 4 and q at p = 3, each at training contexts 2K, 4K, 8K and 16K, on the 340M
+preset (the scale rules shrink contexts in proportion, so the sweep stays a sweep at every scale).
 """
 
 from miras.experiment import Column, Run, Table

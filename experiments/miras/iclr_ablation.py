@@ -1,6 +1,6 @@
 """The ablation of Moneta and Memora in the ICLR 2026 version of Miras (OpenReview gZyEJ2kMow).
 
-Second-hand numbers (a paper-notes page; ``shared/papers/miras.md`` section 4.9): size and data unknown, so
+Second-hand numbers (a paper-notes page of the ICLR version of Miras): size and data unknown, so
 we run the 340M preset; "Avg" is read as the mean of Table 2's eight zero-shot accuracies (``eval/avg/acc``).
 """
 

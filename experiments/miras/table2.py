@@ -1,6 +1,6 @@
 """Miras Table 2 (arXiv 2504.13173 v1): language modelling and zero-shot common-sense reasoning.
 
-Paper numbers transcribed from the v1 table (``shared/papers/miras.md`` section 4.3). Baseline rows are the
+Paper numbers transcribed from the v1 table (Miras, arXiv 2504.13173 v1, Table 2). Baseline rows are the
 paper's copies of Titans (340M, 760M) and Gated DeltaNet (1.3B) results; the authors did not retrain them.
 Columns are lm-evaluation-harness zero-shot metrics; accuracies are percentages in the paper and fractions
 in lm-eval, hence ``scale=100``.

@@ -5,7 +5,7 @@ The paper does not state the model size; secondary sources assume 760M, so the r
 Column groups: PK = S-NIAH-PK (passkey in a repeated-noise haystack, RULER ``niah_single_1``), N = S-NIAH-N
 (number in an essay haystack, ``niah_single_2``), W = S-NIAH-W, read as RULER's third single-needle task
 (``niah_single_3``, a UUID in an essay haystack); the paper names the groups only. Accuracy is RULER's
-string-match over the greedy answer, in %. Numbers from ``shared/papers/miras.md`` section 4.4; the paper's
+string-match over the greedy answer, in %. Numbers from Miras v1 Table 3; the paper's
 "Average" column is left out because its Miras rows are not the mean of their cells (93.5 / 92.9 / 92.1
 against 93.31 / 92.51 / 92.49).
 """

@@ -3,7 +3,7 @@
 The paper states neither the model size, nor the data, nor what "Avg. LM" averages (a reviewer asked the
 same); 53.98 for the full Yaad matches none of its Table 2 averages. We train the ablations at the 340M
 preset and read "Avg. LM" as the mean of Table 2's eight zero-shot accuracies (``eval/avg/acc``, written by
-the lm-eval adapter). Numbers from ``shared/papers/miras.md`` section 4.5.
+the lm-eval adapter). Numbers from Miras v1 Table 4.
 """
 
 from miras.experiment import Column, Run, Table

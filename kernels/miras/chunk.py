@@ -82,7 +82,7 @@ def check_supported(spec: MemorySpec) -> None:
     ):
         if value not in allowed:
             raise NotImplementedError(
-                f"memory.{name}={value!r} has no Triton chunk kernel yet (issue 9); on the kernel: "
+                f"memory.{name}={value!r} has no Triton chunk kernel yet; on the kernel: "
                 + ", ".join(map(repr, allowed))
             )
 

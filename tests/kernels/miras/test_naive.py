@@ -124,7 +124,8 @@ def _kl_read_error(kl_read: str, part: str, eps: float, channel: bool) -> float:
         eta, alpha, state = eps * eta / eta.max(), torch.ones_like(alpha), None
     else:
         eta, alpha = torch.zeros_like(eta), 1 - eps * torch.rand_like(alpha)
-        state = {"weights": tuple(simplex(torch.randn(B, H, *s, dtype=q.dtype), spec) for s in weight_shapes(spec, 8, 8))}
+        shapes = weight_shapes(spec, 8, 8)
+        state = {"weights": tuple(simplex(torch.randn(B, H, *s, dtype=q.dtype), spec) for s in shapes)}
     out = naive_chunk_miras(q, k, v, eta, alpha, spec, initial_state=state, chunk_size=8)[0]
     ref = naive_chunk_miras(q, k, v, eta, alpha, spec.replace(read="token"), initial_state=state, chunk_size=8)[0]
     return relative_rms(ref, out)
