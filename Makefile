@@ -100,12 +100,12 @@ reproduce-fig4: ## Miras Figure 4 (p and q of Moneta over context) at SCALE: tra
 REPRODUCE_ALL := reproduce-table2 $(if $(filter slurm,$(CLUSTER)),,reproduce-table3) reproduce-table4 \
 	reproduce-iclr-ablation reproduce-fig3 reproduce-fig4 reproduce-ttr-fig2 reproduce-ttr-fig3
 
-reproduce-all: ## every table and figure of both papers at SCALE (skips finished runs), then `miras report`
+reproduce-all: ## every table and figure of both papers at SCALE (skips finished runs), then `make report`
 	$(MAKE) --no-print-directory $(REPRODUCE_ALL)
 ifeq ($(CLUSTER),slurm)
 	@echo "when the jobs finish, run make reproduce-table3 SCALE=$(SCALE), then make report"
 else
-	$(PY) -m miras report
+	$(PY) -m reports report
 endif
 
 eval: ## lm-eval (and S-NIAH) of the trained runs of EXP at SCALE, merged into their summary.json
@@ -127,7 +127,7 @@ harvest: ## copy finished run summaries from runs/ into reports/
 	$(PY) -m reports harvest
 
 report: ## harvest finished summaries from runs/ and render every report and reports/README.md
-	$(PY) -m miras report
+	$(PY) -m reports report
 
 tensorboard: ## serve runs/ on localhost:6006
 	$(VENV)/bin/tensorboard --logdir runs --host 127.0.0.1 --port 6006

@@ -370,7 +370,7 @@ def targets(results: list[dict]) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from miras.lit.callbacks import device_name
+    from kernels.utils import device_name
 
     device = torch.device(args.device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import platform
+import subprocess
+from pathlib import Path
 
 import torch
 
@@ -65,8 +68,6 @@ def timed(fn, device: torch.device, warmup: int, repeats: int) -> float:
 
 def git_tag(repo) -> str:
     """The checkout's short sha, ``-dirty`` when tracked files differ: what a benchmark record cites."""
-    from miras.lit.callbacks import git_state
-
     git = git_state(repo)
     return git["sha"][:12] + ("-dirty" if git.get("dirty") else "")
 
@@ -78,3 +79,26 @@ def write_record(stem, record: dict, markdown: str) -> None:
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
     stem.with_suffix(".md").write_text(markdown)
+
+
+def git_state(cwd: str | Path | None = None) -> dict:
+    """``{"sha": ..., "dirty": bool}`` of the checkout holding ``cwd`` (``"unknown"`` outside git)."""
+    cwd = cwd or Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True)
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return {"sha": sha.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    except (OSError, subprocess.CalledProcessError):
+        return {"sha": "unknown", "dirty": None}
+
+
+def device_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"

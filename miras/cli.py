@@ -1,4 +1,5 @@
-"""``python -m miras {list,train,dry-run,eval,submit,report}``: experiments in, run folders and reports out."""
+"""``python -m miras {list,train,dry-run,eval,submit}``: experiments in, run folders out (``python -m reports``
+renders them)."""
 
 from __future__ import annotations
 
@@ -273,19 +274,7 @@ def parser() -> argparse.ArgumentParser:
     sb.add_argument("--runs-dir", default=str(REPO / "runs"))
     sb.set_defaults(func=_cmd_submit)
 
-    rp = sub.add_parser("report", help="harvest finished summaries from runs/ and render every report (reports/)")
-    rp.add_argument("experiments", nargs="*", type=Path, help="experiment files (default: all)")
-    rp.add_argument("--scale", choices=SCALES, help="default: the largest scale with summaries")
-    rp.add_argument("--runs-dir", default=str(REPO / "runs"))
-    rp.set_defaults(func=_cmd_report)
     return p
-
-
-def _cmd_report(args) -> int:
-    from reports.render import main as reports_main
-
-    reports_main(["harvest", "--runs-dir", str(args.runs_dir)])
-    return reports_main(["render", *map(str, args.experiments), *(["--scale", args.scale] if args.scale else [])])
 
 
 def _cuda() -> bool:

@@ -257,11 +257,16 @@ def main(argv: list[str] | None = None) -> int:
     rd = sub.add_parser("render", help="render tables from the harvested summaries")
     rd.add_argument("experiments", nargs="*", type=Path)
     rd.add_argument("--scale", choices=SCALES, help="default: the largest scale with summaries")
+    rp = sub.add_parser("report", help="harvest finished summaries from runs/, then render every report")
+    rp.add_argument("experiments", nargs="*", type=Path)
+    rp.add_argument("--scale", choices=SCALES, help="default: the largest scale with summaries")
+    rp.add_argument("--runs-dir", type=Path, default=REPO / "runs")
     args = p.parse_args(argv)
-    if args.command == "harvest":
+    if args.command in ("harvest", "report"):
         for path in harvest(args.runs_dir):
             print(f"harvested {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
-        return 0
+        if args.command == "harvest":
+            return 0
     for path in args.experiments or experiment_files(REPO / "experiments"):
         for out in render(load_experiment(path), scale=args.scale):
             print(f"rendered {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")

@@ -1,3 +1,4 @@
+import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -15,7 +16,33 @@ def test_our_kernels_package_does_not_look_like_hf_kernels():
     assert is_kernels_available() is False
 
 
-def test_kernels_never_import_lightning():
-    for path in (REPO / "kernels").rglob("*.py"):
-        text = path.read_text()
-        assert "import lightning" not in text and "from lightning" not in text, path
+def _imported_packages(path: Path) -> set[str]:
+    """Top-level packages that ``path`` imports anywhere: module level, inside functions, under conditions."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+LAYERS = {
+    "kernels": {"miras", "reports", "experiments", "benchmarks", "data", "slurm", "lightning"},
+    "miras": {"reports", "experiments", "benchmarks"},
+}
+"""What each package must not import: the kernels stand alone below the models, and the models below the
+experiments, the reports and the benchmarks that use them."""
+
+
+def test_layers_import_only_downwards():
+    for package, banned in LAYERS.items():
+        for path in (REPO / package).rglob("*.py"):
+            found = _imported_packages(path) & banned
+            assert not found, f"{path.relative_to(REPO)} imports {sorted(found)}"
+
+
+def test_the_layer_check_sees_imports_inside_functions(tmp_path):
+    path = tmp_path / "lazy.py"
+    path.write_text("def f():\n    from miras.lit.callbacks import git_state\n    import lightning\n")
+    assert _imported_packages(path) == {"miras", "lightning"}

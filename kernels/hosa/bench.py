@@ -64,7 +64,7 @@ def measure(method: str, shape: tuple[int, int, int, int], dtype, device, warmup
 
 
 def run(args: argparse.Namespace) -> dict:
-    from miras.lit.callbacks import device_name
+    from kernels.utils import device_name
 
     device = torch.device(args.device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]

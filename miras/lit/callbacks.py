@@ -3,36 +3,12 @@
 from __future__ import annotations
 
 import json
-import platform
-import subprocess
 import time
 from pathlib import Path
 
 import lightning as L
-import torch
 
-
-def git_state(cwd: str | Path | None = None) -> dict:
-    """``{"sha": ..., "dirty": bool}`` of the checkout holding ``cwd`` (``"unknown"`` outside git)."""
-    cwd = cwd or Path(__file__).resolve().parent
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True)
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return {"sha": sha.stdout.strip(), "dirty": bool(status.stdout.strip())}
-    except (OSError, subprocess.CalledProcessError):
-        return {"sha": "unknown", "dirty": None}
-
-
-def device_name() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+from kernels.utils import device_name, git_state
 
 
 class Throughput(L.Callback):
