@@ -9,15 +9,10 @@ import sys
 from pathlib import Path
 
 from miras.config import ConfigError, config_hash
-from miras.experiment import Run, Table, experiment_files, load_experiment
+from miras.experiment import Table, experiment_files, load_experiment, run_dir
 from miras.scales import SCALES
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def run_dir(runs_dir: str | Path, scale: str, table: Table, run: Run, seed: int) -> Path:
-    """``<runs_dir>/<scale>/<paper>/<table>/<run>/seed<k>``: the folder is fixed by the declaration."""
-    return Path(runs_dir) / scale / table.paper / table.runs_key / run.name / f"seed{seed}"
 
 
 def _cmd_list(args) -> int:

@@ -147,3 +147,8 @@ def experiment_files(root: str | Path) -> list[Path]:
     """
     found = (p for p in Path(root).glob("*/*.py") if not p.name.startswith("_"))
     return sorted(p for p in found if re.search(r"^TABLE\s*=", p.read_text(), flags=re.M))
+
+
+def run_dir(runs_dir: str | Path, scale: str, table: Table, run: Run, seed: int) -> Path:
+    """``<runs_dir>/<scale>/<paper>/<table>/<run>/seed<k>``: the folder is fixed by the declaration."""
+    return Path(runs_dir) / scale / table.paper / table.runs_key / run.name / f"seed{seed}"

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from miras.config import ConfigError, RunConfig, config_hash
 from miras.experiment import load_experiment
+from miras.experiment import run_dir as run_folder
 
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER_FILE = REPO / "slurm" / "cluster.toml"
@@ -259,8 +260,6 @@ def submit(
     ``summary.json`` holds the same config hash are skipped. ``cluster`` defaults to ``slurm/cluster.toml``;
     ``extra_sets`` are ``--set`` overrides passed on to ``miras train``. Returns the jobs with their ids.
     """
-    from miras.cli import run_dir as run_folder
-
     cluster = cluster or ClusterSettings.load()
     experiment, runs_dir = Path(experiment).resolve(), Path(runs_dir).resolve()
     table = load_experiment(experiment)
