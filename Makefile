@@ -114,7 +114,7 @@ eval: ## lm-eval (and S-NIAH) of the trained runs of EXP at SCALE, merged into t
 reproduce-ttr-fig2: ## test-time regression Figure 2 (online regression, no training; CPU, seconds) into reports/ttr/
 	$(PY) -m experiments.ttr.fig2_online_regression
 
-reproduce-ttr-fig3: ## test-time regression Figure 3 (MQAR, one layer) at SCALE (tiny: CPU, T=512; small or paper: the paper's grid, GPU)
+reproduce-ttr-fig3: ## test-time regression Figure 3 (MQAR, one layer) at SCALE (tiny: CPU, T=128; small or paper: the paper's grid, GPU; paper runs as small)
 	$(PY) -m experiments.ttr.fig3_mqar --scale $(if $(filter paper,$(SCALE)),small,$(SCALE))
 
 submit: ## sbatch one job per run of EXP at SCALE (default paper) from slurm/ (DRY=1 prints the scripts only)
