@@ -37,7 +37,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.miras.chunk import (
+from kernels.miras.common import (
     LAUNCH_CONFIGS,
     RETENTION_CODES,
     _chunk_inputs,

@@ -24,16 +24,15 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.miras.chunk import (
+from kernels.miras.chunk import _scalars, check_supported
+from kernels.miras.common import (
     RETENTION_CODES,
     _log_floor,
     _lq_scale,
     _psi,
-    _scalars,
     _simplex,
     _soft_threshold_tl,
     bias_code,
-    check_supported,
     kernel_gates,
 )
 from kernels.miras.fused_recurrent_mlp import DECODE_WARPS, fused_recurrent_miras_mlp

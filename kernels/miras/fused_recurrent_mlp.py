@@ -26,7 +26,6 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.miras.chunk import _log_floor, _psi, _simplex, _store, kernel_gates
 from kernels.miras.chunk_mlp import (
     _act,
     _act_grad,
@@ -41,6 +40,7 @@ from kernels.miras.chunk_mlp import (
     _scales,
     _tile,
 )
+from kernels.miras.common import _log_floor, _psi, _simplex, _store, kernel_gates
 from kernels.miras.naive import _initial
 from kernels.miras.spec import MemorySpec
 

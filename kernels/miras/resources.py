@@ -54,8 +54,8 @@ RETENTIONS = ("none", "l2", "lq", "kl")
 
 def constexprs(name: str, head_dim: int, chunk: int, extra: dict, retention: str = "l2") -> dict:
     """The specialisation compiled: l2 bias, channel-wise gates, no varlen, 16 heads, and ``retention``."""
-    from kernels.miras.chunk import RETENTION_CODES
     from kernels.miras.chunk_mlp import tile_e
+    from kernels.miras.common import RETENTION_CODES
 
     common = {"BT": chunk, "BIAS": 1, "RETENTION": RETENTION_CODES[retention], "LQ_ROW": False}
     common |= {"HAS_ALPHA": retention != "none", "HAS_DELTA": False, "IS_VARLEN": False, "H": 16, **extra}
