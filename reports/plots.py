@@ -207,13 +207,16 @@ def plot_sweep(table: Table, values: dict[str, float], scale: str, path: Path) -
     return _save(fig, path)
 
 
-def figures(table: Table, reports_dir: Path, scale: str, values: dict[str, float]) -> list[tuple[str, Path]]:
-    """Draw the table's figures under ``reports/<paper>/<table>/``; ``(caption, path)`` of each one drawn.
+def figures(
+    table: Table, reports_dir: Path, scale: str, values: dict[str, float], folder: Path | None = None
+) -> list[tuple[str, Path]]:
+    """Draw the table's figures under ``folder`` (default ``reports/<paper>/<table>/``); ``(caption, path)`` of each
+    one drawn.
 
     ``values`` maps run names to the table's first column (ours). Tables that evaluate another table's runs
     draw no training curves: those are the other table's.
     """
-    folder = reports_dir / table.paper / table.key
+    folder = folder or reports_dir / table.paper / table.key
     drawn = []
     if table.trained_in is None:
         curve = plot_curves(table, load_curves(reports_dir, table, scale), scale, folder / "train_loss.png")

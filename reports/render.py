@@ -211,15 +211,26 @@ def render_csv(table: Table, summaries: list[dict], scale: str) -> str:
     return buf.getvalue()
 
 
+def report_base(reports_dir: Path, table: Table, scale: str) -> Path:
+    """Where the report of ``table`` at ``scale`` goes (without suffix): ``reports/<paper>/<table>`` for the largest
+    scale that has summaries (the one tracked), ``reports/<paper>/<table>/<scale>/<table>`` for any smaller one, so
+    that a smoke or tiny render never overwrites the report of a larger scale."""
+    tracked = default_scale(reports_dir, table)
+    if SCALES.index(scale) <= SCALES.index(tracked):
+        return reports_dir / table.paper / table.key
+    return reports_dir / table.paper / table.key / scale / table.key
+
+
 def render(table: Table, reports_dir: Path = REPORTS, scale: str | None = None) -> list[Path]:
-    """Write ``reports/<paper>/<table>.md``, ``.csv`` and the figures under ``<table>/``; returns their paths."""
+    """Write the report of ``table`` at ``scale`` (default: the largest with summaries): ``<base>.md``, ``.csv``
+    and the figures under ``<base>/`` (:func:`report_base`); returns their paths."""
     scale = scale or default_scale(reports_dir, table)
     summaries = load_summaries(reports_dir, table, scale)
-    base = reports_dir / table.paper / table.key
+    base = report_base(reports_dir, table, scale)
     base.parent.mkdir(parents=True, exist_ok=True)
     first = table.columns[0].key
     values = {r: c.ours for (r, k), c in cells(table, summaries, scale).items() if k == first and c.ours is not None}
-    drawn = plots.figures(table, reports_dir, scale, values)
+    drawn = plots.figures(table, reports_dir, scale, values, folder=base)
     links = [(caption, path.relative_to(base.parent).as_posix()) for caption, path in drawn]
     md, csv_path = base.with_suffix(".md"), base.with_suffix(".csv")
     md.write_text(render_markdown(table, summaries, scale, links))

@@ -96,3 +96,25 @@ def test_rendering_twice_changes_nothing_and_the_index_lists_every_report(tmp_pa
     assert [*render(table, reports_dir=tmp_path), render_index(tmp_path)] == outputs
     assert [p.read_bytes() for p in outputs] == first
     assert "- [t1](demo/t1.md): Demo" in outputs[-1].read_text()
+
+
+def test_a_smaller_scale_renders_beside_the_tracked_report_and_never_over_it(tmp_path):
+    table = fixture_table()
+    write(tmp_path, table, summary(table, "transformer-340m", 0, {"val/ppl": 30.0, "eval/piqa/acc": 0.6}))
+    tracked = render(table, reports_dir=tmp_path)
+    before = {p: p.read_bytes() for p in tracked}
+    write(tmp_path, table, summary(table, "transformer-340m", 0, {"val/ppl": 8000.0}, scale="smoke"))
+    smoke = render(table, reports_dir=tmp_path, scale="smoke")
+    assert {p: p.read_bytes() for p in tracked} == before
+    assert smoke[0] == tmp_path / "demo" / "t1" / "smoke" / "t1.md"
+    assert "Scale: **smoke**" in smoke[0].read_text() and "8000.00" in smoke[0].read_text()
+    assert render(table, reports_dir=tmp_path) == tracked
+    assert {p: p.read_bytes() for p in tracked} == before
+
+
+def test_a_larger_scale_takes_over_the_tracked_report(tmp_path):
+    table = fixture_table()
+    write(tmp_path, table, summary(table, "transformer-340m", 0, {"val/ppl": 30.0}))
+    write(tmp_path, table, summary(table, "transformer-340m", 0, {"val/ppl": 20.0}, scale="small"))
+    md = render(table, reports_dir=tmp_path, scale="small")[0]
+    assert md == tmp_path / "demo" / "t1.md" and "Scale: **small**" in md.read_text()
