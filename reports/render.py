@@ -117,15 +117,11 @@ def render_markdown(table: Table, summaries: list[dict], scale: str, figures: Se
     lines = [
         f"# {table.title}",
         "",
-        f"Source: {table.source}. Scale: **{scale}**. Cells: {table.reduce}. Columns: ours | paper | delta "
-        "(ours - paper).",
+        f"Source: {table.source}. Scale: **{scale}**. Cells: {table.reduce}, with the paper's value in brackets "
+        "where it reports one; the differences are in the CSV.",
         "",
     ]
-    header = ["Model"] + [
-        f"{c.title} {'↑' if c.higher_is_better else '↓'} {part}"
-        for c in table.columns
-        for part in ("ours", "paper", "Δ")
-    ]
+    header = ["Model"] + [f"{c.title} {'↑' if c.higher_is_better else '↓'}" for c in table.columns]
     groups = list(dict.fromkeys(r.group for r in table.runs))
     for group in groups:
         lines += [f"## {group}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -134,7 +130,7 @@ def render_markdown(table: Table, summaries: list[dict], scale: str, figures: Se
             for col in table.columns:
                 cell = grid[run.name, col.key]
                 ours = "stale" if cell.status == "stale" else _fmt(cell.ours)
-                row += [ours, _fmt(cell.paper), _fmt(cell.delta, signed=True)]
+                row.append(ours if cell.paper is None else f"{ours} ({_fmt(cell.paper)})")
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
     if figures:

@@ -59,9 +59,10 @@ def test_render_reduces_marks_missing_and_stale(tmp_path, monkeypatch):
     md_path, csv_path = render(table, reports_dir=tmp_path)
     md = md_path.read_text()
     assert "Scale: **tiny**" in md
-    assert "| Transformer++ | 11.00 | - | - | 62.00 | 62.98 | -0.98 |" in md
-    assert "| RLS (unavailable) | - | - | - | - | 63.99 | - |" in md
-    assert "| SWA | stale | - | - | - | - | - |" in md
+    assert "| Model | Val ppl ↓ | PIQA ↑ |" in md
+    assert "| Transformer++ | 11.00 | 62.00 (62.98) |" in md
+    assert "| RLS (unavailable) | - | - (63.99) |" in md
+    assert "| SWA | stale | - |" in md
     assert "abc1234567" in md and "summaries: 3" in md
     rows = csv_path.read_text().splitlines()
     assert rows[1].startswith("demo,t1,tiny,340M,transformer-340m,Transformer++,val/ppl,11.0000,,,2,ok")
@@ -73,7 +74,7 @@ def test_render_reduces_marks_missing_and_stale(tmp_path, monkeypatch):
 
 def test_render_without_summaries_shows_paper_numbers_only(tmp_path):
     md = render(fixture_table(), reports_dir=tmp_path)[0].read_text()
-    assert "Scale: **paper**" in md and "| Transformer++ | - | - | - | - | 62.98 | - |" in md
+    assert "Scale: **paper**" in md and "| Transformer++ | - | - (62.98) |" in md
 
 
 def test_harvest_copies_finished_runs_once(tmp_path):
