@@ -70,6 +70,24 @@ class Run:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """A conclusion the paper draws from its numbers, checked on ours: every run of ``better`` beats every run
+    of ``worse`` on ``metric`` (in the direction of that column)."""
+
+    text: str
+    """The claim in words, e.g. ``at 340M Moneta has the lowest Wiki ppl of all models``."""
+    source: str
+    """Where the paper makes it or shows it, e.g. ``Table 2`` or ``section 6.1``."""
+    metric: str
+    """Column key the claim is about."""
+    better: tuple[str, ...]
+    worse: tuple[str, ...]
+    proxy: str | None = None
+    """Column key checked instead where ``metric`` is not measured on every run (our held-out perplexity for the
+    paper's Wiki ppl at scales whose downstream evaluation is only a pipeline check); the verdict names it."""
+
+
+@dataclass(frozen=True)
 class Table:
     """A paper table: its runs (rows), columns and the paper's numbers."""
 
@@ -92,6 +110,11 @@ class Table:
     """Key of the table (same paper) whose trained runs this table evaluates instead of training its own; each
     run must be declared there with the same name, preset and overrides (Miras Table 3 evaluates Table 2's
     models)."""
+    claims: tuple[Claim, ...] = ()
+    """What the paper concludes from this table, checked on our numbers under the rendered table."""
+    references: tuple[str, ...] = ()
+    """Reference run of each group (at most one per group): every row is also reported as its ratio to it, beside
+    the paper's same ratio (Gated DeltaNet for Miras Tables 2 and 3, the full model for the ablations)."""
 
     @property
     def runs_key(self) -> str:
@@ -108,6 +131,17 @@ class Table:
             raise ValueError(f"{self.paper}/{self.key}: paper numbers for unknown cells {sorted(unknown)}")
         if self.reduce not in REDUCTIONS:
             raise ValueError(f"reduce={self.reduce!r} is invalid; allowed values: {REDUCTIONS}")
+        for claim in self.claims:
+            missing = [r for r in (*claim.better, *claim.worse) if r not in names]
+            unknown_keys = [k for k in (claim.metric, claim.proxy) if k is not None and k not in keys]
+            if missing or unknown_keys or not claim.better or not claim.worse:
+                raise ValueError(
+                    f"{self.paper}/{self.key}: claim {claim.text!r} names unknown runs {missing} or columns "
+                    f"{unknown_keys}, or has an empty side"
+                )
+        groups = [self.run(r).group for r in self.references if r in names]
+        if len(groups) != len(self.references) or len(groups) != len(set(groups)):
+            raise ValueError(f"{self.paper}/{self.key}: references must be runs of the table, one per group")
 
     def run(self, name: str) -> Run:
         for r in self.runs:

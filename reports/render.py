@@ -1,4 +1,5 @@
-"""Harvest run summaries into ``reports/`` and render every table from them (ours | paper | delta).
+"""Harvest run summaries into ``reports/`` and render every table from them: ours beside the paper's numbers,
+the paper's claims checked on ours, order agreement and ratios to a reference row (``reports.scoring``).
 
 ``harvest`` copies ``runs/<scale>/<paper>/<table>/<run>/seed<k>/summary.json`` to the tracked
 ``reports/<paper>/<table>/summaries/<scale>/<run>.seed<k>.json``, and the run's training-loss curve from its
@@ -24,7 +25,7 @@ from pathlib import Path
 from miras.config import config_hash
 from miras.experiment import Table, experiment_files, load_experiment
 from miras.scales import SCALES
-from reports import plots
+from reports import plots, scoring
 
 REPO = Path(__file__).resolve().parent.parent
 REPORTS = REPO / "reports"
@@ -77,10 +78,19 @@ class Cell:
     paper: float | None
     status: str
     n: int
+    examples: int | None = None
+    """Fewest evaluation examples behind the value over its seeds (None for training metrics)."""
+    pipeline: bool = False
+    """Computed on the offline fixtures or on too few examples: a pipeline check, not a result."""
+
+    @property
+    def result(self) -> float | None:
+        """Our value where it counts as a result (not a pipeline check)."""
+        return None if self.pipeline else self.ours
 
     @property
     def delta(self) -> float | None:
-        return None if self.ours is None or self.paper is None else self.ours - self.paper
+        return None if self.result is None or self.paper is None else self.result - self.paper
 
 
 def cells(table: Table, summaries: list[dict], scale: str) -> dict[tuple[str, str], Cell]:
@@ -95,14 +105,50 @@ def cells(table: Table, summaries: list[dict], scale: str) -> dict[tuple[str, st
             (fresh if s["config_hash"] == config_hash(run.config(scale, seed=s["seed"])) else stale).append(s)
         for col in table.columns:
             paper = table.paper_numbers.get((run.name, col.key))
-            values = [s["metrics"][col.key] * col.scale for s in fresh if col.key in s["metrics"]]
+            measured = [s for s in fresh if col.key in s["metrics"]]
+            values = [s["metrics"][col.key] * col.scale for s in measured]
             if values:
-                out[run.name, col.key] = Cell(sum(values) / len(values), paper, "ok", len(values))
+                counts = [scoring.eval_examples(s, col.key) for s in measured]
+                examples = [n for n, _ in counts if n is not None]
+                fewest = min(examples) if examples else None
+                pipeline = any(scoring.is_pipeline_check(n, fixtures) for n, fixtures in counts)
+                out[run.name, col.key] = Cell(sum(values) / len(values), paper, "ok", len(values), fewest, pipeline)
             elif any(col.key in s["metrics"] for s in stale):
                 out[run.name, col.key] = Cell(None, paper, "stale", 0)
             else:
                 out[run.name, col.key] = Cell(None, paper, "missing", 0)
     return out
+
+
+def _fmt_ratio(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _claims_section(table: Table, grid: dict) -> list[str]:
+    if not table.claims:
+        return []
+    verdicts = [scoring.check_claim(table, claim, grid) for claim in table.claims]
+    held = sum(v.status == "holds" for v in verdicts)
+    checked = sum(v.status != "not measured" for v in verdicts)
+    lines = ["## The paper's claims on our numbers", "", f"{held} of {checked} checked claims hold.", ""]
+    for v in verdicts:
+        detail = f"; {v.detail}" if v.detail else ""
+        lines.append(f"- **{v.status}**: {v.claim.text} ({v.claim.source}{detail})")
+    return lines + [""]
+
+
+def _agreement_line(table: Table, grid: dict) -> list[str]:
+    agreement = scoring.column_agreement(table, grid)
+    parts = [
+        f"{c.title} {a.share:.2f} (tau {'-' if a.tau is None else f'{a.tau:+.2f}'}, {a.pairs} pairs)"
+        for c in table.columns
+        if (a := agreement[c.key]).share is not None
+    ]
+    if not parts:
+        return ["Order agreement with the paper: not measured (no column has two rows with both values).", ""]
+    mean = scoring.mean_agreement(agreement)
+    return [f"Order agreement with the paper (share of row pairs ordered alike): {'; '.join(parts)}; mean {mean:.2f}.",
+            ""]  # fmt: skip
 
 
 def _fmt(x: float | None, signed: bool = False) -> str:
@@ -122,17 +168,38 @@ def render_markdown(table: Table, summaries: list[dict], scale: str, figures: Se
         "",
     ]
     header = ["Model"] + [f"{c.title} {'↑' if c.higher_is_better else '↓'}" for c in table.columns]
+    ratio = scoring.ratios(table, grid)
     groups = list(dict.fromkeys(r.group for r in table.runs))
     for group in groups:
         lines += [f"## {group}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for run in (r for r in table.runs if r.group == group):
+        runs = [r for r in table.runs if r.group == group]
+        for run in runs:
             row = [run.label if run.unavailable() is None else f"{run.label} (unavailable)"]
             for col in table.columns:
                 cell = grid[run.name, col.key]
                 ours = "stale" if cell.status == "stale" else _fmt(cell.ours)
+                if cell.pipeline:
+                    ours += f" [n={cell.examples if cell.examples is not None else '?'}]"
                 row.append(ours if cell.paper is None else f"{ours} ({_fmt(cell.paper)})")
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
+        ref = scoring.reference_of(table, group)
+        if ref is not None:
+            lines += [f"Ratio to {table.run(ref).label}, ours (paper's):", ""]
+            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            for run in runs:
+                pairs = [ratio[run.name, col.key] for col in table.columns]
+                cells_ = [_fmt_ratio(o) if p is None else f"{_fmt_ratio(o)} ({_fmt_ratio(p)})" for o, p in pairs]
+                lines.append("| " + " | ".join([run.label, *cells_]) + " |")
+            lines.append("")
+    if any(c.pipeline for c in grid.values()):
+        lines += [
+            f"`[n=...]`: a pipeline check, not a result: computed on the offline fixtures or on fewer than "
+            f"{scoring.MIN_EXAMPLES} examples (n: the examples), and left out of ratios, claims and agreement.",
+            "",
+        ]
+    lines += _claims_section(table, grid)
+    lines += _agreement_line(table, grid)
     if figures:
         lines += ["## Figures", ""] + [line for caption, src in figures for line in (f"![{caption}]({src})", "")]
     shas = sorted({f"{s['git']['sha'][:10]}{'+dirty' if s['git'].get('dirty') else ''}" for s in summaries})
@@ -183,11 +250,21 @@ def render_csv(table: Table, summaries: list[dict], scale: str) -> str:
             "delta",
             "seeds",
             "status",
+            "examples",
+            "pipeline_check",
+            "ratio_ours",
+            "ratio_paper",
+            "order_agreement",
+            "kendall_tau",
         ]
     )
+    ratio = scoring.ratios(table, grid)
+    agreement = scoring.column_agreement(table, grid)
     for run in table.runs:
         for col in table.columns:
             c = grid[run.name, col.key]
+            r_ours, r_paper = ratio.get((run.name, col.key), (None, None))
+            a = agreement[col.key]
             writer.writerow(
                 [
                     table.paper,
@@ -202,6 +279,12 @@ def render_csv(table: Table, summaries: list[dict], scale: str) -> str:
                     "" if c.delta is None else f"{c.delta:.4f}",
                     c.n,
                     c.status,
+                    "" if c.examples is None else c.examples,
+                    int(c.pipeline),
+                    "" if r_ours is None else f"{r_ours:.4f}",
+                    "" if r_paper is None else f"{r_paper:.4f}",
+                    "" if a.share is None else f"{a.share:.4f}",
+                    "" if a.tau is None else f"{a.tau:.4f}",
                 ]
             )
     return buf.getvalue()
@@ -234,12 +317,40 @@ def render(table: Table, reports_dir: Path = REPORTS, scale: str | None = None) 
     return [md, csv_path, *(path for _, path in drawn)]
 
 
-def render_index(reports_dir: Path = REPORTS) -> Path:
-    """Write ``reports/README.md``: every rendered table and figure report under ``reports_dir``, with its title."""
+def scorecard_row(table: Table, reports_dir: Path) -> list[str]:
+    """``[report, scale, claims holding / checked, mean order agreement, command]`` of ``table``'s tracked report."""
+    scale = default_scale(reports_dir, table)
+    grid = cells(table, load_summaries(reports_dir, table, scale), scale)
+    verdicts = [scoring.check_claim(table, claim, grid) for claim in table.claims]
+    checked = [v for v in verdicts if v.status != "not measured"]
+    claims = f"{sum(v.status == 'holds' for v in checked)} / {len(checked)} (of {len(verdicts)})" if verdicts else "-"
+    mean = scoring.mean_agreement(scoring.column_agreement(table, grid))
+    verb = "eval" if table.trained_in else "train"
+    runs = "" if table.trained_in else " --all"
+    command = f"`python -m miras {verb} experiments/{table.paper}/{table.key}.py{runs} --scale {scale}`"
+    link = f"[{table.paper}/{table.key}]({table.paper}/{table.key}.md)"
+    return [link, scale, claims, "-" if mean is None else f"{mean:.2f}", command]
+
+
+def render_index(reports_dir: Path = REPORTS, tables: Sequence[Table] | None = None) -> Path:
+    """Write ``reports/README.md``: the scorecard of ``tables`` (default: every experiment file's), then every
+    rendered table and figure report under ``reports_dir``, with its title."""
+    if tables is None:
+        tables = [load_experiment(p) for p in experiment_files(REPO / "experiments")]
     lines = [
         "# Reports",
         "",
         "Generated by `python -m reports render` (`make report`) from the tracked summaries; do not edit by hand.",
+        "",
+        "## Scorecard",
+        "",
+        "How close each table is to the paper at the scale it is tracked: the paper's claims that hold on our "
+        "numbers, of those our results can check (a row missing, or only a pipeline check, is not checked), and "
+        "the mean share of row pairs ordered as the paper orders them.",
+        "",
+        "| report | scale | claims holding / checked | order agreement | reproduce (then `make eval`, `make report`) |",
+        "|---|---|---|---|---|",
+        *("| " + " | ".join(scorecard_row(t, reports_dir)) + " |" for t in tables),
         "",
     ]
     for folder in sorted(p for p in reports_dir.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))):

@@ -4,7 +4,7 @@ Second-hand numbers (a paper-notes page of the ICLR version of Miras): size and 
 we run the 340M preset; "Avg" is read as the mean of Table 2's eight zero-shot accuracies (``eval/avg/acc``).
 """
 
-from miras.experiment import Column, Run, Table
+from miras.experiment import Claim, Column, Run, Table
 
 WITH_ROPE = "model.mixer.memory_rope=True"
 VARIANTS = {
@@ -34,6 +34,12 @@ TABLE = Table(
         for model in PAPER
         for suffix, (label, overrides) in VARIANTS.items()
     ),
+    claims=tuple(
+        Claim(f"every ablation lowers {model.capitalize()}'s average accuracy", "ICLR ablation table", "eval/avg/acc",
+              (model,), tuple(f"{model}{s}" for s in VARIANTS if s), proxy="val/ppl")
+        for model in PAPER
+    ),  # fmt: skip
+    references=tuple(PAPER),
     paper_numbers={
         (f"{model}{suffix}", "eval/avg/acc"): value
         for model, values in PAPER.items()

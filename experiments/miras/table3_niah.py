@@ -10,7 +10,7 @@ string-match over the greedy answer, in %. Numbers from Miras v1 Table 3; the pa
 against 93.31 / 92.51 / 92.49).
 """
 
-from miras.experiment import Column, Run, Table
+from miras.experiment import Claim, Column, Run, Table
 
 GROUP = "S-NIAH (size not stated; Table 2's 760M models)"
 TASKS = {
@@ -43,6 +43,17 @@ PAPER = {
     "memora": (99.2, 98.8, 92.6, 98.4, 99.2, 93.2, 92.4, 88.2, 70.4),
 }
 
+MIRAS = ("moneta-760m", "yaad-760m", "memora-760m")
+BASELINES = ("mamba2-760m", "deltanet-760m", "gated_deltanet-760m", "ttt-760m")
+CLAIMS = (
+    Claim("Moneta, Yaad and Memora each find the longest number needle (N 8K) more often than every baseline",
+          "Table 3", "eval/niah_single_2/8192", MIRAS, BASELINES),
+    Claim("Moneta, Yaad and Memora each find the longest word needle (W 4K) more often than every baseline",
+          "Table 3", "eval/niah_single_3/4096", MIRAS, BASELINES),
+    Claim("Moneta is the best model on the passkey task at 8K (synthetic noise, S-NIAH-PK)", "Table 3, section 6.3",
+          "eval/niah_single_1/8192", ("moneta-760m",), (*BASELINES, "yaad-760m", "memora-760m")),
+)  # fmt: skip
+
 TABLE = Table(
     paper="miras",
     key="table3_niah",
@@ -56,6 +67,8 @@ TABLE = Table(
         for column, value in zip(COLUMNS, values, strict=True)
     },
     trained_in="table2",
+    claims=CLAIMS,
+    references=("gated_deltanet-760m",),
     notes=(
         "Model size not stated in the paper; evaluated on Table 2's 760M runs.",
         "W is read as RULER's niah_single_3 (UUID needle); the paper names the column group only.",

@@ -6,7 +6,7 @@ preset and read "Avg. LM" as the mean of Table 2's eight zero-shot accuracies (`
 the lm-eval adapter). Numbers from Miras v1 Table 4.
 """
 
-from miras.experiment import Column, Run, Table
+from miras.experiment import Claim, Column, Run, Table
 
 GROUP = "Yaad ablations (size not stated; run at 340M)"
 
@@ -27,6 +27,15 @@ PAPER = {
     "yaad-linear-memory": 51.57,
 }
 
+ABLATED = tuple(name for name in ABLATIONS if name != "yaad")
+CLAIMS = (
+    Claim("every component helps: the full Yaad beats each ablated variant", "Table 4", "eval/avg/acc", ("yaad",),
+          ABLATED, proxy="val/ppl"),
+    Claim("the retention gate matters most: removing it costs more than removing any other component", "Table 4",
+          "eval/avg/acc", tuple(n for n in ABLATED if n != "yaad-no-retention"), ("yaad-no-retention",),
+          proxy="val/ppl"),
+)  # fmt: skip
+
 TABLE = Table(
     paper="miras",
     key="table4_yaad_ablation",
@@ -38,6 +47,8 @@ TABLE = Table(
     ),
     runs=tuple(Run(name, label, GROUP, "yaad-340m", overrides) for name, (label, overrides) in ABLATIONS.items()),
     paper_numbers={(name, "eval/avg/acc"): value for name, value in PAPER.items()},
+    claims=CLAIMS,
+    references=("yaad",),
     notes=(
         "Model size, data and the definition of Avg. LM are not in the paper; ours: 340M preset, mean of the "
         "eight Table 2 accuracies.",

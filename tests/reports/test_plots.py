@@ -1,3 +1,4 @@
+import csv
 import json
 from pathlib import Path
 
@@ -52,8 +53,8 @@ def test_every_experiment_renders_from_fixture_summaries(tmp_path, path):
     outputs = render(table, reports_dir=tmp_path, scale=SCALE)
     md = outputs[0].read_text()
     assert f"Scale: **{SCALE}**" in md and "| Model |" in md
-    rows = outputs[1].read_text().splitlines()[1:]
-    assert len(rows) == len(table.runs) * len(table.columns) and all(r.endswith(",ok") for r in rows)
+    rows = list(csv.DictReader(outputs[1].read_text().splitlines()))
+    assert len(rows) == len(table.runs) * len(table.columns) and all(r["status"] == "ok" for r in rows)
     pngs = {p.name for p in outputs if p.suffix == ".png"}
     expected = set() if table.trained_in else {"train_loss.png"}
     if (table.paper, table.key) in SWEEPS:
