@@ -92,3 +92,15 @@ def test_the_scorecard_counts_claims_and_agreement(tmp_path):
     render(t, reports_dir=tmp_path)
     index = render_index(tmp_path, tables=[t]).read_text()
     assert "| [demo/claims](demo/claims.md) | tiny | 1 / 1 (of 1) | 1.00 |" in index
+
+
+def test_every_declared_claim_holds_on_the_papers_own_numbers():
+    from pathlib import Path
+
+    from miras.experiment import experiment_files, load_experiment
+
+    root = Path(__file__).resolve().parents[2] / "experiments"
+    claims = [(t, c) for t in map(load_experiment, experiment_files(root)) for c in t.claims]
+    assert claims
+    for t, claim in claims:
+        assert paper_verdict(t, claim) == "holds", f"{t.key}: {claim.text}"
