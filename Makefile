@@ -132,8 +132,8 @@ report: ## harvest finished summaries from runs/ and render every report and rep
 tensorboard: ## serve runs/ on localhost:6006
 	$(VENV)/bin/tensorboard --logdir runs --host 127.0.0.1 --port 6006
 
-bench: ## Miras kernel benchmark (python -m kernels.bench; on a GPU)
-	$(PY) -m kernels.bench $(BENCH_ARGS)
+bench: ## Miras kernel benchmark (python -m benchmarks.speed; on a GPU)
+	$(PY) -m benchmarks.speed $(BENCH_ARGS)
 
 recall: ## how well each Miras memory stores associations (CPU, ~3 min) -> reports/miras/recall.{md,json}
 	$(PY) -m benchmarks.recall

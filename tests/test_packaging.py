@@ -28,8 +28,8 @@ def _imported_packages(path: Path) -> set[str]:
 
 
 LAYERS = {
-    "kernels": {"miras", "reports", "experiments", "benchmarks", "data", "slurm", "lightning"},
-    "miras": {"reports", "experiments", "benchmarks"},
+    "kernels": {"miras", "reports", "experiments", "benchmarks", "data", "slurm", "tests", "lightning"},
+    "miras": {"reports", "experiments", "benchmarks", "tests"},
 }
 """What each package must not import: the kernels stand alone below the models, and the models below the
 experiments, the reports and the benchmarks that use them."""

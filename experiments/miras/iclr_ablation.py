@@ -35,10 +35,16 @@ TABLE = Table(
         for suffix, (label, overrides) in VARIANTS.items()
     ),
     claims=tuple(
-        Claim(f"every ablation lowers {model.capitalize()}'s average accuracy", "ICLR ablation table", "eval/avg/acc",
-              (model,), tuple(f"{model}{s}" for s in VARIANTS if s), proxy="val/ppl")
+        Claim(
+            f"every ablation lowers {model.capitalize()}'s average accuracy",
+            "ICLR ablation table",
+            "eval/avg/acc",
+            (model,),
+            tuple(f"{model}{s}" for s in VARIANTS if s),
+            proxy="val/ppl",
+        )
         for model in PAPER
-    ),  # fmt: skip
+    ),
     references=tuple(PAPER),
     paper_numbers={
         (f"{model}{suffix}", "eval/avg/acc"): value

@@ -521,7 +521,7 @@ VALUE_BLOCK = 64
 def value_block(spec: MemorySpec, K: int, V: int) -> int:
     """Value columns per program (padded): ``BK x BV <= 4096`` state elements, at most :data:`VALUE_BLOCK` (64 at
     ``K = 64``; 32 at 128, where whole 128-column heads needed 384 KB of shared memory in the backward and 64-column
-    blocks 256 KB with kl, 32-column ones 192 KB: sm_90a, ``python -m kernels.miras.resources``). Every column of
+    blocks 256 KB with kl, 32-column ones 192 KB: sm_90a, ``python -m benchmarks.miras_resources``). Every column of
     ``S`` evolves on its own except under the lq scale (a norm over ``S``) and the biases that take the norm of the
     residual (Huber's head switch and norm form, the robust bias): those keep the whole ``V`` in one program. The
     programs' key-side gradients add up."""

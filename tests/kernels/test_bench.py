@@ -2,7 +2,7 @@
 
 import json
 
-from kernels.bench import Shape, main, targets
+from benchmarks.speed import Shape, main, targets
 
 
 def test_bench_writes_rows_statuses_and_targets(tmp_path):
@@ -54,7 +54,7 @@ def test_targets_judge_ratios_at_4096():
 
 
 def test_a_method_that_raises_gets_a_failed_row(monkeypatch):
-    from kernels import bench
+    from benchmarks import speed as bench
 
     def broken(*args):
         raise RuntimeError("out of resources: shared memory\ndetails")

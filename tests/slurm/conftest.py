@@ -1,4 +1,4 @@
-"""A session-wide local SLURM cluster (``slurm/local_cluster.py``) of 2 emulated nodes."""
+"""A session-wide local SLURM cluster (``tests/slurm/local_cluster.py``) of 2 emulated nodes."""
 
 import importlib.util
 import os
@@ -6,11 +6,9 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def _local_cluster_module():
-    spec = importlib.util.spec_from_file_location("miras_local_cluster", REPO / "slurm" / "local_cluster.py")
+    spec = importlib.util.spec_from_file_location("miras_local_cluster", Path(__file__).with_name("local_cluster.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

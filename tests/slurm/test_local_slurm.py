@@ -1,4 +1,4 @@
-"""``miras.slurm``: rendered scripts, and real 2-node jobs on a local SLURM cluster (``slurm/local_cluster.py``)."""
+"""``miras.slurm``: rendered scripts, and real 2-node jobs on a local SLURM cluster (``local_cluster.py``)."""
 
 import json
 import re

@@ -223,7 +223,7 @@ def test_gpu_matches_naive(dtype, input_precision):
 
 
 def test_benchmark_harness_writes_ratios_to_sdpa(tmp_path):
-    from kernels.hosa.bench import main
+    from benchmarks.hosa_speed import main
 
     args = ["--seq-lens", "16", "--batch", "1", "--heads", "1", "--head-dim", "16", "--dtype", "fp32"]
     assert main([*args, "--warmup", "0", "--repeats", "1", "--device", "cpu", "--out", str(tmp_path)]) == 0

@@ -1,4 +1,4 @@
-"""The hand-written chunk VJP of the MLP memory (``kernels/miras/manual.py``) against torch autograd through
+"""The hand-written chunk VJP of the MLP memory (``tests/kernels/miras/manual.py``) against torch autograd through
 ``naive_chunk_miras`` in fp64: outputs, final state and the gradients of every input and of the initial state."""
 
 import pytest
@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from kernels.miras import MEMORA, MONETA, YAAD, MemorySpec, naive_chunk_miras, weight_shapes
-from kernels.miras.manual import chunk_backward, chunk_forward, manual_chunk_miras
 from kernels.miras.naive import _chunk_dual
 from kernels.utils import assert_close
+from tests.kernels.miras.manual import chunk_backward, chunk_forward, manual_chunk_miras
 
 B, H, D = 2, 2, 4
 RATIO = 1e-10

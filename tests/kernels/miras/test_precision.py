@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from kernels.miras.precision import _round, measure, operands
+from benchmarks.miras_precision import _round, measure, operands
 
 
 def test_bf16_operands_round_as_torch_does():

@@ -4,7 +4,7 @@ import inspect
 
 import pytest
 
-from kernels.miras import resources
+from benchmarks import miras_resources as resources
 
 
 @pytest.mark.parametrize("name", resources.KERNELS)

@@ -1,6 +1,6 @@
 """How far the chunkwise Miras memory is from the per-token recurrence (section 5.4 reports no such number).
 
-``python -m kernels.miras.staleness`` prints a Markdown table of the relative RMS difference of the outputs
+``python -m benchmarks.miras_staleness`` prints a Markdown table of the relative RMS difference of the outputs
 of ``naive_chunk_miras`` and ``naive_recurrent_miras`` on random inputs in fp64, for the paper's memories and
 their linear variants, at chunk sizes 16 and 64 and both read modes.
 """

@@ -1,7 +1,7 @@
 """How the precision of the chunk kernels' products moves the Miras gradients, emulated on a CPU.
 
-    TRITON_INTERPRET=1 python -m kernels.miras.precision     # Yaad and Memora, T = 130, chunk 64
-    TRITON_INTERPRET=1 python -m kernels.miras.precision --presets moneta --length 65
+    TRITON_INTERPRET=1 python -m benchmarks.miras_precision     # Yaad and Memora, T = 130, chunk 64
+    TRITON_INTERPRET=1 python -m benchmarks.miras_precision --presets moneta --length 65
 
 Under the Triton interpreter every ``tl.dot`` is an fp32 numpy product. For each ``--modes`` entry this runs
 :func:`kernels.miras.chunk.chunk_miras` forward and backward with the interpreter's products changed:
@@ -33,7 +33,7 @@ from kernels.miras import PRESETS, naive_chunk_miras, weight_shapes
 from kernels.miras.naive import simplex
 from kernels.utils import git_tag, relative_rms, write_record
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 MODES = ("fp32", "tf32", "bf16", "autocast")
 GRADS = ("dq", "dk", "dv", "deta", "dalpha", "ddelta", "dW1", "dW2")
 
@@ -149,7 +149,7 @@ def to_markdown(record: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kernels.miras.precision", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.miras_precision", description=__doc__)
     parser.add_argument("--presets", nargs="+", choices=sorted(PRESETS), default=["yaad", "memora"])
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--length", type=int, default=130)
@@ -157,12 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "benchmarks")
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") != "1":
-        parser.error("needs the Triton interpreter: run it as TRITON_INTERPRET=1 python -m kernels.miras.precision")
+        parser.error("needs the Triton interpreter: run it as TRITON_INTERPRET=1 python -m benchmarks.miras_precision")
     import triton
 
     record = {
         "command": " ".join(
-            ["TRITON_INTERPRET=1 python -m kernels.miras.precision", *(sys.argv[1:] if argv is None else argv)]
+            ["TRITON_INTERPRET=1 python -m benchmarks.miras_precision", *(sys.argv[1:] if argv is None else argv)]
         ),
         "triton": triton.__version__,
         "torch": torch.__version__,

@@ -1,4 +1,4 @@
-"""``python -m kernels.hosa.cg_accuracy``: how many CG steps ``parallel_hosa`` needs (the README's tables).
+"""``python -m benchmarks.hosa_cg_accuracy``: how many CG steps ``parallel_hosa`` needs (the README's tables).
 
 A torch fp32 transcription of the kernel's arithmetic (the centred ``S_kk`` products and the CG recurrences,
 every query in lockstep, the softmax weights materialised) is compared with ``naive_hosa`` in fp64: relative RMS

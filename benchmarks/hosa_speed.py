@@ -1,7 +1,7 @@
 """Higher-order (p = 1) attention kernel against SDPA causal attention: forward and forward+backward times.
 
-    python -m kernels.hosa.bench                      # on a GPU: T in {1024, 4096}, D = 64, bf16
-    python -m kernels.hosa.bench --out reports/benchmarks
+    python -m benchmarks.hosa_speed                      # on a GPU: T in {1024, 4096}, D = 64, bf16
+    python -m benchmarks.hosa_speed --out reports/benchmarks
 
 Each method runs on the same inputs ``[B, T, H, D]`` in one process: ``sdpa`` (``F.scaled_dot_product_attention``,
 causal; the target is p = 1 within 10x of its forward at T = 4096), ``hosa`` (``parallel_hosa``, Triton, with its
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from kernels.hosa import naive_hosa, parallel_hosa
 from kernels.utils import git_tag, timed, write_record
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def sdpa(q, k, v):
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> dict:
         "torch": torch.__version__,
         "triton": triton.__version__,
         "git": git_tag(REPO),
-        "command": "python -m kernels.hosa.bench " + " ".join(args.argv),
+        "command": "python -m benchmarks.hosa_speed " + " ".join(args.argv),
         "results": results,
     }
 
@@ -118,7 +118,7 @@ def to_markdown(record: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     import sys
 
-    parser = argparse.ArgumentParser(prog="python -m kernels.hosa.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.hosa_speed", description=__doc__)
     parser.add_argument("--seq-lens", type=int, nargs="+", default=[1024, 4096])
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--heads", type=int, default=16)

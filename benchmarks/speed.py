@@ -1,7 +1,7 @@
 """Miras kernels against their peers: forward and forward+backward time, peak memory, FLOPs and TFLOP/s.
 
-    python -m kernels.bench                                    # on a GPU: fla's shapes, bf16, every method
-    python -m kernels.bench --shapes 4x4096x16x64 --methods yaad gated_deltanet naive:yaad
+    python -m benchmarks.speed                                    # on a GPU: fla's shapes, bf16, every method
+    python -m benchmarks.speed --shapes 4x4096x16x64 --methods yaad gated_deltanet naive:yaad
     make bench BENCH_ARGS="--repeats 5"
 
 Every method runs on inputs of one shape ``B x T x H x D`` in one process, so that ratios compare like with like:
@@ -396,7 +396,7 @@ def run(args: argparse.Namespace) -> dict:
         "chunk_size": args.chunk_size,
         "versions": versions,
         "git": git_tag(REPO),
-        "command": "python -m kernels.bench " + " ".join(args.argv),
+        "command": "python -m benchmarks.speed " + " ".join(args.argv),
         "flops": FLOPS,
         "results": results,
         "targets": targets(results),
@@ -454,7 +454,7 @@ def to_markdown(record: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m kernels.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m benchmarks.speed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--shapes", type=Shape.parse, nargs="+", default=[Shape.parse(s) for s in SHAPES])
     parser.add_argument("--methods", nargs="+", choices=tuple(METHODS), default=list(METHODS), metavar="METHOD",

@@ -1,7 +1,7 @@
 """Registers, spills and shared memory of the Miras Triton kernels on a GPU target, compiled ahead of time.
 
-    python -m kernels.miras.resources                  # every kernel, D = 64 and 128, l2 and kl retention, sm_90a
-    python -m kernels.miras.resources --kernels mlp_bwd --head-dims 128 --retentions lq --num-warps 8
+    python -m benchmarks.miras_resources                  # every kernel, D = 64 and 128, l2 and kl retention, sm_90a
+    python -m benchmarks.miras_resources --kernels mlp_bwd --head-dims 128 --retentions lq --num-warps 8
 
 Needs no GPU: Triton compiles each kernel for ``--arch`` and ``ptxas -v`` (the one bundled with Triton) reports
 what one program uses. A kernel whose shared memory exceeds the device's per-block limit does not launch at all
@@ -27,7 +27,7 @@ from triton.compiler import ASTSource
 from kernels.miras.fused_recurrent_mlp import DECODE_WARPS
 from kernels.utils import git_tag, write_record
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 BF16_POINTERS = ("q_ptr", "k_ptr", "v_ptr", "o_ptr", "do_ptr")
 """Inputs and output in bf16, as in training; gates, states and gradients are fp32."""
 INT_ARGS = ("T", "position", "chunk_size", "key_block")
@@ -161,7 +161,7 @@ def to_markdown(record: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kernels.miras.resources", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.miras_resources", description=__doc__)
     parser.add_argument("--kernels", nargs="+", choices=KERNELS, default=list(KERNELS))
     parser.add_argument("--head-dims", nargs="+", type=int, default=[64, 128])
     parser.add_argument("--retentions", nargs="+", choices=RETENTIONS, default=["l2", "kl"])
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         "arch": args.arch,
         "triton": triton.__version__,
         "git": git_tag(REPO),
-        "command": f"python -m kernels.miras.resources {command}".strip(),
+        "command": f"python -m benchmarks.miras_resources {command}".strip(),
         "results": [],
     }
     stem = args.out / f"miras_resources_{args.arch}"
