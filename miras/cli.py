@@ -1,5 +1,5 @@
-"""``python -m miras {list,train,dry-run,eval,submit}``: experiments in, run folders out (``python -m reports``
-renders them)."""
+"""``python -m miras {list,train,dry-run,eval,generate,export,submit}``: experiments in, run folders out
+(``python -m reports`` renders them)."""
 
 from __future__ import annotations
 
@@ -166,6 +166,19 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _cmd_generate(args) -> int:
+    from miras.generation import Sampling, generate_cli
+
+    sampling = Sampling(args.temperature, args.top_k, args.top_p)
+    if (args.prompt is None) == (args.prompt_file is None):
+        raise ValueError("give exactly one of --prompt TEXT and --prompt-file FILE")
+    if args.prompt_file is not None and not args.prompt_file.is_file():
+        raise FileNotFoundError(f"--prompt-file={args.prompt_file}: no such file")
+    prompt = args.prompt if args.prompt is not None else args.prompt_file.read_text()
+    generate_cli(args.run, prompt, args.max_new_tokens, sampling, args.seed, args.device)
+    return 0
+
+
 def _cmd_submit(args) -> int:
     from miras.slurm import ClusterSettings, submit
 
@@ -257,6 +270,18 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--skip-done", action="store_true", help="skip runs whose summary already has these tasks")
     ev.add_argument("--runs-dir", default=str(REPO / "runs"))
     ev.set_defaults(func=_cmd_eval)
+
+    gen = sub.add_parser("generate", help="stream text from a trained run (its last checkpoint and tokenizer)")
+    gen.add_argument("run", type=Path, help="a run folder or its checkpoints/last.ckpt")
+    gen.add_argument("--prompt", help="the text to continue")
+    gen.add_argument("--prompt-file", type=Path, help="read the prompt from this file")
+    gen.add_argument("--max-new-tokens", type=int, default=128)
+    gen.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    gen.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0: all)")
+    gen.add_argument("--top-p", type=float, default=1.0, help="keep the smallest set holding this mass")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    gen.set_defaults(func=_cmd_generate)
 
     sb = sub.add_parser("submit", help="one sbatch script per run and seed (slurm/), submitted with sbatch")
     sb.add_argument("experiment", type=Path)

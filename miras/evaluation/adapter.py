@@ -16,7 +16,8 @@ from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window, simple_parse_args_string
 from tqdm import tqdm
 
-from miras.config import RunConfig, from_dict
+from miras.config import RunConfig
+from miras.generation import decode, load_checkpoint
 from miras.models import LanguageModel
 
 DEFAULT_MAX_GEN_TOKS = 256
@@ -77,23 +78,7 @@ class MirasLM(TemplateLM):
         """
         from data.tokenizer import load_tokenizer
 
-        file = Path(path)
-        if file.is_dir():
-            file = file / "checkpoints" / "last.ckpt"
-        if not file.is_file():
-            raise FileNotFoundError(f"no checkpoint at {file}; expected a run folder or its checkpoints/last.ckpt")
-        checkpoint = torch.load(file, map_location="cpu", weights_only=True)
-        saved = checkpoint.get("hyper_parameters", {}).get("config")
-        if saved is None or "state_dict" not in checkpoint:
-            raise ValueError(f"{file} is not a miras training checkpoint (no hyper_parameters.config or state_dict)")
-        try:
-            config = from_dict(RunConfig, saved)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"{file}: its saved config does not load: {err}") from err
-        model = LanguageModel(config.model)
-        weights = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
-        _check_weights(file, model.state_dict(), weights)
-        model.load_state_dict(weights)
+        model, config, _ = load_checkpoint(path)
         lm = cls(
             model,
             load_tokenizer(tokenizer_spec(config)),
@@ -222,23 +207,21 @@ class MirasLM(TemplateLM):
                 self.cache_hook.add_partial("generate_until", requests[i].args, results[i])
         return results
 
-    @torch.inference_mode()
     def greedy(self, ids: torch.Tensor, max_new: int, until: list[list[str]]) -> list[list[int]]:
         """Greedy tokens after ``ids[B, T]``, one list per row, each ending at EOS, at the token that completes
-        one of the row's ``until`` strings, or after ``max_new`` tokens."""
-        logits, states = self.model(ids)
+        one of the row's ``until`` strings, or after ``max_new`` tokens (``miras.generation.decode``)."""
         generated: list[list[int]] = [[] for _ in range(ids.shape[0])]
         done = [False] * ids.shape[0]
-        for step in range(max_new):
-            next_ids = logits[:, -1].argmax(-1)
+        steps = decode(self.model, ids, max_new)
+        for next_ids in steps:
             for row, token in enumerate(next_ids.tolist()):
                 if not done[row]:
                     generated[row].append(token)
                     text = self.tok_decode(generated[row])
                     done[row] = token == self._eos or any(s and s in text for s in until[row])
-            if all(done) or step == max_new - 1:
+            if all(done):
+                steps.close()
                 break
-            logits, states = self.model(next_ids[:, None], states=states)
         return generated
 
 
@@ -270,21 +253,3 @@ def tokenizer_spec(config: RunConfig) -> str:
     from data.corpus import DEFAULT_OUT
 
     return str(DEFAULT_OUT / "tokenizer.json")
-
-
-def _check_weights(file: Path, expected: dict, weights: dict) -> None:
-    """One-line ValueError when ``weights`` are not a state dict of the model ``expected`` comes from."""
-    missing = sorted(expected.keys() - weights.keys())
-    unexpected = sorted(weights.keys() - expected.keys())
-    reshaped = sorted(
-        f"{k} {tuple(weights[k].shape)} != {tuple(expected[k].shape)}"
-        for k in expected.keys() & weights.keys()
-        if weights[k].shape != expected[k].shape
-    )
-    problems = [
-        f"{label}: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''} ({len(names)})"
-        for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", reshaped))
-        if names
-    ]
-    if problems:
-        raise ValueError(f"{file}: weights do not match the model its saved config describes; {'; '.join(problems)}")
