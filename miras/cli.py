@@ -179,6 +179,14 @@ def _cmd_generate(args) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    from miras.hf import export
+
+    out = export(args.run, args.out)
+    print(f"exported {out}: AutoModelForCausalLM.from_pretrained({str(out)!r}, trust_remote_code=True)")
+    return 0
+
+
 def _cmd_submit(args) -> int:
     from miras.slurm import ClusterSettings, submit
 
@@ -282,6 +290,11 @@ def parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--device", default="cuda" if _cuda() else "cpu")
     gen.set_defaults(func=_cmd_generate)
+
+    ex = sub.add_parser("export", help="a Hugging Face model folder (config, safetensors, tokenizer, model card)")
+    ex.add_argument("run", type=Path, help="a run folder or its checkpoints/last.ckpt")
+    ex.add_argument("out", type=Path, help="the folder to write (absent or empty)")
+    ex.set_defaults(func=_cmd_export)
 
     sb = sub.add_parser("submit", help="one sbatch script per run and seed (slurm/), submitted with sbatch")
     sb.add_argument("experiment", type=Path)
