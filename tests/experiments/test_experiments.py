@@ -34,8 +34,9 @@ def test_table2_is_complete():
     for run in table.runs:
         groups.setdefault(run.group, []).append(run.name)
     assert [len(v) for v in groups.values()] == [10, 14, 10]
-    # every row has all ten paper numbers, and only our val/ppl column has none
-    assert len(table.paper_numbers) == 34 * 10
+    # every row has the ten paper numbers and the derived average; only our val/ppl column has none
+    assert len(table.paper_numbers) == 34 * 11
+    assert table.paper_numbers["memora-340m", "eval/avg/acc"] == 45.51  # the mean of the eight accuracies
     assert table.paper_numbers["yaad-1.3b", "eval/wikitext/word_perplexity"] == 15.18
     assert table.paper_numbers["moneta_h-760m", "eval/boolq/acc"] == 62.43
     assert all(run.unavailable() is None for run in table.runs)
