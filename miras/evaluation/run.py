@@ -31,7 +31,7 @@ def average_accuracy(metrics: dict[str, float]) -> dict[str, float]:
     from miras.experiment import load_experiment
 
     table = load_experiment(Path(__file__).resolve().parents[2] / "experiments" / "miras" / "table2.py")
-    keys = [c.key for c in table.columns if c.key.startswith("eval/") and c.scale == 100]
+    keys = [c.key for c in table.columns if c.key.startswith("eval/") and c.scale == 100 and c.key != "eval/avg/acc"]
     if not all(k in metrics for k in keys):
         return {}
     return {"eval/avg/acc": sum(metrics[k] for k in keys) / len(keys)}
