@@ -85,6 +85,9 @@ class Claim:
     proxy: str | None = None
     """Column key checked instead where ``metric`` is not measured on every run (our held-out perplexity for the
     paper's Wiki ppl at scales whose downstream evaluation is only a pipeline check); the verdict names it."""
+    from_text: bool = False
+    """The paper states it in words over a figure whose values are not recoverable, so its own numbers cannot be
+    checked against it (every other claim must hold on the paper's numbers, which a test checks)."""
 
 
 @dataclass(frozen=True)

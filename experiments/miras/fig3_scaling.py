@@ -13,7 +13,7 @@ scale; tiny and smoke read the offline corpus, and the scale rules shrink contex
 sweep stays a sweep at every scale.
 """
 
-from miras.experiment import Column, Run, Table
+from miras.experiment import Claim, Column, Run, Table
 
 MODELS = {
     "moneta": "Moneta",
@@ -47,6 +47,17 @@ RUNS = tuple(_run(m, s, BASE_CONTEXT, SIZE_GROUP) for s in SIZES for m in MODELS
     _run(m, s, c, f"Training context ({SIZES[s]})") for s in CONTEXT_SIZES for m in MODELS for c in CONTEXTS
 )
 
+MIRAS = ("moneta", "yaad", "memora")
+CLAIMS = tuple(
+    Claim(f"at {SIZES[s]} (4K context) Moneta, Yaad and Memora each have lower perplexity than every baseline",
+          "Figure 3 (left), section 6", "val/ppl",
+          tuple(_run(m, s, BASE_CONTEXT, SIZE_GROUP).name for m in MIRAS),
+          tuple(_run(m, s, BASE_CONTEXT, SIZE_GROUP).name for m in MODELS if m not in MIRAS), from_text=True)
+    for s in SIZES
+)  # fmt: skip
+"""The size panel's claim, per size; "scale better with context" is a statement about slopes, which a pairwise
+claim cannot state, so the context panels carry none."""
+
 TABLE = Table(
     paper="miras",
     key="fig3_scaling",
@@ -54,6 +65,7 @@ TABLE = Table(
     source="Miras, arXiv 2504.13173 v1, Figure 3 (no recoverable values)",
     columns=(Column("val/ppl", "Val ppl", higher_is_better=False),),
     runs=RUNS,
+    claims=CLAIMS,
     notes=(
         "The paper's plotted values are not recoverable; only its qualitative claims can be compared.",
         "The baselines of the figure are not recoverable beyond Mamba2 and GSA; GSA has no preset here, so "

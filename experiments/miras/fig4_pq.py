@@ -6,7 +6,7 @@ scaling pattern. p is swept at q = 4 and q at p = 3, each at training contexts 2
 preset (the scale rules shrink contexts in proportion, so the sweep stays a sweep at every scale).
 """
 
-from miras.experiment import Column, Run, Table
+from miras.experiment import Claim, Column, Run, Table
 
 P_VALUES = (1.0, 1.5, 2.0, 2.8, 3.0, 3.2, 4.0)
 Q_VALUES = (2.0, 3.0, 4.0, 5.0)
@@ -27,6 +27,22 @@ RUNS = tuple(_run(p, 4.0, c, "p sweep (q = 4)") for p in P_VALUES for c in CONTE
     _run(3.0, q, c, "q sweep (p = 3)") for q in Q_VALUES if q != 4.0 for c in CONTEXTS
 )
 
+
+def _p_runs(context: int, keep) -> tuple[str, ...]:
+    return tuple(_run(p, 4.0, context, "").name for p in P_VALUES if keep(p))
+
+
+CLAIMS = tuple(
+    claim
+    for c in CONTEXTS
+    for claim in (
+        Claim(f"at {c // 1024}K, p = 3 has the lowest perplexity of the p sweep", "Figure 4, section 6", "val/ppl",
+              _p_runs(c, lambda p: p == 3.0), _p_runs(c, lambda p: p != 3.0), from_text=True),
+        Claim(f"at {c // 1024}K, p = 4 has the highest perplexity of the p sweep", "Figure 4, section 6", "val/ppl",
+              _p_runs(c, lambda p: p != 4.0), _p_runs(c, lambda p: p == 4.0), from_text=True),
+    )
+)  # fmt: skip
+
 TABLE = Table(
     paper="miras",
     key="fig4_pq",
@@ -34,6 +50,7 @@ TABLE = Table(
     source="Miras, arXiv 2504.13173 v1, Figure 4 (no recoverable values)",
     columns=(Column("val/ppl", "Val ppl", higher_is_better=False),),
     runs=RUNS,
+    claims=CLAIMS,
     notes=(
         "The paper's plotted values are not recoverable; only its qualitative claims can be compared.",
         "The q sweep at q = 4 is the p sweep's p = 3 row.",

@@ -103,4 +103,4 @@ def test_every_declared_claim_holds_on_the_papers_own_numbers():
     claims = [(t, c) for t in map(load_experiment, experiment_files(root)) for c in t.claims]
     assert claims
     for t, claim in claims:
-        assert paper_verdict(t, claim) == "holds", f"{t.key}: {claim.text}"
+        assert paper_verdict(t, claim) == ("not measured" if claim.from_text else "holds"), f"{t.key}: {claim.text}"
