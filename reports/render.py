@@ -332,6 +332,30 @@ def scorecard_row(table: Table, reports_dir: Path) -> list[str]:
     return [link, scale, claims, "-" if mean is None else f"{mean:.2f}", command]
 
 
+FIGURE_COMMANDS = {
+    "ttr/fig2": "`python -m experiments.ttr.fig2_online_regression`",
+    "ttr/fig3": "`python -m experiments.ttr.fig3_mqar --scale {scale}`",
+}
+"""How the figures with their own renderer (the test-time-regression paper's) are reproduced."""
+
+
+def figure_rows(reports_dir: Path) -> list[list[str]]:
+    """Scorecard rows of the figures that write their paper's orderings to ``<figure>.json`` (``ordering``: claim
+    -> holds); they have no table of paper numbers, so no order agreement."""
+    rows = []
+    for path in sorted(reports_dir.glob("*/*.json")):
+        record = json.loads(path.read_text())
+        if not isinstance(record, dict) or not isinstance(record.get("ordering"), dict):
+            continue
+        key = f"{path.parent.name}/{path.stem}"
+        ordering = record["ordering"]
+        scale = record.get("scale", "-")
+        command = FIGURE_COMMANDS.get(key, "-").format(scale=scale)
+        held = sum(bool(v) for v in ordering.values())
+        rows.append([f"[{key}]({key}.md)", scale, f"{held} / {len(ordering)} (of {len(ordering)})", "-", command])
+    return rows
+
+
 def render_index(reports_dir: Path = REPORTS, tables: Sequence[Table] | None = None) -> Path:
     """Write ``reports/README.md``: the scorecard of ``tables`` (default: every experiment file's), then every
     rendered table and figure report under ``reports_dir``, with its title."""
@@ -351,6 +375,7 @@ def render_index(reports_dir: Path = REPORTS, tables: Sequence[Table] | None = N
         "| report | scale | claims holding / checked | order agreement | reproduce (then `make eval`, `make report`) |",
         "|---|---|---|---|---|",
         *("| " + " | ".join(scorecard_row(t, reports_dir)) + " |" for t in tables),
+        *("| " + " | ".join(row) + " |" for row in figure_rows(reports_dir)),
         "",
     ]
     for folder in sorted(p for p in reports_dir.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))):
