@@ -199,6 +199,7 @@ def model_card(checkpoint: Path, config) -> str:
         "",
         "## Metrics",
         "",
+        *_eval_lines(summary.get("eval", {})),
         "| metric | value |",
         "|---|---|",
         *(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()) if isinstance(v, (int, float))),
@@ -211,3 +212,18 @@ def model_card(checkpoint: Path, config) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _eval_lines(records: dict) -> list[str]:
+    """Where the eval metrics come from and on how many examples (fewer than 100: a pipeline check only)."""
+    lines = []
+    if "lm_eval" in records:
+        r = records["lm_eval"]
+        lines.append(f"- lm-eval {r.get('lm_eval', '?')} zero-shot on {r.get('data', '?')}; examples per task: "
+                     f"{', '.join(f'{t} {n}' for t, n in (r.get('n_samples') or {}).items()) or '?'}")  # fmt: skip
+    if "niah" in records:
+        r = records["niah"]
+        lines.append(f"- S-NIAH from the {r.get('data', '?')}, {r.get('samples', '?')} samples per task and length")
+    if lines:
+        lines += ["- scores on fewer than 100 examples (the offline fixtures) only check the pipeline", ""]
+    return lines
