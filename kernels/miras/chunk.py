@@ -420,7 +420,7 @@ class ChunkMirasFunction(torch.autograd.Function):
         ht = torch.empty(N, H, K, V, device=q.device, dtype=torch.float32) if output_final_state else None
         scalars = _scalars(spec, K)
         meta = _meta(spec, chunk_size, K, V, log_alpha, delta)
-        _fwd_kernel[(N, H, triton.cdiv(V, meta["BV"]))](
+        _fwd_kernel[program_grid(spec, N, H, K, V)](
             q,
             k,
             v,
@@ -451,7 +451,7 @@ class ChunkMirasFunction(torch.autograd.Function):
         N = B if cu_seqlens is None else len(cu_seqlens) - 1
         f32 = dict(dtype=torch.float32, device=q.device)
         meta = _meta(ctx.spec, ctx.chunk_size, K, V, log_alpha, delta)
-        NV = triton.cdiv(V, meta["BV"])
+        NV = program_grid(ctx.spec, N, H, K, V)[-1]
         dq, dk, deta = (torch.empty(NV, *q.shape, **f32) for _ in range(3))
         dv = torch.empty(v.shape, **f32)
         dla = torch.empty(NV, *q.shape, **f32) if log_alpha is not None else None
@@ -529,6 +529,14 @@ def value_block(spec: MemorySpec, K: int, V: int) -> int:
     whole_rows = spec.retention == "lq" or bias_code(spec) in (BIAS_CODES["huber_head"], BIAS_CODES["huber_norm"],
                                                                BIAS_CODES["robust"])  # fmt: skip
     return padded if whole_rows else min(padded, VALUE_BLOCK, max(16, 4096 // BK))
+
+
+def program_grid(spec: MemorySpec, N: int, H: int, K: int, V: int) -> tuple[int, ...]:
+    """The programs of a chunk kernel for ``N`` sequences of ``H`` heads: one per (sequence, head) for the MLP
+    memory, times the value blocks (:func:`value_block`) for the linear memory. Each walks all its chunks."""
+    if spec.arch == "mlp":
+        return (N, H)
+    return (N, H, triton.cdiv(V, value_block(spec, K, V)))
 
 
 def _meta(spec: MemorySpec, chunk_size: int, K: int, V: int, log_alpha, delta) -> dict:
