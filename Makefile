@@ -115,6 +115,7 @@ reproduce-ttr-fig2: ## test-time regression Figure 2 (online regression, no trai
 	$(PY) -m experiments.ttr.fig2_online_regression
 
 reproduce-ttr-fig3: ## test-time regression Figure 3 (MQAR, one layer) at SCALE (tiny: CPU, T=128; small or paper: the paper's grid, GPU; paper runs as small)
+	$(if $(filter paper,$(SCALE)),@echo "TTR Figure 3 has no larger grid than the paper's: SCALE=paper runs its small profile")
 	$(PY) -m experiments.ttr.fig3_mqar --scale $(if $(filter paper,$(SCALE)),small,$(SCALE))
 
 submit: ## sbatch one job per run of EXP at SCALE (default paper) from slurm/ (DRY=1 prints the scripts only)
