@@ -510,8 +510,8 @@ def _kl_tangent(w: torch.Tensor, spec: MemorySpec) -> tuple[float, torch.Tensor]
     """Memora's first-order read around the lag weights ``W`` (``MemorySpec.kl_read='tangent'``).
 
     ``c Softmax(l + d)`` over each fan-in column is ``W + W * (d - <W / c, d>)`` to first order in ``d``. The
-    write part of ``d`` (``-sum eta x g^T``) is read with ``W`` replaced by its column mean ``c / fan_in`` (the
-    only form that stays a matmul); the retention part ``(b - 1) log W`` exactly, through
+    write part of ``d`` (``-sum eta x g^T``) is read with ``W`` replaced by its column mean ``c / fan_in``, which
+    keeps it a matmul; the retention part ``(b - 1) log W`` exactly, through
     ``W * log W``. Returns that mean and ``W * log W``."""
     if spec.kl_axis != "fan_in":
         raise NotImplementedError(f"memory.kl_read='tangent' needs memory.kl_axis='fan_in', got {spec.kl_axis!r}")
