@@ -151,10 +151,10 @@ def _agreement_line(table: Table, grid: dict) -> list[str]:
             ""]  # fmt: skip
 
 
-def _fmt(x: float | None, signed: bool = False) -> str:
+def _fmt(x: float | None) -> str:
     if x is None:
         return "-"
-    return f"{x:+.2f}" if signed else f"{x:.2f}"
+    return f"{x:.2f}"
 
 
 def render_markdown(table: Table, summaries: list[dict], scale: str, figures: Sequence[tuple[str, str]] = ()) -> str:
@@ -189,8 +189,8 @@ def render_markdown(table: Table, summaries: list[dict], scale: str, figures: Se
             lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             for run in runs:
                 pairs = [ratio[run.name, col.key] for col in table.columns]
-                cells_ = [_fmt_ratio(o) if p is None else f"{_fmt_ratio(o)} ({_fmt_ratio(p)})" for o, p in pairs]
-                lines.append("| " + " | ".join([run.label, *cells_]) + " |")
+                shown = [_fmt_ratio(o) if p is None else f"{_fmt_ratio(o)} ({_fmt_ratio(p)})" for o, p in pairs]
+                lines.append("| " + " | ".join([run.label, *shown]) + " |")
             lines.append("")
     if any(c.pipeline for c in grid.values()):
         lines += [
