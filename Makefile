@@ -90,15 +90,15 @@ reproduce-iclr-ablation: ## the ICLR version's Moneta/Memora ablation: train + l
 reproduce-fig3: ## Miras Figure 3 (scaling over size and context 2K-32K) at SCALE: train, harvest, render with plots
 	$(call reproduce,experiments/miras/fig3_scaling.py)
 
-reproduce-mqar: ## MQAR with the LM mixers (zoology's setup) at SCALE (tiny: one cell, minutes per mixer on a CPU) -> reports/miras/mqar/
-	$(PY) -m experiments.miras.mqar --scale $(SCALE)
+reproduce-mqar: ## MQAR with the LM mixers (zoology's setup) at SCALE (tiny: one cell, ~20 min on a CPU core): train, harvest, render
+	$(call reproduce,experiments/miras/mqar.py)
 
 reproduce-fig4: ## Miras Figure 4 (p and q of Moneta over context) at SCALE: train, harvest, render with plots
 	$(call reproduce,experiments/miras/fig4_pq.py)
 
 # Table 3 evaluates Table 2's models, so under SLURM it waits until Table 2's jobs have finished
 REPRODUCE_ALL := reproduce-table2 $(if $(filter slurm,$(CLUSTER)),,reproduce-table3) reproduce-table4 \
-	reproduce-iclr-ablation reproduce-fig3 reproduce-fig4 reproduce-ttr-fig2 reproduce-ttr-fig3
+	reproduce-iclr-ablation reproduce-fig3 reproduce-fig4 reproduce-mqar reproduce-ttr-fig2 reproduce-ttr-fig3
 
 reproduce-all: ## every table and figure of both papers at SCALE (skips finished runs), then `make report`
 	$(MAKE) --no-print-directory $(REPRODUCE_ALL)
@@ -114,9 +114,8 @@ eval: ## lm-eval (and S-NIAH) of the trained runs of EXP at SCALE, merged into t
 reproduce-ttr-fig2: ## test-time regression Figure 2 (online regression, no training; CPU, seconds) into reports/ttr/
 	$(PY) -m experiments.ttr.fig2_online_regression
 
-reproduce-ttr-fig3: ## test-time regression Figure 3 (MQAR, one layer) at SCALE (tiny: CPU, T=128; small or paper: the paper's grid, GPU; paper runs as small)
-	$(if $(filter paper,$(SCALE)),@echo "TTR Figure 3 has no larger grid than the paper's: SCALE=paper runs its small profile")
-	$(PY) -m experiments.ttr.fig3_mqar --scale $(if $(filter paper,$(SCALE)),small,$(SCALE))
+reproduce-ttr-fig3: ## test-time regression Figure 3 (MQAR, one layer) at SCALE (tiny: CPU, T=128; paper: the paper's grid, GPUs): train, harvest, render
+	$(call reproduce,experiments/ttr/fig3_mqar.py)
 
 submit: ## sbatch one job per run of EXP at SCALE (default paper) from slurm/ (DRY=1 prints the scripts only)
 	$(PY) -m miras submit $(EXP) --scale $(if $(filter command line,$(origin SCALE)),$(SCALE),paper) $(if $(DRY),--dry-run)

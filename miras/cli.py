@@ -23,7 +23,8 @@ def _cmd_list(args) -> int:
         for run in table.runs:
             reason = run.unavailable()
             status = "available" if reason is None else f"unavailable: {reason}"
-            print(f"  {run.name:28s} {run.label:22s} {run.group:28s} {status}")
+            only = "" if run.scale is None else f" (scale {run.scale} only)"
+            print(f"  {run.name:28s} {run.label:22s} {run.group:28s} {status}{only}")
     return 0
 
 
@@ -32,7 +33,7 @@ def _cmd_dry_run(args) -> int:
 
     from miras.models import LanguageModel, count_parameters
 
-    table = load_experiment(args.experiment)
+    table = load_experiment(args.experiment).at(args.scale)
     print(f"{table.paper}/{table.key} at scale {args.scale}: parameters (built on the meta device)")
     print(f"  {'run':28s} {'params':>10s} {'paper':>8s} {'delta':>8s}")
     for run in table.select(args.only):
@@ -60,7 +61,7 @@ def _stale(out: Path, chash: str) -> bool:
 def _cmd_train(args) -> int:
     from miras.train import train
 
-    table = load_experiment(args.experiment)
+    table = load_experiment(args.experiment).at(args.scale)
     if table.trained_in:
         print(f"train: {table.key} evaluates the runs of {table.trained_in}; train those instead", file=sys.stderr)
         return 2
@@ -106,9 +107,10 @@ def _cmd_train(args) -> int:
                 failures += 1
             else:
                 metrics = result["metrics"]
+                shown = "val/accuracy" if seeded.data.dataset == "mqar" else "val/ppl"
                 print(
-                    f"done {run.name} seed{seed}: val/ppl {metrics.get('val/ppl', float('nan')):.2f} "
-                    f"in {result['wall_s']:.0f}s"
+                    f"done {run.name} seed{seed}: {shown} {metrics.get(shown, float('nan')):.4g} after "
+                    f"{result['steps']} steps in {result['wall_s']:.0f}s"
                 )
     return 1 if failures else 0
 
@@ -118,7 +120,7 @@ def _cmd_eval(args) -> int:
 
     table, targets = None, [args.target]
     if args.target.suffix == ".py":
-        table = load_experiment(args.target)
+        table = load_experiment(args.target).at(args.scale)
         targets = []
         for run in table.select(args.only):
             for seed in run.seeds:

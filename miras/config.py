@@ -271,8 +271,32 @@ class OptimConfig:
             )
 
 
-DATASETS = ("offline", "local", "fineweb", "fineweb-edu", "slimpajama", "c4", "memmap")
+DATASETS = ("offline", "local", "fineweb", "fineweb-edu", "slimpajama", "c4", "memmap", "mqar")
 PACKINGS = ("fixed", "varlen")
+
+
+@dataclass(frozen=True)
+class MQARConfig:
+    """Zoology's multi-query associative recall (``data.synthetic.mqar``): one segment of ``train_examples``
+    training and ``test_examples`` test examples of ``data.seq_len`` tokens and ``pairs`` key-value pairs over
+    the model's vocabulary; the test set is the validation set."""
+
+    pairs: int = 8
+    """Key-value pairs per example (``4 pairs <= data.seq_len``)."""
+    train_examples: int = 100_000
+    """Training examples; one epoch is ``train_examples / data.batch_size`` steps (zoology: 100k at T = 64)."""
+    test_examples: int = 3_000
+    """Test examples, from segment seeds disjoint from the training ones (zoology: 3k)."""
+    power_a: float = 0.01
+    """Power law of the gaps between the context and the queries (zoology: 0.01, short gaps likelier)."""
+    random_non_queries: bool = False
+    """Filler tokens uniform over the vocabulary rather than 0 (zoology's MQAR figure: False)."""
+    seed: int = 123
+    """Seed of the segment seeds (zoology: 123)."""
+
+    def __post_init__(self) -> None:
+        for name in ("pairs", "train_examples", "test_examples", "power_a"):
+            _check_positive("data.mqar", name, getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -282,7 +306,8 @@ class DataConfig:
     dataset: str = "offline"
     """``offline``: the corpus ``make install`` prepares; ``local``: parquet/jsonl shards under ``path``;
     ``fineweb``, ``fineweb-edu``, ``slimpajama``, ``c4``: that Hub dataset, or its shards under ``path``;
-    ``memmap``: token shards written by ``python -m data.prepare`` under ``path``."""
+    ``memmap``: token shards written by ``python -m data.prepare`` under ``path``; ``mqar``: the synthetic recall
+    task of ``mqar``."""
     name: str | None = None
     """Hub config of the dataset (FineWeb: ``sample-10BT``, ``sample-100BT``, ``sample-350BT``; C4: ``en``);
     ``None``: the dataset's default."""
@@ -312,9 +337,21 @@ class DataConfig:
     """Documents held in the shuffle buffer (0 disables shuffling; ``memmap`` shuffles windows when > 0)."""
     val_batches: int = 16
     """Validation batches per evaluation (per rank)."""
+    mqar: MQARConfig | None = None
+    """The task of ``dataset="mqar"`` (required there, ``None`` elsewhere)."""
 
     def __post_init__(self) -> None:
         _check_choice("data", "dataset", self.dataset, DATASETS)
+        if (self.dataset == "mqar") != (self.mqar is not None):
+            raise ConfigError(
+                f"data.mqar={self.mqar!r} is invalid with data.dataset={self.dataset!r}; allowed values: an "
+                "MQARConfig exactly when data.dataset='mqar'"
+            )
+        if self.mqar is not None and 4 * self.mqar.pairs > self.seq_len:
+            raise ConfigError(
+                f"data.mqar.pairs={self.mqar.pairs} is invalid at data.seq_len={self.seq_len}; allowed values: "
+                f"at most seq_len / 4 = {self.seq_len // 4}"
+            )
         _check_choice("data", "packing", self.packing, PACKINGS)
         if self.dataset in ("local", "memmap") and not self.path:
             raise ConfigError(
@@ -346,9 +383,14 @@ class TrainConfig:
     """Log training metrics every this many optimizer steps."""
     seed: int = 0
     """Seed of initialisation and data order."""
+    early_stop: float | None = None
+    """Stop at the first validation whose ``val/accuracy`` exceeds this (zoology's MQAR rule: 0.99); ``None``:
+    train every step."""
 
     def __post_init__(self) -> None:
         _check_choice("train", "precision", self.precision, PRECISIONS)
+        if self.early_stop is not None and not 0 < self.early_stop <= 1:
+            raise ConfigError(f"train.early_stop={self.early_stop!r} is invalid; allowed values: None or (0, 1]")
         for name in ("tokens", "batch_tokens", "val_every", "ckpt_every", "log_every"):
             _check_positive("train", name, getattr(self, name))
         _check_positive("train", "seed", self.seed, zero_ok=True)
@@ -392,6 +434,8 @@ ADDED_FIELDS: dict[str, Any] = {
     "data.streaming": True,
     "data.packing": "fixed",
     "data.val_fraction": 0.0005,
+    "data.mqar": None,
+    "train.early_stop": None,
     "model.mixer.ttr_norm": "unit",
     "model.mixer.ttr_ridge": 1e-3,
     "model.mixer.ttr_forget": 1.0,

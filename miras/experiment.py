@@ -2,11 +2,14 @@
 
 An experiment file (``experiments/<paper>/<table>.py``) defines a module-level ``TABLE``; nothing runs at
 import. ``load_experiment(path)`` loads it by path. A run is a preset plus overrides; a scale profile
-(``miras.scales``) resizes it for the machine at hand, and every report prints the scale.
+(``miras.scales``) resizes it for the machine at hand, and every report prints the scale. A run may instead be
+declared at one scale with its whole config (``Run.scale``, ``Run.base``: the MQAR grids, whose cells differ from
+scale to scale); ``Table.at(scale)`` is the table a command at that scale sees.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import importlib.util
 import re
@@ -14,9 +17,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from miras.config import RunConfig, override
+from miras.config import ConfigError, RunConfig, override
 from miras.presets import preset
-from miras.scales import apply_scale
+from miras.scales import SCALES, apply_scale
 
 REDUCTIONS = ("mean over seeds",)
 
@@ -33,6 +36,8 @@ class Column:
     """Direction of improvement (arrows in the report)."""
     scale: float = 1.0
     """Multiply our metric by this before comparing (lm-eval accuracies are fractions, papers print %)."""
+    digits: int = 2
+    """Decimals printed in the report."""
 
 
 @dataclass(frozen=True)
@@ -53,17 +58,39 @@ class Run:
     """Parameter count the paper states for this row (compared by ``dry-run``)."""
     seeds: tuple[int, ...] = (0,)
     """Seeds to train; cells reduce over them."""
+    scale: str | None = None
+    """The one scale the run is declared at, its config then given whole (``base`` and ``overrides``) with no
+    scale rule applied; ``None``: a paper-scale run that every scale resizes (``miras.scales``)."""
+    base: RunConfig | None = None
+    """The config ``overrides`` apply to, instead of ``preset``'s (runs declared at one ``scale``, whose config is
+    not a paper-scale preset: the MQAR models); ``preset`` then only names where it comes from."""
+    sweep: str | None = None
+    """Runs sharing a sweep name are the points of one hyperparameter sweep (zoology's learning rates): the report
+    adds one row per sweep, the sweep's best run on the table's first column, and claims may name the sweep."""
+
+    def __post_init__(self) -> None:
+        if self.scale is not None and self.scale not in SCALES:
+            raise ValueError(f"run {self.name}: scale={self.scale!r} is invalid; allowed values: {', '.join(SCALES)}")
+        if self.base is not None and self.scale is None:
+            raise ValueError(f"run {self.name}: a base config needs the scale it is declared at (Run.scale)")
 
     def config(self, scale: str = "paper", extra: tuple[str, ...] = (), seed: int | None = None) -> RunConfig:
         """The resolved config at ``scale``, with ``extra`` overrides applied after scaling and ``train.seed``."""
-        config = override(apply_scale(preset(self.preset, self.overrides), scale), extra)
+        if self.scale is None:
+            config = apply_scale(preset(self.preset, self.overrides), scale)
+        elif scale != self.scale:
+            raise ConfigError(f"run {self.name} is declared at scale {self.scale!r}, not {scale!r}")
+        else:
+            config = override(self.base, self.overrides) if self.base else preset(self.preset, self.overrides)
+        config = override(config, extra)
         return config if seed is None else override(config, [f"train.seed={seed}"])
 
     def unavailable(self) -> str | None:
         """Why the run cannot be built yet, or None when it can."""
         from miras.layers import implemented
 
-        mixer = preset(self.preset, self.overrides).model.mixer.name
+        base = self.base or preset(self.preset)
+        mixer = override(base, self.overrides).model.mixer.name
         if not implemented(mixer):
             return f"mixer {mixer!r} is not implemented yet"
         return None
@@ -125,11 +152,24 @@ class Table:
         return self.trained_in or self.key
 
     def __post_init__(self) -> None:
-        names = [r.name for r in self.runs]
-        if len(names) != len(set(names)):
-            raise ValueError(f"{self.paper}/{self.key}: duplicate run names")
+        for scale in SCALES:
+            names = [r.name for r in self.runs if r.scale in (None, scale)]
+            if len(names) != len(set(names)):
+                raise ValueError(f"{self.paper}/{self.key}: duplicate run names at scale {scale}")
+        names = [r.name for r in self.runs] + list(self.sweeps())
         keys = {c.key for c in self.columns}
         unknown = {k for k in self.paper_numbers if k[0] not in names or k[1] not in keys}
+        clash = {r.sweep for r in self.runs if r.sweep} & {r.name for r in self.runs}
+        if clash:
+            raise ValueError(f"{self.paper}/{self.key}: sweep names {sorted(clash)} are also run names")
+        for scale in SCALES:
+            points: dict[str, set] = {}
+            for r in self.runs:
+                if r.sweep and r.scale in (None, scale):
+                    points.setdefault(r.sweep, set()).add((r.label, r.group))
+            for sweep, kinds in points.items():
+                if len(kinds) > 1:
+                    raise ValueError(f"{self.paper}/{self.key}: the runs of sweep {sweep!r} differ in label or group")
         if unknown:
             raise ValueError(f"{self.paper}/{self.key}: paper numbers for unknown cells {sorted(unknown)}")
         if self.reduce not in REDUCTIONS:
@@ -146,10 +186,44 @@ class Table:
         if len(groups) != len(self.references) or len(groups) != len(set(groups)):
             raise ValueError(f"{self.paper}/{self.key}: references must be runs of the table, one per group")
 
+    def sweeps(self) -> dict[str, list[Run]]:
+        """``sweep name -> its runs`` in declaration order."""
+        out: dict[str, list[Run]] = {}
+        for run in self.runs:
+            if run.sweep:
+                out.setdefault(run.sweep, []).append(run)
+        return out
+
+    def sweep_point(self, name: str) -> str:
+        """What sets run ``name`` apart from the other runs of its sweep: its overrides that not all of them share
+        (all of them in a sweep of one run)."""
+        run = self.run(name)
+        runs = self.sweeps().get(run.sweep, [run])
+        shared = set.intersection(*(set(r.overrides) for r in runs)) if len(runs) > 1 else set()
+        return ", ".join(o for o in run.overrides if o not in shared)
+
+    def at(self, scale: str) -> Table:
+        """The table as a command at ``scale`` sees it: the runs declared for every scale or for this one, and the
+        claims, references and paper numbers of those runs and sweeps."""
+        if all(r.scale is None for r in self.runs):
+            return self
+        runs = tuple(r for r in self.runs if r.scale in (None, scale))
+        names = {r.name for r in runs} | {r.sweep for r in runs if r.sweep}
+        return dataclasses.replace(
+            self,
+            runs=runs,
+            paper_numbers={k: v for k, v in self.paper_numbers.items() if k[0] in names},
+            claims=tuple(c for c in self.claims if set(c.better) | set(c.worse) <= names),
+            references=tuple(r for r in self.references if r in names),
+        )
+
     def run(self, name: str) -> Run:
         for r in self.runs:
             if r.name == name:
                 return r
+        for sweep, runs in self.sweeps().items():
+            if sweep == name:
+                return runs[0]
         raise KeyError(f"no run {name!r} in {self.paper}/{self.key}; runs: {', '.join(r.name for r in self.runs)}")
 
     def select(self, patterns: list[str] | None) -> list[Run]:

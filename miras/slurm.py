@@ -153,9 +153,10 @@ def resources(config: RunConfig, scale: str, cluster: ClusterSettings, nodes: in
     wall hours = FLOPs * :data:`OVERHEAD` / (throughput * tasks). ``tiny`` and ``smoke`` run one CPU task per node
     on 1 node. GPU scales use ``cluster.gpus_per_node`` GPUs per node (``small``: 1 GPU) on the fewest nodes whose
     hours fit ``cluster.max_hours``, among node counts whose world size divides the run's micro-batches per step
-    (``RunConfig.accumulation``); when none fits, the most such nodes, and the run continues over several requeued
-    allocations. ``nodes`` overrides the count. The time limit is the estimate, at least ``MIN_MINUTES`` and at most
-    ``max_hours``. Strategy: DDP below :data:`FSDP_PARAMS` parameters, FSDP from there on.
+    (``RunConfig.accumulation``; fewer GPUs per node when even one node's do not); when none fits, the most such
+    nodes, and the run continues over several requeued allocations. ``nodes`` overrides the count. The time limit
+    is the estimate, at least ``MIN_MINUTES`` and at most ``max_hours``. Strategy: DDP below :data:`FSDP_PARAMS`
+    parameters, FSDP from there on.
     """
     params = count_params(config)
     flops = 6 * params * config.train.tokens
@@ -165,6 +166,9 @@ def resources(config: RunConfig, scale: str, cluster: ClusterSettings, nodes: in
         raise ValueError(f"scale {scale!r} trains on GPUs but the cluster has gpus_per_node=0; use tiny or smoke")
     else:
         gpus, rate = min(cluster.gpus_per_node, SCALE_GPUS.get(scale, cluster.gpus_per_node)), GPU_FLOPS
+        # a step of one batch per device (the MQAR grids) cannot be split: fewer GPUs then
+        while gpus > 1 and not _valid_world(config, gpus):
+            gpus -= 1
     per_task = max(gpus, 1)
 
     def hours(n: int) -> float:
@@ -262,7 +266,7 @@ def submit(
     """
     cluster = cluster or ClusterSettings.load()
     experiment, runs_dir = Path(experiment).resolve(), Path(runs_dir).resolve()
-    table = load_experiment(experiment)
+    table = load_experiment(experiment).at(scale)
     if table.trained_in:
         raise ValueError(f"{table.key} evaluates the runs of {table.trained_in}; submit those instead")
     jobs = []

@@ -18,7 +18,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from miras.config import ConfigError, RunConfig, config_hash, to_dict
 from miras.lit import LanguageModelModule, RunSummary, Throughput
-from miras.lit.callbacks import ProgressLog
+from miras.lit.callbacks import EarlyStop, ProgressLog
 from miras.models import LanguageModel
 
 
@@ -30,13 +30,16 @@ def offline_corpus_dir() -> Path:
 
 
 def build_datamodule(config: RunConfig):
-    """The DataModule of ``config.data``: token shards (``memmap``) or a text source packed on the fly."""
+    """The DataModule of ``config.data``: token shards (``memmap``), the MQAR task (``mqar``) or a text source
+    packed on the fly."""
     from data.memmap import MemmapDataModule
     from data.sources import document_sources
     from data.text import TextDataModule
     from data.tokenizer import load_tokenizer, tokenizer_sha256
 
     d = config.data
+    if d.dataset == "mqar":
+        return mqar_datamodule(config)
     common = dict(
         seq_len=d.seq_len,
         batch_size=d.batch_size,
@@ -71,6 +74,23 @@ def build_datamodule(config: RunConfig):
             f">= {dm.vocab_size()}"
         )
     return dm
+
+
+def mqar_datamodule(config: RunConfig):
+    """Zoology's MQAR train and test sets of ``config.data.mqar`` over the model's vocabulary, ``data.batch_size``
+    examples a batch (test batches too)."""
+    from data.synthetic.mqar import MQARDataModule, MQARSegment
+
+    d, task = config.data, config.data.mqar
+    kind = dict(power_a=task.power_a, random_non_queries=task.random_non_queries)
+    return MQARDataModule(
+        config.model.vocab_size,
+        train_segments=[MQARSegment(d.seq_len, task.pairs, task.train_examples, **kind)],
+        test_segments=[MQARSegment(d.seq_len, task.pairs, task.test_examples, **kind)],
+        batch_size=(d.batch_size, d.batch_size),
+        seed=task.seed,
+        num_workers=d.num_workers,
+    )
 
 
 def _world_size(accelerator: str, devices: int | str, num_nodes: int) -> int:
@@ -134,6 +154,7 @@ def train(
         save_dir=out_dir.parent.parent, name=out_dir.parent.name, version=out_dir.name, default_hp_metric=False
     )
     t = config.train
+    early_stop = None if t.early_stop is None else EarlyStop("val/accuracy", t.early_stop)
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=devices,
@@ -156,6 +177,7 @@ def train(
         enable_model_summary=False,
         callbacks=[
             *callbacks,
+            *([] if early_stop is None else [early_stop]),
             Throughput(t.batch_tokens, t.log_every),
             *([] if progress else [ProgressLog(steps, max(t.log_every, steps // 20))]),
             RunSummary(out_dir, meta, chash, steps, t.batch_tokens),
@@ -163,7 +185,7 @@ def train(
         ],
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume and last.exists() else None)
-    if trainer.global_step % t.val_every:
+    if trainer.global_step % t.val_every and not (early_stop and early_stop.stopped):
         trainer.validate(module, datamodule=datamodule, verbose=False)
     # rank 0 writes the summary; every rank returns it (a rank that read too early would report a failed run)
     trainer.strategy.barrier("summary")

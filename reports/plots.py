@@ -101,7 +101,8 @@ def plot_curves(table: Table, curves: dict[tuple[str, int], dict], scale: str, p
             for seed in run.seeds:
                 if (run.name, seed) in curves:
                     curve = curves[run.name, seed]
-                    label = run.label if seed == run.seeds[0] else f"{run.label} (seed {seed})"
+                    label = ", ".join(filter(None, (run.label, table.sweep_point(run.name))))
+                    label = label if seed == run.seeds[0] else f"{label} (seed {seed})"
                     ax.plot(curve["step"], curve["value"], label=label, linewidth=1)
         ax.set(title=f"{group} ({scale} scale)", xlabel="step", ylabel=TRAIN_TAG)
         _legend(ax)
@@ -162,6 +163,15 @@ def _size_panel(run: Run) -> bool:
     return run.config().data.seq_len == 4096
 
 
+def _length(run: Run, config: RunConfig) -> float:
+    return config.data.seq_len
+
+
+def _mqar_series(run: Run, config: RunConfig) -> str:
+    return f"{run.label}, P={config.data.mqar.pairs}"
+
+
+MQAR_PANEL = Panel("best learning rate", "sequence length T", lambda run: True, _length, _mqar_series)
 CONTEXT = "training context at paper scale (tokens)"
 SWEEPS: dict[tuple[str, str], tuple[Panel, ...]] = {
     ("miras", "fig4_pq"): (
@@ -173,17 +183,22 @@ SWEEPS: dict[tuple[str, str], tuple[Panel, ...]] = {
         Panel("340M", CONTEXT, lambda r: r.preset.endswith("-340m"), _context, _mixer),
         Panel("760M", CONTEXT, lambda r: r.preset.endswith("-780m"), _context, _mixer),
     ),
+    ("miras", "mqar"): (MQAR_PANEL,),
+    ("ttr", "fig3_mqar"): (MQAR_PANEL,),
 }
 """The panels of each experiment that sweeps a quantity; the selections read the paper-scale config."""
 
 
 def sweep_points(panel: Panel, table: Table, values: dict[str, float], scale: str) -> dict[str, list]:
-    """``series -> [(x, y), ...]`` sorted by x, for the runs of ``panel`` that have a value."""
+    """``series -> [(x, y), ...]`` sorted by x, for the rows of ``panel`` that have a value: the runs, or the
+    sweeps (``Run.sweep``, their best run's value) of a table that has them."""
+    sweeps = table.sweeps()
+    rows = [(name, runs[0]) for name, runs in sweeps.items()] if sweeps else [(r.name, r) for r in table.runs]
     out: dict[str, list] = {}
-    for run in table.runs:
-        if run.name in values and panel.select(run):
+    for name, run in rows:
+        if name in values and panel.select(run):
             config = run.config(scale)
-            out.setdefault(panel.series(run, config), []).append((panel.x(run, config), values[run.name]))
+            out.setdefault(panel.series(run, config), []).append((panel.x(run, config), values[name]))
     return {k: sorted(v) for k, v in sorted(out.items())}
 
 

@@ -9,6 +9,7 @@ its figures; rendering twice changes nothing.
 
 Cells: ``-`` where there is no number (run unavailable, not trained, or column not evaluated yet);
 ``stale`` where every summary of the cell was trained with a config that no longer matches the declaration.
+A sweep (``Run.sweep``) adds a row whose cells are those of its best run on the table's first column.
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ class Cell:
     """Fewest evaluation examples behind the value over its seeds (None for training metrics)."""
     pipeline: bool = False
     """Computed on the offline fixtures or on too few examples: a pipeline check, not a result."""
+    best: str | None = None
+    """The run a sweep's cell comes from."""
 
     @property
     def result(self) -> float | None:
@@ -93,8 +96,20 @@ class Cell:
         return None if self.result is None or self.paper is None else self.result - self.paper
 
 
+SUMMARY_FIELDS = ("steps", "tokens", "wall_s")
+"""Numbers of a summary outside its metrics that a column may name (``steps``: optimizer steps trained, fewer than
+declared after an early stop)."""
+
+
+def metric(summary: dict, key: str) -> float | None:
+    """Metric ``key`` of a run summary, or one of :data:`SUMMARY_FIELDS`; None when absent."""
+    if key in summary["metrics"]:
+        return summary["metrics"][key]
+    return summary.get(key) if key in SUMMARY_FIELDS else None
+
+
 def cells(table: Table, summaries: list[dict], scale: str) -> dict[tuple[str, str], Cell]:
-    """Every (run, column) cell, reduced as the table declares."""
+    """Every (run, column) cell, reduced as the table declares, and every (sweep, column) cell."""
     by_run: dict[str, list[dict]] = {}
     for s in summaries:
         by_run.setdefault(s["run"], []).append(s)
@@ -105,19 +120,38 @@ def cells(table: Table, summaries: list[dict], scale: str) -> dict[tuple[str, st
             (fresh if s["config_hash"] == config_hash(run.config(scale, seed=s["seed"])) else stale).append(s)
         for col in table.columns:
             paper = table.paper_numbers.get((run.name, col.key))
-            measured = [s for s in fresh if col.key in s["metrics"]]
-            values = [s["metrics"][col.key] * col.scale for s in measured]
+            measured = [s for s in fresh if metric(s, col.key) is not None]
+            values = [metric(s, col.key) * col.scale for s in measured]
             if values:
                 counts = [scoring.eval_examples(s, col.key) for s in measured]
                 examples = [n for n, _ in counts if n is not None]
                 fewest = min(examples) if examples else None
                 pipeline = any(scoring.is_pipeline_check(n, fixtures) for n, fixtures in counts)
                 out[run.name, col.key] = Cell(sum(values) / len(values), paper, "ok", len(values), fewest, pipeline)
-            elif any(col.key in s["metrics"] for s in stale):
+            elif any(metric(s, col.key) is not None for s in stale):
                 out[run.name, col.key] = Cell(None, paper, "stale", 0)
             else:
                 out[run.name, col.key] = Cell(None, paper, "missing", 0)
+    first = table.columns[0]
+    for sweep, runs in table.sweeps().items():
+        measured = [r for r in runs if out[r.name, first.key].ours is not None]
+        sign = 1 if first.higher_is_better else -1
+        best = max(measured, key=lambda r: sign * out[r.name, first.key].ours, default=None)
+        for col in table.columns:
+            paper = table.paper_numbers.get((sweep, col.key))
+            if best is None:
+                status = "stale" if any(out[r.name, col.key].status == "stale" for r in runs) else "missing"
+                out[sweep, col.key] = Cell(None, paper, status, 0)
+            else:
+                out[sweep, col.key] = dataclasses.replace(out[best.name, col.key], paper=paper, best=best.name)
     return out
+
+
+def row_label(table: Table, name: str) -> str:
+    """A row's label; a sweep's run adds what sets it apart (``Gated DeltaNet, optim.lr=0.001``)."""
+    run = table.run(name)
+    label = run.label if run.unavailable() is None else f"{run.label} (unavailable)"
+    return f"{label}, {table.sweep_point(name)}" if run.sweep and run.name == name else label
 
 
 def _fmt_ratio(x: float | None) -> str:
@@ -151,10 +185,21 @@ def _agreement_line(table: Table, grid: dict) -> list[str]:
             ""]  # fmt: skip
 
 
-def _fmt(x: float | None) -> str:
+def _fmt(x: float | None, digits: int = 2) -> str:
     if x is None:
         return "-"
-    return f"{x:.2f}"
+    return f"{x:.{digits}f}"
+
+
+def _row(table: Table, grid: dict, name: str) -> str:
+    row = [row_label(table, name)]
+    for col in table.columns:
+        cell = grid[name, col.key]
+        ours = "stale" if cell.status == "stale" else _fmt(cell.ours, col.digits)
+        if cell.pipeline:
+            ours += f" [n={cell.examples if cell.examples is not None else '?'}]"
+        row.append(ours if cell.paper is None else f"{ours} ({_fmt(cell.paper, col.digits)})")
+    return "| " + " | ".join(row) + " |"
 
 
 def render_markdown(table: Table, summaries: list[dict], scale: str, figures: Sequence[tuple[str, str]] = ()) -> str:
@@ -173,16 +218,15 @@ def render_markdown(table: Table, summaries: list[dict], scale: str, figures: Se
     for group in groups:
         lines += [f"## {group}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         runs = [r for r in table.runs if r.group == group]
-        for run in runs:
-            row = [run.label if run.unavailable() is None else f"{run.label} (unavailable)"]
-            for col in table.columns:
-                cell = grid[run.name, col.key]
-                ours = "stale" if cell.status == "stale" else _fmt(cell.ours)
-                if cell.pipeline:
-                    ours += f" [n={cell.examples if cell.examples is not None else '?'}]"
-                row.append(ours if cell.paper is None else f"{ours} ({_fmt(cell.paper)})")
-            lines.append("| " + " | ".join(row) + " |")
-        lines.append("")
+        lines += [_row(table, grid, run.name) for run in runs] + [""]
+        sweeps = [name for name, members in table.sweeps().items() if members[0].group == group]
+        if sweeps:
+            lines += [f"Best of each sweep on {table.columns[0].title}:", ""]
+            lines += ["| " + " | ".join([*header, "best"]) + " |", "|" + "---|" * (len(header) + 1)]
+            for name in sweeps:
+                best = grid[name, table.columns[0].key].best
+                lines.append(_row(table, grid, name)[:-1] + f"| {table.sweep_point(best) if best else '-'} |")
+            lines.append("")
         ref = scoring.reference_of(table, group)
         if ref is not None:
             lines += [f"Ratio to {table.run(ref).label}, ours (paper's):", ""]
@@ -260,10 +304,11 @@ def render_csv(table: Table, summaries: list[dict], scale: str) -> str:
     )
     ratio = scoring.ratios(table, grid)
     agreement = scoring.column_agreement(table, grid)
-    for run in table.runs:
+    for name in [r.name for r in table.runs] + list(table.sweeps()):
+        run = table.run(name)
         for col in table.columns:
-            c = grid[run.name, col.key]
-            r_ours, r_paper = ratio.get((run.name, col.key), (None, None))
+            c = grid[name, col.key]
+            r_ours, r_paper = ratio.get((name, col.key), (None, None))
             a = agreement[col.key]
             writer.writerow(
                 [
@@ -271,8 +316,8 @@ def render_csv(table: Table, summaries: list[dict], scale: str) -> str:
                     table.key,
                     scale,
                     run.group,
-                    run.name,
-                    run.label,
+                    name,
+                    row_label(table, name),
                     col.key,
                     "" if c.ours is None else f"{c.ours:.4f}",
                     "" if c.paper is None else c.paper,
@@ -304,11 +349,13 @@ def render(table: Table, reports_dir: Path = REPORTS, scale: str | None = None) 
     """Write the report of ``table`` at ``scale`` (default: the largest with summaries): ``<base>.md``, ``.csv``
     and the figures under ``<base>/`` (:func:`report_base`); returns their paths."""
     scale = scale or default_scale(reports_dir, table)
+    table = table.at(scale)
     summaries = load_summaries(reports_dir, table, scale)
     base = report_base(reports_dir, table, scale)
     base.parent.mkdir(parents=True, exist_ok=True)
     first = table.columns[0].key
     values = {r: c.ours for (r, k), c in cells(table, summaries, scale).items() if k == first and c.ours is not None}
+    values = {r: v for r, v in values.items() if r in table.sweeps() or not table.run(r).sweep}
     drawn = plots.figures(table, reports_dir, scale, values, folder=base)
     links = [(caption, path.relative_to(base.parent).as_posix()) for caption, path in drawn]
     md, csv_path = base.with_suffix(".md"), base.with_suffix(".csv")
@@ -320,6 +367,7 @@ def render(table: Table, reports_dir: Path = REPORTS, scale: str | None = None) 
 def scorecard_row(table: Table, reports_dir: Path) -> list[str]:
     """``[report, scale, claims holding / checked, mean order agreement, command]`` of ``table``'s tracked report."""
     scale = default_scale(reports_dir, table)
+    table = table.at(scale)
     grid = cells(table, load_summaries(reports_dir, table, scale), scale)
     verdicts = [scoring.check_claim(table, claim, grid) for claim in table.claims]
     checked = [v for v in verdicts if v.status != "not measured"]
@@ -332,11 +380,8 @@ def scorecard_row(table: Table, reports_dir: Path) -> list[str]:
     return [link, scale, claims, "-" if mean is None else f"{mean:.2f}", command]
 
 
-FIGURE_COMMANDS = {
-    "ttr/fig2": "`python -m experiments.ttr.fig2_online_regression`",
-    "ttr/fig3": "`python -m experiments.ttr.fig3_mqar --scale {scale}`",
-}
-"""How the figures with their own renderer (the test-time-regression paper's) are reproduced."""
+FIGURE_COMMANDS = {"ttr/fig2": "`python -m experiments.ttr.fig2_online_regression`"}
+"""How the figures that train nothing and have their own renderer are reproduced."""
 
 
 def figure_rows(reports_dir: Path) -> list[list[str]]:

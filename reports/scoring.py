@@ -122,11 +122,12 @@ def order_agreement(ours: dict[str, float], paper: dict[str, float]) -> Agreemen
 
 
 def column_agreement(table: Table, grid: dict) -> dict[str, Agreement]:
-    """Order agreement of every column over the whole table."""
+    """Order agreement of every column over the whole table (runs and sweeps)."""
     out = {}
+    rows = [r.name for r in table.runs] + list(table.sweeps())
     for col in table.columns:
-        ours = {r.name: grid[r.name, col.key].result for r in table.runs}
-        paper = {r.name: grid[r.name, col.key].paper for r in table.runs}
+        ours = {r: grid[r, col.key].result for r in rows}
+        paper = {r: grid[r, col.key].paper for r in rows}
         out[col.key] = order_agreement(
             {k: v for k, v in ours.items() if v is not None}, {k: v for k, v in paper.items() if v is not None}
         )

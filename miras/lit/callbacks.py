@@ -63,7 +63,8 @@ class RunSummary(L.Callback):
         self._train_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.global_step < self.total_steps or trainer.sanity_checking or not trainer.is_global_zero:
+        finished = trainer.global_step >= self.total_steps or trainer.should_stop
+        if not finished or trainer.sanity_checking or not trainer.is_global_zero:
             return
         current = {k: float(v) for k, v in trainer.callback_metrics.items()}
         metrics = dict(sorted({**self._train_metrics, **current}.items()))
@@ -80,6 +81,23 @@ class RunSummary(L.Callback):
         }
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+class EarlyStop(L.Callback):
+    """Stops training at the first validation where ``metric`` exceeds ``threshold`` (zoology's MQAR rule).
+
+    Registered before :class:`RunSummary`, so the summary of that validation is written as the run's last."""
+
+    def __init__(self, metric: str, threshold: float) -> None:
+        self.metric, self.threshold = metric, threshold
+        self.stopped = False
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        value = trainer.callback_metrics.get(self.metric)
+        if trainer.sanity_checking or value is None or float(value) <= self.threshold:
+            return
+        self.stopped = True
+        trainer.should_stop = True
 
 
 class ProgressLog(L.Callback):

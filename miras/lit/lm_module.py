@@ -28,7 +28,9 @@ class LanguageModelModule(L.LightningModule):
         model: ``model(input_ids[B, T]) -> (logits[B, T, V], states)``, e.g. :class:`miras.models.LanguageModel`.
         config: the resolved run config; saved as hyperparameters (and so in every checkpoint).
 
-    Logs ``train/loss``, ``train/lr``, ``val/loss`` and ``val/ppl`` (token-weighted over the validation set).
+    Logs ``train/loss``, ``train/lr``, ``val/loss``, ``val/ppl`` and ``val/accuracy`` (token-weighted over the
+    validation set; the accuracy is the share of target tokens that are the argmax, which on MQAR is zoology's
+    recall accuracy, its targets being the queried values alone).
     """
 
     def __init__(self, model: nn.Module, config: RunConfig) -> None:
@@ -37,29 +39,35 @@ class LanguageModelModule(L.LightningModule):
         self.config = config
         self.save_hyperparameters({"config": to_dict(config)})
         self.val_loss = MeanMetric()
+        self.val_accuracy = MeanMetric()
 
-    def model_step(self, batch: dict) -> tuple[torch.Tensor, int]:
-        """Mean token cross-entropy of a batch and its number of target tokens."""
+    def model_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mean token cross-entropy of a batch, its logits [B, T, V] and the mask [B, T] of its target tokens."""
         logits, _ = self.model(batch["input_ids"], cu_seqlens=batch.get("cu_seqlens"))
         labels = batch["labels"]
         loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
-        return loss, int((labels != -100).sum())
+        return loss, logits, labels != -100
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss, _ = self.model_step(batch)
+        loss, _, _ = self.model_step(batch)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        loss, n_tokens = self.model_step(batch)
+        loss, logits, scored = self.model_step(batch)
+        n_tokens = int(scored.sum())
+        hits = (logits.argmax(-1) == batch["labels"])[scored].float()
         self.val_loss.update(loss, weight=n_tokens)
+        self.val_accuracy.update(hits.mean(), weight=n_tokens)
 
     def on_validation_epoch_end(self) -> None:
         loss = self.val_loss.compute()
         self.val_loss.reset()
         self.log("val/loss", loss, prog_bar=True, sync_dist=False)
         self.log("val/ppl", torch.exp(loss), sync_dist=False)
+        self.log("val/accuracy", self.val_accuracy.compute(), sync_dist=False)
+        self.val_accuracy.reset()
 
     def configure_optimizers(self):
         optim = self.config.optim

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from miras.cli import main
-from miras.experiment import experiment_files, load_experiment
+from miras.config import ConfigError, config_hash
+from miras.experiment import Claim, Column, Run, Table, experiment_files, load_experiment
 from miras.models import LanguageModel
 from miras.scales import SCALES
 
@@ -19,13 +20,17 @@ def test_experiment_files_are_found():
 @pytest.mark.parametrize("path", FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_every_run_resolves_at_every_scale(path):
     table = load_experiment(path)
-    assert table.runs and len({r.name for r in table.runs}) == len(table.runs)
-    for run in table.runs:
-        for scale in SCALES:
-            run.config(scale)
-        if run.unavailable() is None:
-            with torch.device("meta"):
-                LanguageModel(run.config("smoke").model)
+    models = {}
+    for scale in SCALES:
+        runs = table.at(scale).runs
+        assert runs and len({r.name for r in runs}) == len(runs)
+        for run in runs:
+            config = run.config(scale)
+            if run.unavailable() is None and (scale == "smoke" or run.scale is not None):
+                models[config_hash(config.model)] = config.model
+    for model in models.values():
+        with torch.device("meta"):
+            LanguageModel(model)
 
 
 def test_table2_is_complete():
@@ -130,3 +135,41 @@ def test_reproduce_table2_at_smoke_scale(tmp_path, capsys):
 @pytest.mark.slow
 def test_reproduce_all_of_table2_at_smoke_scale(tmp_path, capsys):
     _reproduce_table2_at_smoke_scale(tmp_path, capsys, ["--all"], expected=34)
+
+
+def _pinned(name, scale, sweep=None, lr=1e-3, label="GDN", group="g"):
+    from miras.presets import preset
+
+    return Run(name, label, group, "gated_deltanet-340m", overrides=(f"optim.lr={lr}",), scale=scale,
+               base=preset("gated_deltanet-340m"), sweep=sweep)  # fmt: skip
+
+
+def test_a_table_at_a_scale_keeps_that_scales_runs_and_the_claims_on_them():
+    runs = (
+        _pinned("a-lr1", "tiny", "a", 1e-3),
+        _pinned("a-lr2", "tiny", "a", 1e-2),
+        _pinned("a-lr1", "paper", "a"),
+        _pinned("b-lr1", "paper", "b", label="B"),
+        Run("t", "T", "g", "transformer-340m"),
+    )
+    claim = Claim("b beats a", "fig", "val/ppl", ("b",), ("a",))
+    table = Table("p", "k", "t", "s", (Column("val/ppl", "ppl"),), runs, claims=(claim,))
+    tiny = table.at("tiny")
+    assert [r.name for r in tiny.runs] == ["a-lr1", "a-lr2", "t"] and tiny.claims == ()
+    assert [r.name for r in tiny.sweeps()["a"]] == ["a-lr1", "a-lr2"] and tiny.sweep_point("a-lr2") == "optim.lr=0.01"
+    assert table.at("paper").claims == (claim,) and table.at("paper").sweep_point("a-lr1") == "optim.lr=0.001"
+    assert tiny.run("a-lr2").config("tiny").optim.lr == 1e-2
+    with pytest.raises(ConfigError, match="declared at scale 'tiny', not 'small'"):
+        tiny.run("a-lr2").config("small")
+
+
+def test_a_table_refuses_duplicate_runs_at_a_scale_and_sweeps_that_mix_rows():
+    col = (Column("val/ppl", "ppl"),)
+    with pytest.raises(ValueError, match="duplicate run names at scale tiny"):
+        Table("p", "k", "t", "s", col, (_pinned("a", "tiny"), _pinned("a", "tiny")))
+    with pytest.raises(ValueError, match="duplicate run names at scale tiny"):
+        Table("p", "k", "t", "s", col, (_pinned("a", "tiny"), Run("a", "A", "g", "transformer-340m")))
+    with pytest.raises(ValueError, match="sweep 'a' differ in label or group"):
+        Table("p", "k", "t", "s", col, (_pinned("a1", "tiny", "a"), _pinned("a2", "tiny", "a", label="X")))
+    with pytest.raises(ValueError, match="a base config needs the scale"):
+        Run("a", "A", "g", "transformer-340m", base=_pinned("a", "tiny").base)

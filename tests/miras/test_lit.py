@@ -4,7 +4,17 @@ import lightning as L
 import pytest
 import torch
 
-from miras.config import DataConfig, MixerConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig, override
+from miras.config import (
+    ConfigError,
+    DataConfig,
+    MixerConfig,
+    ModelConfig,
+    MQARConfig,
+    OptimConfig,
+    RunConfig,
+    TrainConfig,
+    override,
+)
 from miras.lit import LanguageModelModule
 from miras.lit.lm_module import warmup_cosine
 from miras.models import LanguageModel
@@ -143,3 +153,67 @@ def test_varlen_packing_trains(tiny_corpus, mixer):
     trainer = L.Trainer(fast_dev_run=2, accelerator="cpu", logger=False, enable_progress_bar=False)
     trainer.fit(module, datamodule=build_datamodule(config))
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
+
+
+def mqar_run(steps=8, early_stop=None) -> RunConfig:
+    return RunConfig(
+        model=ModelConfig(vocab_size=32, d_model=16, n_layer=1, mlp=False, mixer=MixerConfig(n_head=1)),
+        optim=OptimConfig(lr=1e-2, warmup_fraction=0.0),
+        data=DataConfig(
+            dataset="mqar", seq_len=16, batch_size=4, val_batches=2, mqar=MQARConfig(pairs=2, train_examples=16,
+                                                                                     test_examples=8)
+        ),
+        train=TrainConfig(
+            tokens=64 * steps,
+            batch_tokens=64,
+            precision="32-true",
+            val_every=4,
+            ckpt_every=4,
+            log_every=1,
+            early_stop=early_stop,
+        ),
+    )  # fmt: skip
+
+
+def test_mqar_validation_logs_zoology_accuracy_over_the_queried_tokens_alone(tmp_path):
+    config = mqar_run()
+    data = build_datamodule(config)
+    data.setup()
+    module = LanguageModelModule(LanguageModel(config.model), config)
+    batch = next(iter(data.val_dataloader()))
+    logits, _ = module.model(batch["input_ids"])
+    labels = batch["labels"]
+    expected = (logits.argmax(-1) == labels)[labels != -100].float().mean()
+    module.validation_step(batch, 0)
+    torch.testing.assert_close(module.val_accuracy.compute(), expected)
+    assert (labels != -100).sum() == 4 * 2  # every example has its two queries scored, nothing else
+
+    summary = train(config, tmp_path / "r" / "seed0", META, progress=False, accelerator="cpu")
+    assert summary["steps"] == 8 and {"val/accuracy", "val/loss"} <= summary["metrics"].keys()
+
+
+class PerfectRecall(LanguageModelModule):
+    """Validates every model as perfect, so that an early stop is certain."""
+
+    def validation_step(self, batch, batch_idx):
+        super().validation_step(batch, batch_idx)
+        self.val_accuracy.reset()
+        self.val_accuracy.update(torch.tensor(1.0))
+
+
+def test_an_early_stop_ends_training_at_that_validation_and_writes_its_summary(tmp_path, monkeypatch):
+    monkeypatch.setattr("miras.train.LanguageModelModule", PerfectRecall)
+    out = tmp_path / "r" / "seed0"
+    summary = train(mqar_run(early_stop=0.99), out, META, progress=False, accelerator="cpu")
+    assert summary["steps"] == 4 and summary["tokens"] == 4 * 64 and summary["metrics"]["val/accuracy"] == 1.0
+    assert (out / "checkpoints" / "last.ckpt").exists()
+    assert train(mqar_run(early_stop=None), tmp_path / "u", META, progress=False, accelerator="cpu")["steps"] == 8
+
+
+def test_mqar_data_needs_its_task_and_pairs_that_fit():
+    with pytest.raises(ConfigError, match=r"data\.mqar=None is invalid with data\.dataset='mqar'"):
+        DataConfig(dataset="mqar", seq_len=16)
+    with pytest.raises(ConfigError, match=r"data\.mqar\.pairs=5 is invalid at data\.seq_len=16; .*at most .* 4"):
+        DataConfig(dataset="mqar", seq_len=16, mqar=MQARConfig(pairs=5))
+    with pytest.raises(ConfigError, match=r"train\.early_stop=1\.5 is invalid"):
+        TrainConfig(early_stop=1.5)

@@ -48,13 +48,14 @@ def write_fixtures(reports_dir, table):
 
 @pytest.mark.parametrize("path", experiment_files(ROOT), ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_every_experiment_renders_from_fixture_summaries(tmp_path, path):
-    table = load_experiment(path)
+    table = load_experiment(path).at(SCALE)
     write_fixtures(tmp_path, table)
     outputs = render(table, reports_dir=tmp_path, scale=SCALE)
     md = outputs[0].read_text()
     assert f"Scale: **{SCALE}**" in md and "| Model |" in md
     rows = list(csv.DictReader(outputs[1].read_text().splitlines()))
-    assert len(rows) == len(table.runs) * len(table.columns) and all(r["status"] == "ok" for r in rows)
+    rows_per_column = len(table.runs) + len(table.sweeps())
+    assert len(rows) == rows_per_column * len(table.columns) and all(r["status"] == "ok" for r in rows)
     pngs = {p.name for p in outputs if p.suffix == ".png"}
     expected = set() if table.trained_in else {"train_loss.png"}
     if (table.paper, table.key) in SWEEPS:

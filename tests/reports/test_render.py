@@ -119,3 +119,21 @@ def test_a_larger_scale_takes_over_the_tracked_report(tmp_path):
     write(tmp_path, table, summary(table, "transformer-340m", 0, {"val/ppl": 20.0}, scale="small"))
     md = render(table, reports_dir=tmp_path, scale="small")[0]
     assert md == tmp_path / "demo" / "t1.md" and "Scale: **small**" in md.read_text()
+
+
+def test_a_sweep_row_takes_every_column_from_its_best_run_on_the_first_column(tmp_path):
+    from miras.presets import preset
+
+    base = preset("gated_deltanet-340m")
+    runs = tuple(
+        Run(f"gdn-lr{lr}", "GDN", "g", "gated_deltanet-340m", (f"optim.lr={lr}",), scale="tiny", base=base, sweep="gdn")
+        for lr in (0.001, 0.01, 0.1)
+    )
+    table = Table("demo", "sw", "Sweep", "fixture", (Column("val/ppl", "ppl", higher_is_better=False),
+                  Column("steps", "Steps", digits=0)), runs, paper_numbers={("gdn", "val/ppl"): 9.0})  # fmt: skip
+    for run, ppl in zip(runs[:2], (12.0, 10.0), strict=True):
+        s = summary(table, run.name, 0, {"val/ppl": ppl})
+        write(tmp_path, table, s | {"steps": 8 if ppl == 12.0 else 5})
+    md = render(table, reports_dir=tmp_path)[0].read_text()
+    assert "| GDN, optim.lr=0.001 | 12.00 | 8 |" in md and "| GDN, optim.lr=0.1 | - | - |" in md
+    assert "| GDN | 10.00 (9.00) | 5 | optim.lr=0.01 |" in md
