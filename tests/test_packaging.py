@@ -46,3 +46,22 @@ def test_the_layer_check_sees_imports_inside_functions(tmp_path):
     path = tmp_path / "lazy.py"
     path.write_text("def f():\n    from miras.lit.callbacks import git_state\n    import lightning\n")
     assert _imported_packages(path) == {"miras", "lightning"}
+
+
+def test_the_miras_console_script_is_the_cli():
+    import subprocess
+    import sys
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    from miras.cli import main
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"miras": "miras.cli:main"} and callable(main)
+    script = Path(sys.executable).parent / "miras"
+    if script.exists():  # installed by `make install`
+        out = subprocess.run([str(script), "list", "--help"], capture_output=True, text=True, check=True).stdout
+        assert "experiments" in out
