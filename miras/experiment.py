@@ -196,9 +196,11 @@ class Table:
 
     def sweep_point(self, name: str) -> str:
         """What sets run ``name`` apart from the other runs of its sweep: its overrides that not all of them share
-        (all of them in a sweep of one run)."""
+        (all of them in a sweep of one run, none outside a sweep)."""
         run = self.run(name)
-        runs = self.sweeps().get(run.sweep, [run])
+        if not run.sweep:
+            return ""
+        runs = self.sweeps()[run.sweep]
         shared = set.intersection(*(set(r.overrides) for r in runs)) if len(runs) > 1 else set()
         return ", ".join(o for o in run.overrides if o not in shared)
 

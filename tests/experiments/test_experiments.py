@@ -173,3 +173,9 @@ def test_a_table_refuses_duplicate_runs_at_a_scale_and_sweeps_that_mix_rows():
         Table("p", "k", "t", "s", col, (_pinned("a1", "tiny", "a"), _pinned("a2", "tiny", "a", label="X")))
     with pytest.raises(ValueError, match="a base config needs the scale"):
         Run("a", "A", "g", "transformer-340m", base=_pinned("a", "tiny").base)
+
+
+def test_a_run_outside_a_sweep_has_no_sweep_point():
+    run = Run("t", "T", "g", "transformer-340m", overrides=("optim.lr=0.001",))
+    table = Table("p", "k", "t", "s", (Column("val/ppl", "ppl"),), (run,))
+    assert table.sweep_point("t") == ""
