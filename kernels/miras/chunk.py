@@ -22,8 +22,10 @@ state, and carries ``dS``. See ``kernels/miras/README.md`` for the derivation of
 Covered: every bias; for the linear memory retention ``none``, ``l2``, ``lq`` (both scopes), ``elastic`` and
 ``kl``, for the 2-layer MLP memory ``none``, ``l2``, ``lq`` and ``kl`` (Moneta, Yaad, Memora); ``algorithm='gd'``.
 Memora's ``kl`` takes the exact step on each chunk's first token (the lag token, Eq. 30) and carries
-``c Softmax(e^{g_last} log S - U)`` out of the chunk. Anything else (momentum) raises ``NotImplementedError``
-naming the field, and the layer stays on the torch path.
+``c Softmax(e^{g_last} log S - U)`` out of the chunk; the other rows read the weight-space steps
+(``kl_read='linear'``) or the first-order softmax step (``'tangent'``: ``common._tangent_rows`` and centred
+queries in ``A``). Anything else (momentum) raises ``NotImplementedError`` naming the field, and the layer stays
+on the torch path.
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ import triton.language as tl
 from kernels.miras.chunk_mlp import chunk_miras_mlp
 from kernels.miras.common import (
     BIAS_CODES,
+    KL_TANGENT,
     LAUNCH_CONFIGS,
-    RETENTION_CODES,
+    _centre,
     _chunk_inputs,
     _chunk_offsets,
     _log_floor,
@@ -52,7 +55,11 @@ from kernels.miras.common import (
     _simplex_vjp,
     _soft_threshold_tl,
     _store,
+    _tangent_rows,
+    _tangent_rows_dw,
+    _tangent_rows_vjp,
     bias_code,
+    chunk_retention,
     kernel_gates,
 )
 from kernels.miras.decay import check_chunk_size, dot, mix, mix_t, scores
@@ -61,8 +68,10 @@ from kernels.miras.spec import MemorySpec
 from kernels.utils import autotune
 
 
-def check_supported(spec: MemorySpec) -> None:
-    """Raise ``NotImplementedError`` naming the field when ``spec`` is not on the Triton kernels."""
+def check_supported(spec: MemorySpec, decoding: bool = True) -> None:
+    """Raise ``NotImplementedError`` naming the field when ``spec`` is not on the Triton kernels: the chunk kernels
+    and, with ``decoding``, the decoding ones (``fused_recurrent_miras``), which continue a chunk run and so must
+    read as it does. Memora's tangent read (``kl_read='tangent'``) is on the chunk kernels only."""
     mlp = spec.arch == "mlp"
     for name, value, allowed in (
         ("retention", spec.retention, ("none", "l2", "lq", "kl") if mlp else ("none", "l2", "lq", "elastic", "kl")),
@@ -72,13 +81,17 @@ def check_supported(spec: MemorySpec) -> None:
         ("residual_norm", spec.residual_norm, (True,) if mlp else (spec.residual_norm,)),
         ("kl_axis", spec.kl_axis, ("fan_in",) if spec.retention == "kl" else (spec.kl_axis,)),
         ("kl_lag", spec.kl_lag, (True,) if spec.retention == "kl" else (spec.kl_lag,)),
-        ("kl_read", spec.kl_read, ("linear",) if spec.retention == "kl" else (spec.kl_read,)),
     ):
         if value not in allowed:
             raise NotImplementedError(
                 f"memory.{name}={value!r} has no Triton chunk kernel yet; on the kernel: "
                 + ", ".join(map(repr, allowed))
             )
+    if decoding and spec.retention == "kl" and spec.kl_read != "linear":
+        raise NotImplementedError(
+            f"memory.kl_read={spec.kl_read!r} has no Triton decoding kernel (fused_recurrent_miras) yet; on the "
+            "kernel: 'linear'"
+        )
 
 
 def max_head_dim(spec: MemorySpec) -> int:
@@ -144,6 +157,7 @@ def _fwd_kernel(
     IS_VARLEN: tl.constexpr,
 ):
     i_n, i_h, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    TANGENT: tl.constexpr = RETENTION == KL_TANGENT
     if IS_VARLEN:
         bos = tl.load(cu_ptr + i_n).to(tl.int64)
         T = (tl.load(cu_ptr + i_n + 1) - bos).to(tl.int32)
@@ -181,7 +195,7 @@ def _fwd_kernel(
             HAS_DELTA,
             BT,
         )
-        if RETENTION == 4:
+        if RETENTION >= 4:
             la0 = tl.sum(tl.where(lag, g, 0.0), 0)
             k0, v0, eta0 = tl.where(lag, k, 0.0), tl.where(lag, v, 0.0), tl.where(lag, eta, 0.0)
             P0 = _psi(dot(k0, S) - v0, v0, tl.where(lag, d, 0.0), V, sharp, p, eps, BIAS)
@@ -195,13 +209,17 @@ def _fwd_kernel(
         qc, ek = q * c[None, :], eta * k
         r = dot(k * c[None, :], S) - v
         P = _psi(r, v, d, V, sharp, p, eps, BIAS)
-        A = scores(qc, ek, g, BT, BK)
-        o = dot(qc * tl.exp(g), S) - dot(A, P)
-        if RETENTION == 4:
+        if TANGENT:
+            A = scores(_centre(q, offs_k, K) * (scale / K), ek, g, BT, BK)
+            o = _tangent_rows(q, S, tl.exp(g) - 1.0, floor, scale) - dot(A, P)
+        else:
+            A = scores(qc, ek, g, BT, BK)
+            o = dot(qc * tl.exp(g), S) - dot(A, P)
+        if RETENTION >= 4:
             o = tl.where(lag, o_lag, o)
         _store(o_ptr + base_v, o, rows, offs_v, T, V, sv)
         kb = ek * tl.exp(g_last[None, :] - g)
-        if RETENTION == 4:
+        if RETENTION >= 4:
             S = _simplex(
                 tl.exp(g_last)[:, None] * _log_floor(S, floor) - dot(tl.trans(kb), P), offs_k, K, offs_v, V, scale
             )
@@ -260,6 +278,7 @@ def _bwd_kernel(
     IS_VARLEN: tl.constexpr,
 ):
     i_n, i_h, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    TANGENT: tl.constexpr = RETENTION == KL_TANGENT
     if IS_VARLEN:
         bos = tl.load(cu_ptr + i_n).to(tl.int64)
         T = (tl.load(cu_ptr + i_n + 1) - bos).to(tl.int32)
@@ -305,7 +324,7 @@ def _bwd_kernel(
             BT,
         )
         do = _rows(do_ptr + base_v, rows, offs_v, T, V, sv)
-        if RETENTION == 4:
+        if RETENTION >= 4:
             S_start = S
             la0 = tl.sum(tl.where(lag, g, 0.0), 0)
             k0, v0, d0 = tl.where(lag, k, 0.0), tl.where(lag, v, 0.0), tl.where(lag, d, 0.0)
@@ -329,6 +348,9 @@ def _bwd_kernel(
         qc, kc, ek = q * c[None, :], k * c[None, :], eta * k
         r = dot(kc, S) - v
         P = _psi(r, v, d, V, sharp, p, eps, BIAS)
+        if TANGENT:
+            # the write part of the tangent read: centred queries at the fan-in mean c / K
+            qc = _centre(q, offs_k, K) * (scale / K)
         A = scores(qc, ek, g, BT, BK)
         eg = tl.exp(g)
         kb = ek * tl.exp(g_last[None, :] - g)
@@ -336,7 +358,7 @@ def _bwd_kernel(
         if RETENTION == 3:
             end = decay_last[:, None] * S - dot(tl.trans(kb), P)
             dS = tl.where(tl.abs(end) > gamma, dS, 0.0)
-        if RETENTION == 4:
+        if RETENTION >= 4:
             logS = _log_floor(S, floor)
             dU = _simplex_vjp(
                 _simplex(decay_last[:, None] * logS - dot(tl.trans(kb), P), offs_k, K, offs_v, V, scale), dS, scale
@@ -355,15 +377,21 @@ def _bwd_kernel(
         else:
             dv = -dr
         dA = tl.where(causal, -dot(do, tl.trans(P)), 0.0)
-        dqb = dot(do, tl.trans(S))
         dkb = -dot(P, tl.trans(dU))
 
-        dS_prev = carry + dot(tl.trans(qc * eg), do) + dot(tl.trans(kc), dr)
         mA, mA_t = mix(dA, ek, g, BT, BK), mix_t(dA, qc, g, BT, BK)
-        dqc = dqb * eg + mA
+        if TANGENT:
+            dqc, dfade = _tangent_rows_vjp(do, q, S, eg - 1.0, floor, scale)
+            dS_prev = carry + _tangent_rows_dw(do, q, S, eg - 1.0, floor, scale) + dot(tl.trans(kc), dr)
+            dqc += _centre(mA, offs_k, K) * (scale / K)
+            dg = dfade * eg + qc * mA - ek * mA_t - dkb * kb
+        else:
+            dqb = dot(do, tl.trans(S))
+            dS_prev = carry + dot(tl.trans(qc * eg), do) + dot(tl.trans(kc), dr)
+            dqc = dqb * eg + mA
+            dg = dqb * qc * eg + qc * mA - ek * mA_t - dkb * kb
         dkc = dot(dr, tl.trans(S))
         dek = mA_t + dkb * tl.exp(g_last[None, :] - g)
-        dg = dqb * qc * eg + qc * mA - ek * mA_t - dkb * kb
         dg_last += tl.sum(dkb * kb, 0)
         dg = dg + tl.where(last, dg_last[None, :], 0.0)
         if RETENTION == 2:
@@ -372,7 +400,7 @@ def _bwd_kernel(
         dk = dkc * c[None, :] + dek * eta
         deta = dek * k
         dla = tl.sum(dg, 0)[None, :] - tl.cumsum(dg, 0) + dg
-        if RETENTION == 4:
+        if RETENTION >= 4:
             # the lag token: its read q_0 W_lag, then its exact step from the chunk start (Eq. 30)
             dS_prev += dot(tl.trans(q0), do_lag)
             dq += dot(do_lag, tl.trans(S))
@@ -545,7 +573,7 @@ def _meta(spec: MemorySpec, chunk_size: int, K: int, V: int, log_alpha, delta) -
         BK=max(16, triton.next_power_of_2(K)),
         BV=value_block(spec, K, V),
         BIAS=bias_code(spec),
-        RETENTION=RETENTION_CODES[spec.retention],
+        RETENTION=chunk_retention(spec),
         LQ_ROW=spec.lq_scope == "row",
         HAS_ALPHA=log_alpha is not None,
         HAS_DELTA=delta is not None,
@@ -582,7 +610,7 @@ def chunk_miras(
     Returns:
         ``o [B, T, H, V]`` in ``q``'s dtype and the final state dict (or None).
     """
-    check_supported(spec)
+    check_supported(spec, decoding=False)
     check_chunk_size(chunk_size)
     if spec.needs_delta and delta is None:
         raise ValueError(f"memory.bias={spec.bias!r} needs delta (the Huber threshold or robust radius)")
@@ -598,7 +626,8 @@ def chunk_miras(
     V = v.shape[-1]
     N = B if cu_seqlens is None else len(cu_seqlens) - 1
     h0 = None
-    if initial_state is not None:
+    if initial_state is not None or spec.retention == "kl":
+        # Memora starts from the uniform simplex, not from zeros: the first lag step takes its gradient there
         h0 = _initial(initial_state, spec, N, H, K, V, q.float())[0][0].float().contiguous()
     o, ht = ChunkMirasFunction.apply(
         q.contiguous(),

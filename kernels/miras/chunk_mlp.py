@@ -21,6 +21,8 @@ intermediates are recomputed in each pass that needs them instead of being store
 
 Memora (``retention='kl'``) takes the exact step on the chunk's first token (the lag token, Eq. 30), runs the
 rest of the chunk from the weights after it, and carries ``c Softmax(e^{g_last} log W - U)`` (Eq. 27, 31-32).
+With ``kl_read='tangent'`` both dual reads are the first-order softmax step (``kernels/miras/README.md``): the
+decay through ``W log W``, the writes with centred reads at the fan-in mean ``c / fan_in``.
 The softmax of ``W_2`` runs over ``E`` (its fan-in), across tiles: the logits are written, then normalised
 in a second pass with the running column maximum and sum. The forward keeps every chunk-start state; the
 backward walks the chunks in reverse, recomputes each chunk from its start state and carries
@@ -38,8 +40,9 @@ import triton
 import triton.language as tl
 
 from kernels.miras.common import (
+    KL_TANGENT,
     LAUNCH_CONFIGS,
-    RETENTION_CODES,
+    _centre,
     _chunk_inputs,
     _chunk_offsets,
     _log_floor,
@@ -51,7 +54,11 @@ from kernels.miras.common import (
     _simplex,
     _simplex_vjp,
     _store,
+    _tangent_rows,
+    _tangent_rows_dw,
+    _tangent_rows_vjp,
     bias_code,
+    chunk_retention,
     kernel_gates,
 )
 from kernels.miras.decay import dot, mix, mix_t, scores
@@ -132,8 +139,10 @@ def _put(w1_ptr, w2_ptr, W1, W2, cols, offs_d, D, E):
     _store(w2_ptr, W2, cols, offs_d, E, D, D)
 
 
-KC, G2, R1EG, A1S, EKT, EG2T, DM2, DS2, DZ2, Q0, DZQ2, K0, G20, EK0, EG20, DZ20 = (tl.constexpr(i) for i in range(16))
-N_SLOTS = tl.constexpr(16)
+KC, G2, R1EG, A1S, EKT, EG2T, DM2, DS2, DZ2, Q0, DZQ2, K0, G20, EK0, EG20, DZ20, R1, FADE, DN2 = (
+    tl.constexpr(i) for i in range(19)
+)
+N_SLOTS = tl.constexpr(19)
 """Workspace slots of the ``[BT, D]`` (``A1S``, ``DS2``: ``[BT, BT]``) tensors that every tile of a pass multiplies
 with. Held in registers across a tile loop, each would also keep a ``tl.dot`` operand copy in shared memory for the
 whole loop (the compiler hoists it); written once per chunk and read where used, they take registers and shared
@@ -229,24 +238,71 @@ def _keys(
 
 
 @triton.jit
-def _chain(ws, W1, W2, c2, ACT: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
-           BW: tl.constexpr):  # fmt: skip
+def _chain(ws, W1, W2, c2, floor, scale1, ACT: tl.constexpr, TANGENT: tl.constexpr, BT: tl.constexpr,
+           BD: tl.constexpr, BW: tl.constexpr):  # fmt: skip
     """A tile's intermediates: at the keys ``Z_1, H_1, act'(Z_1), G = g_2 W_2^T, g_1``; of the read ``z_1, h`` and
-    ``h c_2`` (``kc, g_2, read_1 e^g, A_1`` from the workspace)."""
+    ``h c_2`` (``kc, g_2, read_1 e^g, A_1`` from the workspace; the tangent read: ``read_1`` and ``e^g - 1``)."""
     Z1 = dot(_fetch(ws, KC, BT, BD, BT, BW), W1)
     a1 = _act_grad(Z1, ACT)
     G = dot(_fetch(ws, G2, BT, BD, BT, BW), tl.trans(W2))
     g1 = G * c2[None, :] * a1
-    z1 = dot(_fetch(ws, R1EG, BT, BD, BT, BW), W1) - dot(_fetch(ws, A1S, BT, BT, BT, BW), g1)
+    if TANGENT:
+        z1 = _tangent_rows(_fetch(ws, R1, BT, BD, BT, BW), W1, _fetch(ws, FADE, BT, BD, BT, BW), floor, scale1)
+    else:
+        z1 = dot(_fetch(ws, R1EG, BT, BD, BT, BW), W1)
+    z1 -= dot(_fetch(ws, A1S, BT, BT, BT, BW), g1)
     h = _act(z1, ACT)
     return Z1, _act(Z1, ACT), a1, G, g1, z1, h, h * c2[None, :]
 
 
 @triton.jit
-def _read2_grad(ws, W2, H1, BT: tl.constexpr, BD: tl.constexpr, BW: tl.constexpr):
-    """A tile's ``d(h c_2) = dM_2 W_2^T + dS_2 H_1``: the gradient of the layer-2 read."""
+def _tangent_sums(W2, read2, H1, floor):
+    """A tile's share of the sums over ``E`` that the layer-2 tangent read adds: ``read2 (W_2 log W_2) [BT, BD]``,
+    the column sums of ``W_2 log W_2 [BD]`` and the row sums of ``read2`` and ``H_1`` (``[BT]`` each)."""
+    WL2 = W2 * _log_floor(W2, floor)
+    return dot(read2, WL2), tl.sum(WL2, 0), tl.sum(read2, 1), tl.sum(H1, 1)
+
+
+@triton.jit
+def _read2_scores(S2, hs, H1s, causal, E, scale2, TANGENT: tl.constexpr):
+    """The layer-2 scores from ``S2 = read2 H_1^T``: causal; the tangent read's write part reads through the fan-in
+    mean ``c_2 / E`` of ``W_2``, so its reads are centred over ``E`` (``hs, H1s``: the row sums of both sides)."""
+    if TANGENT:
+        S2 = (S2 - hs[:, None] * H1s[None, :] / E) * (scale2 / E)
+    return tl.where(causal, S2, 0.0)
+
+
+@triton.jit
+def _read2_retained(M2, N2, cw2, eg, scale2, TANGENT: tl.constexpr):
+    """The layer-2 read of the retained weights from ``M2 = read2 W_2``: ``e^g M2`` (gates on the columns), or the
+    tangent read ``M2 + (e^g - 1) (N2 - M2 cw2 / c_2)`` (``N2 = read2 (W_2 log W_2)``, ``cw2`` its column sums)."""
+    if TANGENT:
+        out = M2 + (eg - 1.0) * (N2 - M2 * cw2[None, :] / scale2)
+    else:
+        out = eg * M2
+    return out
+
+
+@triton.jit
+def _read2_retained_vjp(dz2, M2, N2, cw2, eg, scale2):
+    """``(dM2, dN2, dcw2, dg)`` of the tangent :func:`_read2_retained` for the output gradient ``dz2``."""
+    fade = eg - 1.0
+    dM2 = dz2 * (1.0 - fade * cw2[None, :] / scale2)
+    dcw2 = -tl.sum(dz2 * fade * M2, 0) / scale2
+    return dM2, dz2 * fade, dcw2, dz2 * (N2 - M2 * cw2[None, :] / scale2) * eg
+
+
+@triton.jit
+def _read2_grad(ws, W2, H1, dhs, cols, E, floor, TANGENT: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
+                BW: tl.constexpr):  # fmt: skip
+    """A tile's ``d(h c_2) = dM_2 W_2^T + dS_2 H_1`` (tangent: ``+ dN_2 (W_2 log W_2)^T + dhs``, ``dhs`` the
+    gradient of the row sums of :func:`_read2_scores`): the gradient of the layer-2 read."""
     dM2, dS2 = _fetch(ws, DM2, BT, BD, BT, BW), _fetch(ws, DS2, BT, BT, BT, BW)
-    return dot(dM2, tl.trans(W2)) + dot(dS2, H1)
+    out = dot(dM2, tl.trans(W2)) + dot(dS2, H1)
+    if TANGENT:
+        WL2 = W2 * _log_floor(W2, floor)
+        out += dot(_fetch(ws, DN2, BT, BD, BT, BW), tl.trans(WL2)) + tl.where((cols < E)[None, :], dhs[:, None], 0.0)
+    return out
 
 
 @triton.jit
@@ -331,13 +387,13 @@ def _lag_step(
 
 @triton.jit
 def _chunk_start(
-    ws, cur1, cur2, q, k, v, d, eta, g, g_last, q0, offs_d, D, E, sharp, p, eps, q_exp, eps_q, ln_eps,
+    ws, cur1, cur2, q, k, v, d, eta, g, g_last, q0, offs_d, D, E, sharp, p, eps, q_exp, eps_q, ln_eps, scale1,
     BIAS: tl.constexpr, LQ_ROW: tl.constexpr, RETENTION: tl.constexpr, ACT: tl.constexpr, BT: tl.constexpr,
     BD: tl.constexpr, BW: tl.constexpr, BET: tl.constexpr, NE: tl.constexpr,
 ):  # fmt: skip
     """What the forward and the backward compute of a chunk before their tile loops: the lq scales, the memory at
-    the keys, the layer-1 scores ``A_1`` and the decays; the row tensors the tiles multiply with go to the workspace
-    (:func:`_chain` reads them)."""
+    the keys, the layer-1 scores ``A_1 = scores(read1s, eta k)`` and the decays; the row tensors the tiles multiply
+    with go to the workspace (:func:`_chain` reads them)."""
     c1, p1, p2 = _scales(cur1, cur2, offs_d, D, E, q_exp, eps_q, LQ_ROW, RETENTION, BD, BET, NE)
     kc, N, rstd, R, P, g2 = _keys(
         cur1, cur2, k, v, d, c1, p2, offs_d, D, E, sharp, p, eps, q_exp, eps_q, ln_eps, BIAS, LQ_ROW, RETENTION,
@@ -351,13 +407,20 @@ def _chunk_start(
     tail = tl.exp(g_last[None, :] - g)
     _stash(ws, KC, kc, BT, BD, BT, BW)
     _stash(ws, G2, g2, BT, BD, BT, BW)
-    _stash(ws, R1EG, read1_eg, BT, BD, BT, BW)
-    _stash(ws, A1S, scores(read1, ek, g, BT, BD), BT, BT, BT, BW)
+    if RETENTION == KL_TANGENT:
+        _stash(ws, R1, read1, BT, BD, BT, BW)
+        _stash(ws, FADE, eg - 1.0, BT, BD, BT, BW)
+        # the write part of the tangent read: centred queries at the fan-in mean c_1 / D of W_1
+        read1s = _centre(read1, offs_d, D) * (scale1 / D)
+    else:
+        _stash(ws, R1EG, read1_eg, BT, BD, BT, BW)
+        read1s = read1
+    _stash(ws, A1S, scores(read1s, ek, g, BT, BD), BT, BT, BT, BW)
     _stash(ws, EKT, ek * tail, BT, BD, BT, BW)
     _stash(ws, EG2T, eg2 * tail, BT, BD, BT, BW)
     _stash(ws, Q0, q0, BT, BD, BT, BW)
     tl.debug_barrier()
-    return c1, p1, p2, kc, N, rstd, R, P, g2, ek, eg2, read1, eg, read1_eg, decay_last, tail
+    return c1, p1, p2, kc, N, rstd, R, P, g2, ek, eg2, read1s, eg, read1_eg, decay_last, tail
 
 
 @triton.jit
@@ -382,6 +445,7 @@ def _mlp_fwd_kernel(
     HAS_DELTA: tl.constexpr, STORE_STATES: tl.constexpr, IS_VARLEN: tl.constexpr,
 ):  # fmt: skip
     i_n, i_h = tl.program_id(0), tl.program_id(1)
+    TANGENT: tl.constexpr = RETENTION == KL_TANGENT
     if IS_VARLEN:
         bos = tl.load(cu_ptr + i_n).to(tl.int64)
         T = (tl.load(cu_ptr + i_n + 1) - bos).to(tl.int32)
@@ -416,7 +480,7 @@ def _mlp_fwd_kernel(
             rows, offs_d, offs_d, T, D, D, s, s, HAS_ALPHA, HAS_DELTA, BT,
         )  # fmt: skip
         q0 = tl.where(lag, q, 0.0)
-        if RETENTION == 4:
+        if RETENTION >= 4:
             la0 = tl.sum(tl.where(lag, g, 0.0), 0)
             _lag_step(
                 cur1, cur2, lag1_ptr + head, lag2_ptr + head, tl.where(lag, k, 0.0), tl.where(lag, v, 0.0),
@@ -427,24 +491,31 @@ def _mlp_fwd_kernel(
             eta = tl.where(lag, 0.0, eta)
             g = g - la0[None, :]
             g_last = g_last - la0
-        c1, p1, p2, kc, N, rstd, R, P, g2, ek, eg2, read1, eg, read1_eg, decay_last, tail = _chunk_start(
-            ws, cur1, cur2, q, k, v, d, eta, g, g_last, q0, offs_d, D, E, sharp, p, eps, q_exp, eps_q, ln_eps, BIAS,
-            LQ_ROW, RETENTION, ACT, BT, BD, BW, BET, NE,
+        c1, p1, p2, kc, N, rstd, R, P, g2, ek, eg2, read1s, eg, read1_eg, decay_last, tail = _chunk_start(
+            ws, cur1, cur2, q, k, v, d, eta, g, g_last, q0, offs_d, D, E, sharp, p, eps, q_exp, eps_q, ln_eps, scale1,
+            BIAS, LQ_ROW, RETENTION, ACT, BT, BD, BW, BET, NE,
         )  # fmt: skip
         S2 = tl.zeros([BT, BT], dtype=tl.float32)
         M2 = tl.zeros([BT, BD], dtype=tl.float32)
+        N2 = tl.zeros([BT, BD], dtype=tl.float32)
+        cw2 = tl.zeros([BD], dtype=tl.float32)
+        hs = tl.zeros([BT], dtype=tl.float32)
+        H1s = tl.zeros([BT], dtype=tl.float32)
         Yq = tl.zeros([BT, BD], dtype=tl.float32)
         m = tl.zeros([BD], dtype=tl.float32) - 1e30
         sm = tl.zeros([BD], dtype=tl.float32)
         for t in range(NE):
             W1, W2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
             c2, power2 = _scale2(W2, p2, q_exp, eps_q, LQ_ROW, RETENTION, BET)
-            Z1, H1, a1, G, g1, z1, h, read2 = _chain(ws, W1, W2, c2, ACT, BT, BD, BW)
+            Z1, H1, a1, G, g1, z1, h, read2 = _chain(ws, W1, W2, c2, floor, scale1, ACT, TANGENT, BT, BD, BW)
             S2 += dot(read2, tl.trans(H1))
             M2 += dot(read2, W2)
+            if TANGENT:
+                tN2, tcw2, ths, tH1s = _tangent_sums(W2, read2, H1, floor)
+                N2, cw2, hs, H1s = N2 + tN2, cw2 + tcw2, hs + ths, H1s + tH1s
             U1 = dot(_fetch_t(ws, EKT, BT, BD, BT, BW), g1)
             U2 = dot(tl.trans(H1), _fetch(ws, EG2T, BT, BD, BT, BW))
-            if RETENTION == 4:
+            if RETENTION >= 4:
                 Yq += dot(_act(dot(_fetch(ws, Q0, BT, BD, BT, BW), W1), ACT), W2)
                 W1n = _simplex(decay_last[:, None] * _log_floor(W1, floor) - U1, offs_d, D, cols, E, scale1)
                 W2n = _log_floor(W2, floor) * decay_last[None, :] - U2
@@ -453,9 +524,10 @@ def _mlp_fwd_kernel(
                 W1n = decay_last[:, None] * W1 - U1
                 W2n = W2 * decay_last[None, :] - U2
             _put(nxt1, nxt2, W1n, W2n, cols, offs_d, D, E)
-        z2 = eg * M2 - mix(tl.where(causal, S2, 0.0), eg2, g, BT, BD)
+        S2 = _read2_scores(S2, hs, H1s, causal, E, scale2, TANGENT)
+        z2 = _read2_retained(M2, N2, cw2, eg, scale2, TANGENT) - mix(S2, eg2, g, BT, BD)
         o = q + _layer_norm(z2, offs_d, D, ln_eps)[0]
-        if RETENTION == 4:
+        if RETENTION >= 4:
             o = tl.where(lag, q0 + _layer_norm(Yq, offs_d, D, ln_eps)[0], o)
             tl.debug_barrier()
             _normalise(nxt2, m, sm, scale2, offs_d, D, E, BET, NE)
@@ -468,7 +540,7 @@ def _end_grads(end1, end2, dn1, dn2, t, n_valid, cs, offs_d, D, E, scale1, scale
     """Tile ``t`` of the gradient at the chunk's end (0 where ``n_valid`` is 0: no gradient flows into the last
     state), taken back through Memora's simplex (Eq. 27); ``cs`` is ``sum_e W_2' dW_2'`` over all tiles."""
     dU1, dU2, cols = _tile(dn1, dn2, t, offs_d, n_valid, E, BET)
-    if RETENTION == 4:
+    if RETENTION >= 4:
         W1, W2, cols = _tile(end1, end2, t, offs_d, D, E, BET)
         dU1 = _simplex_vjp(W1, dU1, scale1)
         dU2 = W2 * (dU2 - cs[None, :] / scale2)
@@ -477,7 +549,7 @@ def _end_grads(end1, end2, dn1, dn2, t, n_valid, cs, offs_d, D, E, scale1, scale
 
 @triton.jit
 def _tile_back(
-    ws, cur1, cur2, end1, end2, dn1, dn2, t, n_valid, cs, p2, offs_d, D, E, q_exp, eps_q, scale1, scale2,
+    ws, cur1, cur2, end1, end2, dn1, dn2, t, n_valid, cs, p2, dhs, offs_d, D, E, q_exp, eps_q, floor, scale1, scale2,
     LQ_ROW: tl.constexpr, RETENTION: tl.constexpr, ACT: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
     BW: tl.constexpr, BET: tl.constexpr,
 ):  # fmt: skip
@@ -485,9 +557,10 @@ def _tile_back(
     gradient at the chunk's end (:func:`_end_grads`), that of the layer-2 read and ``dz_1``."""
     W1, W2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
     c2, power2 = _scale2(W2, p2, q_exp, eps_q, LQ_ROW, RETENTION, BET)
-    Z1, H1, a1, G, g1, z1, h, read2 = _chain(ws, W1, W2, c2, ACT, BT, BD, BW)
+    TANGENT: tl.constexpr = RETENTION == KL_TANGENT
+    Z1, H1, a1, G, g1, z1, h, read2 = _chain(ws, W1, W2, c2, floor, scale1, ACT, TANGENT, BT, BD, BW)
     dU1, dU2 = _end_grads(end1, end2, dn1, dn2, t, n_valid, cs, offs_d, D, E, scale1, scale2, RETENTION, BET)
-    dread2 = _read2_grad(ws, W2, H1, BT, BD, BW)
+    dread2 = _read2_grad(ws, W2, H1, dhs, cols, E, floor, TANGENT, BT, BD, BW)
     dz1 = dread2 * c2[None, :] * _act_grad(z1, ACT)
     return W1, W2, cols, c2, power2, Z1, H1, a1, G, g1, h, read2, dU1, dU2, dread2, dz1
 
@@ -514,6 +587,7 @@ def _mlp_bwd_kernel(
     HAS_DELTA: tl.constexpr, HAS_DHT: tl.constexpr, IS_VARLEN: tl.constexpr,
 ):  # fmt: skip
     i_n, i_h = tl.program_id(0), tl.program_id(1)
+    TANGENT: tl.constexpr = RETENTION == KL_TANGENT
     if IS_VARLEN:
         bos = tl.load(cu_ptr + i_n).to(tl.int64)
         T = (tl.load(cu_ptr + i_n + 1) - bos).to(tl.int32)
@@ -562,7 +636,7 @@ def _mlp_bwd_kernel(
         la0 = tl.sum(tl.where(lag, g, 0.0), 0)
         a0 = tl.exp(la0)
         start1, start2 = cur1, cur2
-        if RETENTION == 4:
+        if RETENTION >= 4:
             N0, rstd0, R0, P0, g20 = _lag_step(
                 cur1, cur2, lag1_ptr + head, lag2_ptr + head, k0, v0, d0, eta0, a0, offs_d, D, E, sharp, p, eps,
                 ln_eps, floor, scale1, scale2, BIAS, ACT, BT, BD, BET, NE, ws, BW,
@@ -575,39 +649,56 @@ def _mlp_bwd_kernel(
             do = tl.where(lag, 0.0, do)
 
         # the chunk's forward again, from its start state
-        c1, p1, p2, kc, N, rstd, R, P, g2, ek, eg2, read1, eg, read1_eg, decay_last, tail = _chunk_start(
-            ws, cur1, cur2, q, k, v, d, eta, g, g_last, q0, offs_d, D, E, sharp, p, eps, q_exp, eps_q, ln_eps, BIAS,
-            LQ_ROW, RETENTION, ACT, BT, BD, BW, BET, NE,
+        c1, p1, p2, kc, N, rstd, R, P, g2, ek, eg2, read1s, eg, read1_eg, decay_last, tail = _chunk_start(
+            ws, cur1, cur2, q, k, v, d, eta, g, g_last, q0, offs_d, D, E, sharp, p, eps, q_exp, eps_q, ln_eps, scale1,
+            BIAS, LQ_ROW, RETENTION, ACT, BT, BD, BW, BET, NE,
         )  # fmt: skip
         ekt, eg2t = ek * tail, eg2 * tail
         S2 = tl.zeros([BT, BT], dtype=tl.float32)
         M2 = tl.zeros([BT, BD], dtype=tl.float32)
+        N2 = tl.zeros([BT, BD], dtype=tl.float32)
+        cw2 = tl.zeros([BD], dtype=tl.float32)
+        hs = tl.zeros([BT], dtype=tl.float32)
+        H1s = tl.zeros([BT], dtype=tl.float32)
         Yq = tl.zeros([BT, BD], dtype=tl.float32)
         cs = tl.zeros([BD], dtype=tl.float32)
         for t in range(NE):
             W1, W2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
             c2, power2 = _scale2(W2, p2, q_exp, eps_q, LQ_ROW, RETENTION, BET)
-            Z1, H1, a1, G, g1, z1, h, read2 = _chain(ws, W1, W2, c2, ACT, BT, BD, BW)
+            Z1, H1, a1, G, g1, z1, h, read2 = _chain(ws, W1, W2, c2, floor, scale1, ACT, TANGENT, BT, BD, BW)
             S2 += dot(read2, tl.trans(H1))
             M2 += dot(read2, W2)
-            if RETENTION == 4:
+            if TANGENT:
+                tN2, tcw2, ths, tH1s = _tangent_sums(W2, read2, H1, floor)
+                N2, cw2, hs, H1s = N2 + tN2, cw2 + tcw2, hs + ths, H1s + tH1s
+            if RETENTION >= 4:
                 Yq += dot(_act(dot(_fetch(ws, Q0, BT, BD, BT, BW), W1), ACT), W2)
                 Wn1, Wn2, cols = _tile(end1, end2, t, offs_d, D, E, BET)
                 dWn1, dWn2, cols = _tile(dn1, dn2, t, offs_d, n_valid, E, BET)
                 cs += tl.sum(Wn2 * dWn2, 0)
-        S2 = tl.where(causal, S2, 0.0)
+        S2 = _read2_scores(S2, hs, H1s, causal, E, scale2, TANGENT)
         mS2 = mix(S2, eg2, g, BT, BD)
-        n_out, rstd_out = _layer_norm(eg * M2 - mS2, offs_d, D, ln_eps)
+        n_out, rstd_out = _layer_norm(_read2_retained(M2, N2, cw2, eg, scale2, TANGENT) - mS2, offs_d, D, ln_eps)
 
         # the read of layer 2, o = q + LN(z_2), and its decay-weighted sums
         dz2 = _ln_vjp(do, n_out, rstd_out, offs_d, D)
-        dM2 = dz2 * eg
-        dg = dM2 * M2
         dS2 = -scores(dz2, eg2, g, BT, BD)
+        if TANGENT:
+            dM2, dN2, dcw2, dg = _read2_retained_vjp(dz2, M2, N2, cw2, eg, scale2)
+            dS2 = dS2 * (scale2 / E)
+            dhs = -tl.sum(dS2 * H1s[None, :], 1) / E
+            dH1s = -tl.sum(dS2 * hs[:, None], 0) / E
+            _stash(ws, DN2, dN2, BT, BD, BT, BW)
+        else:
+            dM2 = dz2 * eg
+            dg = dM2 * M2
+            dcw2 = tl.zeros([BD], dtype=tl.float32)
+            dhs = tl.zeros([BT], dtype=tl.float32)
+            dH1s = dhs
         mS2_t = mix_t(S2, dz2, g, BT, BD)
         deg2 = -mS2_t
         dg += eg2 * mS2_t - dz2 * mS2
-        if RETENTION == 4:
+        if RETENTION >= 4:
             nq, rq = _layer_norm(Yq, offs_d, D, ln_eps)
             _stash(ws, DZQ2, _ln_vjp(do_lag, nq, rq, offs_d, D), BT, BD, BT, BW)
         _stash(ws, DM2, dM2, BT, BD, BT, BW)
@@ -616,30 +707,42 @@ def _mlp_bwd_kernel(
 
         # pass 1: what sums over E in the reads and the end state
         dreg = tl.zeros([BT, BD], dtype=tl.float32)
+        dfade = tl.zeros([BT, BD], dtype=tl.float32)
         dA1 = tl.zeros([BT, BT], dtype=tl.float32)
         dekt = tl.zeros([BT, BD], dtype=tl.float32)
         deg2t = tl.zeros([BT, BD], dtype=tl.float32)
         dgl = tl.zeros([BD], dtype=tl.float32)
         for t in range(NE):
             W1, W2, cols, c2, power2, Z1, H1, a1, G, g1, h, read2, dU1, dU2, dread2, dz1 = _tile_back(
-                ws, cur1, cur2, end1, end2, dn1, dn2, t, n_valid, cs, p2, offs_d, D, E, q_exp, eps_q, scale1, scale2,
-                LQ_ROW, RETENTION, ACT, BT, BD, BW, BET,
+                ws, cur1, cur2, end1, end2, dn1, dn2, t, n_valid, cs, p2, dhs, offs_d, D, E, q_exp, eps_q, floor,
+                scale1, scale2, LQ_ROW, RETENTION, ACT, BT, BD, BW, BET,
             )  # fmt: skip
-            dreg += dot(dz1, tl.trans(W1))
+            if TANGENT:
+                tread, tfade = _tangent_rows_vjp(
+                    dz1, _fetch(ws, R1, BT, BD, BT, BW), W1, _fetch(ws, FADE, BT, BD, BT, BW), floor, scale1
+                )
+                dreg, dfade = dreg + tread, dfade + tfade
+            else:
+                dreg += dot(dz1, tl.trans(W1))
             dA1 -= dot(dz1, tl.trans(g1))
             dekt -= dot(g1, tl.trans(dU1))
             deg2t -= dot(H1, dU2)
-            if RETENTION == 4:
+            if RETENTION >= 4:
                 dgl += tl.sum(_log_floor(W1, floor) * dU1, 1) + tl.sum(_log_floor(W2, floor) * dU2, 0)
             else:
                 dgl += tl.sum(W1 * dU1, 1) + tl.sum(W2 * dU2, 0)
         dA1 = tl.where(causal, dA1, 0.0)
-        mA1, mA1_t = mix(dA1, ek, g, BT, BD), mix_t(dA1, read1, g, BT, BD)
+        mA1, mA1_t = mix(dA1, ek, g, BT, BD), mix_t(dA1, read1s, g, BT, BD)
         dek = dekt * tail + mA1_t
         deg2 += deg2t * tail
-        dg += dreg * read1_eg + read1 * mA1 - ek * mA1_t - dekt * ekt - deg2t * eg2t
+        dg += read1s * mA1 - ek * mA1_t - dekt * ekt - deg2t * eg2t
         dg_last = decay_last * dgl + tl.sum(dekt * ekt, 0) + tl.sum(deg2t * eg2t, 0)
-        dread1 = dreg * eg + mA1
+        if TANGENT:
+            dg += dfade * eg
+            dread1 = dreg + _centre(mA1, offs_d, D) * (scale1 / D)
+        else:
+            dg += dreg * read1_eg
+            dread1 = dreg * eg + mA1
         dq = do + dread1 * c1[None, :] + do_lag
         dc1 = tl.sum(dread1 * q, 0)
 
@@ -647,8 +750,8 @@ def _mlp_bwd_kernel(
         dg2 = deg2 * eta
         for t in range(NE):
             W1, W2, cols, c2, power2, Z1, H1, a1, G, g1, h, read2, dU1, dU2, dread2, dz1 = _tile_back(
-                ws, cur1, cur2, end1, end2, dn1, dn2, t, n_valid, cs, p2, offs_d, D, E, q_exp, eps_q, scale1, scale2,
-                LQ_ROW, RETENTION, ACT, BT, BD, BW, BET,
+                ws, cur1, cur2, end1, end2, dn1, dn2, t, n_valid, cs, p2, dhs, offs_d, D, E, q_exp, eps_q, floor,
+                scale1, scale2, LQ_ROW, RETENTION, ACT, BT, BD, BW, BET,
             )  # fmt: skip
             dg1 = _g1_grad(ws, dz1, dU1, BT, BD, BW)
             dg2 += dot(dg1 * c2[None, :] * a1, W2)
@@ -657,7 +760,7 @@ def _mlp_bwd_kernel(
         tl.debug_barrier()
 
         # pass 3: the weight gradients at the chunk start (staged when a further pass adjusts them)
-        if RETENTION == 2 or RETENTION == 4:
+        if RETENTION == 2 or RETENTION >= 4:
             out1, out2 = st1_ptr + head, st2_ptr + head
         else:
             out1, out2 = dp1, dp2
@@ -666,23 +769,32 @@ def _mlp_bwd_kernel(
         cs_lag = tl.zeros([BD], dtype=tl.float32)
         for t in range(NE):
             W1, W2, cols, c2, power2, Z1, H1, a1, G, g1, h, read2, dU1, dU2, dread2, dz1 = _tile_back(
-                ws, cur1, cur2, end1, end2, dn1, dn2, t, n_valid, cs, p2, offs_d, D, E, q_exp, eps_q, scale1, scale2,
-                LQ_ROW, RETENTION, ACT, BT, BD, BW, BET,
+                ws, cur1, cur2, end1, end2, dn1, dn2, t, n_valid, cs, p2, dhs, offs_d, D, E, q_exp, eps_q, floor,
+                scale1, scale2, LQ_ROW, RETENTION, ACT, BT, BD, BW, BET,
             )  # fmt: skip
             dg1 = _g1_grad(ws, dz1, dU1, BT, BD, BW)
             dG = dg1 * c2[None, :] * a1
             dH1 = dot(_fetch_t(ws, DS2, BT, BT, BT, BW), read2)
             dH1 -= dot(_fetch(ws, EG2T, BT, BD, BT, BW), tl.trans(dU2))
+            if TANGENT:
+                dH1 += tl.where((cols < E)[None, :], dH1s[:, None], 0.0)
             dH1c = dot(_fetch(ws, DZ2, BT, BD, BT, BW), tl.trans(W2))
             dZ1 = dg1 * G * c2[None, :] * _act_grad2(Z1, ACT) + (dH1 + dH1c * c2[None, :]) * a1
             dkc += dot(dZ1, tl.trans(W1))
-            if RETENTION == 4:
+            if RETENTION >= 4:
                 dW1 = tl.where(W1 > floor, decay_last[:, None] * dU1 / tl.maximum(W1, floor), 0.0)
                 dW2 = tl.where(W2 > floor, dU2 * decay_last[None, :] / tl.maximum(W2, floor), 0.0)
             else:
                 dW1 = decay_last[:, None] * dU1
                 dW2 = dU2 * decay_last[None, :]
-            dW1 += dot(_fetch_t(ws, R1EG, BT, BD, BT, BW), dz1)
+            if TANGENT:
+                dW1 += _tangent_rows_dw(
+                    dz1, _fetch(ws, R1, BT, BD, BT, BW), W1, _fetch(ws, FADE, BT, BD, BT, BW), floor, scale1
+                )
+                dWL2 = dot(tl.trans(read2), _fetch(ws, DN2, BT, BD, BT, BW)) + dcw2[None, :]
+                dW2 += dWL2 * (_log_floor(W2, floor) + tl.where(W2 > floor, 1.0, 0.0))
+            else:
+                dW1 += dot(_fetch_t(ws, R1EG, BT, BD, BT, BW), dz1)
             dW1 += dot(_fetch_t(ws, KC, BT, BD, BT, BW), dZ1)
             dW2 += dot(tl.trans(read2), _fetch(ws, DM2, BT, BD, BT, BW))
             dW2 += dot(tl.trans(dG), _fetch(ws, G2, BT, BD, BT, BW))
@@ -693,7 +805,7 @@ def _mlp_bwd_kernel(
                     dW2 += _lq_grad(W2, c2, power2, dc2, q_exp, eps_q, True, BET)
                 else:
                     dc2_sum += tl.sum(dc2, 0)
-            if RETENTION == 4:
+            if RETENTION >= 4:
                 # the read of the lag token from the weights after its step
                 zq1 = dot(_fetch(ws, Q0, BT, BD, BT, BW), W1)
                 dzq1 = dot(_fetch(ws, DZQ2, BT, BD, BT, BW), tl.trans(W2)) * _act_grad(zq1, ACT)
@@ -720,7 +832,7 @@ def _mlp_bwd_kernel(
                     dW2 += _lq_grad(W2, c2, power2, tl.where(first, dc2_sum, 0.0), q_exp, eps_q, False, BET)
                 _put(dp1, dp2, dW1, dW2, cols, offs_d, D, E)
 
-        if RETENTION == 4:
+        if RETENTION >= 4:
             # the lag token's exact step from the chunk start (Eq. 30), through its simplex
             tl.debug_barrier()
             dla0 = tl.zeros([BD], dtype=tl.float32)
@@ -792,7 +904,7 @@ def _meta(spec: MemorySpec, chunk_size: int, D: int, log_alpha, delta, cu_seqlen
         BET=BET,
         NE=triton.cdiv(E, BET),
         BIAS=bias_code(spec),
-        RETENTION=RETENTION_CODES[spec.retention],
+        RETENTION=chunk_retention(spec),
         LQ_ROW=spec.lq_scope == "row",
         ACT=0 if spec.activation == "gelu" else 1,
         HAS_ALPHA=log_alpha is not None,

@@ -8,6 +8,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.miras.decay import dot
 from kernels.miras.spec import MemorySpec
 
 BIAS_CODES = {
@@ -22,6 +23,8 @@ BIAS_CODES = {
     "robust": 8,
 }
 RETENTION_CODES = {"none": 0, "l2": 1, "lq": 2, "elastic": 3, "kl": 4}
+KL_TANGENT = tl.constexpr(5)
+"""The chunk kernels' ``RETENTION`` for ``kl`` with ``kl_read='tangent'`` (theirs is ``kl`` at ``RETENTION >= 4``)."""
 
 
 def bias_code(spec: MemorySpec) -> int:
@@ -33,6 +36,13 @@ def bias_code(spec: MemorySpec) -> int:
     if spec.huber_mode == "coordinate" or spec.huber_switch == "channel":
         return BIAS_CODES["huber_coordinate"] if spec.huber_l1 and spec.huber_l2 else _huber_branch(spec)
     return BIAS_CODES["huber_head"] if spec.huber_l1 and spec.huber_l2 else _huber_branch(spec)
+
+
+def chunk_retention(spec: MemorySpec) -> int:
+    """The chunk kernels' ``RETENTION``: :data:`RETENTION_CODES`, or :data:`KL_TANGENT` for Memora's tangent read."""
+    if spec.retention == "kl" and spec.kl_read == "tangent":
+        return KL_TANGENT.value
+    return RETENTION_CODES[spec.retention]
 
 
 def _huber_branch(spec: MemorySpec) -> int:
@@ -181,6 +191,44 @@ def _simplex_vjp(y, dy, scale):
 @triton.jit
 def _log_floor(W, floor):
     return tl.log(tl.maximum(W, floor))
+
+
+@triton.jit
+def _centre(x, cols, n):
+    """``x [R, C]`` less its mean over the first ``n`` columns (a fan-in), 0 on the padding columns."""
+    valid = (cols < n)[None, :]
+    return tl.where(valid, x - (tl.sum(tl.where(valid, x, 0.0), 1) / n)[:, None], 0.0)
+
+
+@triton.jit
+def _tangent_rows(read, W, fade, floor, scale):
+    """The retention part of Memora's tangent read (``MemorySpec.kl_read='tangent'``) for gates on the rows (the
+    fan-in) of ``W [F, C]``: ``read W'`` with ``W' = W + W * (d - <W / c, d>)``, ``d = fade log W``, that is
+    ``read W + (read fade) (W log W) - (read W) * (fade (W log W)) / c``; ``read, fade = b - 1 [R, F]``."""
+    WL = W * _log_floor(W, floor)
+    a = dot(read, W)
+    return a + dot(read * fade, WL) - a * dot(fade, WL) / scale
+
+
+@triton.jit
+def _tangent_rows_vjp(dz, read, W, fade, floor, scale):
+    """``(dread, dfade)`` of :func:`_tangent_rows` for the output gradient ``dz [R, C]``."""
+    WL = W * _log_floor(W, floor)
+    dzWL = dot(dz, tl.trans(WL))
+    dread = dot(dz * (1.0 - dot(fade, WL) / scale), tl.trans(W)) + dzWL * fade
+    return dread, dzWL * read - dot(dz * dot(read, W) / scale, tl.trans(WL))
+
+
+@triton.jit
+def _tangent_rows_dw(dz, read, W, fade, floor, scale):
+    """``dW`` of :func:`_tangent_rows` for the output gradient ``dz [R, C]`` (``W log W`` has the derivative
+    ``log W + 1`` above the floor, ``log floor`` below it)."""
+    logW = _log_floor(W, floor)
+    WL = W * logW
+    a = dot(read, W)
+    dWL = dot(tl.trans(read * fade), dz) - dot(tl.trans(fade), dz * a / scale)
+    da = dz * (1.0 - dot(fade, WL) / scale)
+    return dot(tl.trans(read), da) + dWL * (logW + tl.where(W > floor, 1.0, 0.0))
 
 
 @triton.jit

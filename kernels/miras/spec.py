@@ -116,7 +116,8 @@ class MemorySpec:
     its fan-in mean ``c / fan_in``, i.e. centred keys scaled by ``c / fan_in``, which keeps it a matmul. The paper
     does not say what "the linear version" is linear in; ``linear`` reads steps that the carried ``log W``
     state then applies very differently (``python -m benchmarks.recall``: 0.13 of 16 pairs against 0.79).
-    ``tangent`` needs ``kl_axis='fan_in'``."""
+    ``tangent`` needs ``kl_axis='fan_in'``. The Triton chunk kernels run both; their decoding
+    (``fused_recurrent_miras``) reads ``linear`` only."""
     kl_lag: bool = True
     """Memora's lag token (section 5.4, Eq. 30): the first token of every chunk takes the exact softmax step and
     the rest of the chunk takes its gradients at the weights after it. False takes them at the chunk start,
