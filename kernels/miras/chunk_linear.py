@@ -13,11 +13,12 @@ into runs in programs over (global chunk, head, value block). With ``g`` the wit
                             dS'_{c-1} = e^{g_last} dS'_c + (q e^g)^T do + k^T dR;  dS'_{-1} = dh0
               gradients     dq, dk, deta, dlog alpha from S_c, dS'_c, P and dR             (chunk-parallel)
 
-``dS'_c`` is the gradient of the loss w.r.t. the end state of chunk ``c``. Unlike the delta rule the gradient at
-the chunk start, ``P = psi(k S_c - v)``, is non-linear in the state (``common._psi``), so both state passes form
-``R`` from the carried state. The chunk-parallel kernels address chunks by their global index (``hs[i_c]``);
-with ``cu_seqlens`` a per-chunk sequence index maps it back (chunks restart at every sequence, as
-``common._chunk_offsets`` counts them). Retentions ``lq``, ``elastic`` and ``kl`` stay on ``chunk.py``.
+``dS'_c`` is the gradient of the loss w.r.t. the end state of chunk ``c``. As in the delta rule the gradient at
+the chunk start, ``P = psi(k S_c - v)``, depends on the state (non-linearly through ``common._psi`` for the l1,
+lp, Huber and robust biases), so both state passes form ``R`` from the carried state. The chunk-parallel kernels
+address chunks by their global index (``hs[i_c]``); with ``cu_seqlens`` a per-chunk sequence index maps it back
+(chunks restart at every sequence, as ``common._chunk_offsets`` counts them). Retentions ``lq``, ``elastic`` and
+``kl`` stay on ``chunk.py``.
 """
 
 from __future__ import annotations

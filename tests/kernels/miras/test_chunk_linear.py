@@ -127,6 +127,17 @@ def test_without_initial_or_final_state():
         assert_close(name, r, x, 2e-5)
 
 
+def test_half_inputs():
+    """fp16 inputs, fp32 states and accumulation, fp16 output and gradients: against fp64 on the rounded inputs."""
+    spec = PRESETS["yaad_linear"]
+    half = [x.detach().half().requires_grad_() for x in make_inputs(33, n=1)]
+    state = make_state(spec, n=1)
+    ref = grads_of(naive_chunk_miras, *widen(half, state), spec)
+    out = grads_of(chunk_miras, half, state, spec, None)
+    assert out[0].dtype == out[2][0].dtype == torch.float16
+    check(ref, out, 2e-3)
+
+
 def test_varlen_matches_per_sequence():
     """Packed sequences (one shorter than a chunk, one of several chunks, one partial) give each sequence's own
     outputs, final states and gradients."""
