@@ -4,7 +4,9 @@ Today's chunk kernels run one program per (sequence, head), times the value bloc
 every program walks all ``T / chunk`` chunks of its sequence in order. At fla's benchmark shape
 (``B = 4, T = 4096, H = 16``) and at one long sequence (``B = 1, T = 32768``) that is far fewer programs than an
 H100 has streaming multiprocessors (132), each doing many serial steps: the gap a chunk-parallel kernel closes.
-Pure arithmetic on the kernels' own :func:`kernels.miras.chunk.program_grid`; writes
+The linear memory with retention ``none`` or ``l2`` runs on such kernels (``kernels/miras/chunk_linear.py``): two
+state passes on that grid and three kernels over every chunk, listed in a second table. Pure arithmetic on the
+kernels' own :func:`kernels.miras.chunk.program_grid` and :func:`kernels.miras.chunk_linear.launch_grids`; writes
 ``reports/benchmarks/miras_launch_grid.{md,json}``.
 """
 
@@ -14,8 +16,9 @@ import argparse
 import math
 from pathlib import Path
 
-from kernels.miras import PRESETS
+from kernels.miras import PRESETS, MemorySpec
 from kernels.miras.chunk import program_grid
+from kernels.miras.chunk_linear import covers, launch_grids
 from kernels.utils import git_tag, write_record
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,6 +26,9 @@ SHAPES = ((4, 4096, 16), (1, 32768, 16))
 """``(B, T, H)``: fla's benchmark batch and one long sequence."""
 H100_SMS = 132
 CHUNK = 64
+CHUNK_PARALLEL = {"yaad_linear": PRESETS["yaad_linear"], "l2 bias, l2 retention": MemorySpec(arch="linear")}
+"""Linear memories on ``chunk_linear.py``: Yaad's (Huber's head switch keeps whole value rows) and the delta-rule-like
+one, whose value axis splits into blocks."""
 
 
 def rows(presets=("moneta", "yaad", "memora", "moneta_linear", "yaad_linear", "memora_linear"), dims=(64, 128)):
@@ -51,11 +57,41 @@ def rows(presets=("moneta", "yaad", "memora", "moneta_linear", "yaad_linear", "m
     return out
 
 
-def markdown(table: list[dict], git: str) -> str:
+def chunk_parallel_rows(specs=CHUNK_PARALLEL, dims=(64, 128)):
+    """One row per spec, head size, shape and kernel of ``chunk_linear.py``: its grid, programs and chunks each
+    walks (1 for the chunk-parallel kernels)."""
+    out = []
+    for name, spec in specs.items():
+        if not covers(spec):
+            raise ValueError(f"{name} does not run on the chunk-parallel kernels")
+        for D in dims:
+            for B, T, H in SHAPES:
+                n_chunks = B * math.ceil(T / CHUNK)
+                grids = launch_grids(B, n_chunks, H, program_grid(spec, B, H, D, D)[-1])
+                for kernel, grid in grids.items():
+                    out.append(
+                        {
+                            "memory": name,
+                            "D": D,
+                            "B": B,
+                            "T": T,
+                            "H": H,
+                            "kernel": kernel,
+                            "grid": list(grid),
+                            "programs": math.prod(grid),
+                            "per_sm": math.prod(grid) / H100_SMS,
+                            "chunks_per_program": math.ceil(T / CHUNK) if kernel.endswith("state") else 1,
+                        }
+                    )
+    return out
+
+
+def markdown(table: list[dict], git: str, chunk_parallel: list[dict] | None = None) -> str:
     lines = [
         "# Miras chunk kernels: launch grid",
         "",
-        f"`python -m benchmarks.miras_grid` (git {git}). Forward and backward launch the same grid; decoding "
+        f"`python -m benchmarks.miras_grid` (git {git}). Forward and backward launch the same grid (the linear "
+        "memory with retention `none` or `l2` runs on the chunk-parallel kernels below instead); decoding "
         f"(`fused_recurrent_miras`) launches one program per (sequence, head). Chunks of {CHUNK}; an H100 has "
         f"{H100_SMS} SMs.",
         "",
@@ -67,15 +103,39 @@ def markdown(table: list[dict], git: str) -> str:
             f"| {r['preset']} | {r['D']} | {r['B']} x {r['T']} x {r['H']} | {tuple(r['grid'])} | {r['programs']} | "
             f"{r['per_sm']:.2f} | {r['chunks_per_program']} | {r['decode_programs']} |"
         )
+    if chunk_parallel:
+        lines += _chunk_parallel_markdown(chunk_parallel)
     return "\n".join(lines) + "\n"
+
+
+def _chunk_parallel_markdown(table: list[dict]) -> list[str]:
+    lines = [
+        "",
+        "## Chunk-parallel linear memory (`kernels/miras/chunk_linear.py`)",
+        "",
+        "The state passes (`fwd_state`, `bwd_state`) run one program per (sequence, head, value block) and walk the "
+        "chunks in order; `fwd_output`, `bwd_read` and `bwd_grads` run one program per (chunk, head, value block). "
+        "Huber's head switch keeps whole value rows, and `chunk.check_head_dim` still refuses such heads at D = 128 "
+        "(the shared memory of these kernels is not measured yet).",
+        "",
+        "| memory | D | B x T x H | kernel | grid | programs | programs per SM | chunks walked per program |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in table:
+        lines.append(
+            f"| {r['memory']} | {r['D']} | {r['B']} x {r['T']} x {r['H']} | `{r['kernel']}` | {tuple(r['grid'])} | "
+            f"{r['programs']} | {r['per_sm']:.2f} | {r['chunks_per_program']} |"
+        )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.miras_grid", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "benchmarks")
     args = parser.parse_args(argv)
-    table, git = rows(), git_tag(REPO)
-    write_record(args.out / "miras_launch_grid", {"git": git, "chunk": CHUNK, "rows": table}, markdown(table, git))
+    table, parallel, git = rows(), chunk_parallel_rows(), git_tag(REPO)
+    record = {"git": git, "chunk": CHUNK, "rows": table, "chunk_parallel": parallel}
+    write_record(args.out / "miras_launch_grid", record, markdown(table, git, parallel))
     print(f"wrote {args.out / 'miras_launch_grid'}.{{md,json}}")
     return 0
 

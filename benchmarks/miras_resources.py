@@ -2,18 +2,29 @@
 
     python -m benchmarks.miras_resources                  # every kernel, D = 64 and 128, l2 and kl retention, sm_90a
     python -m benchmarks.miras_resources --kernels mlp_bwd --head-dims 128 --retentions lq --num-warps 8
+    python -m benchmarks.miras_resources --kernels chunk_linear --retentions none l2   # the five chunk_linear kernels
 
 Needs no GPU: Triton compiles each kernel for ``--arch`` and ``ptxas -v`` (the one bundled with Triton) reports
 what one program uses. A kernel whose shared memory exceeds the device's per-block limit does not launch at all
 (``fits``); a spill means the program's tensors do not fit the register file, the next number the performance
 work has to move. Compiling takes a minute or two per kernel on a CPU. Writes
-``reports/benchmarks/miras_resources_<arch>.{json,md}`` (Triton version, git sha), rewritten after each kernel.
+``reports/benchmarks/miras_resources_<arch>.{json,md}``, rewritten after each kernel. A run merges into the record
+already there (``--fresh`` starts over): its rows replace those of the same kernel, D, chunk, retention, warps
+and stages, the others stay with the git sha and Triton version they were compiled at. Each row also gives the
+kernel's launch grid at ``B = 4, T = 4096, H = 16`` and ``B = 1, T = 32768`` (pure arithmetic on the kernels'
+own grid functions, recomputed on every write) and the retentions ``chunk_miras`` / ``fused_recurrent_miras``
+run on it.
+
+A kernel is only compiled at the retentions it runs (``serves``), except ``linear_fwd`` / ``linear_bwd``, which
+still compile at ``none`` and ``l2`` for comparison with the chunk-parallel kernels that replaced them there.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import math
 import re
 import subprocess
 import sys
@@ -30,17 +41,47 @@ from kernels.utils import git_tag, write_record
 REPO = Path(__file__).resolve().parents[1]
 BF16_POINTERS = ("q_ptr", "k_ptr", "v_ptr", "o_ptr", "do_ptr")
 """Inputs and output in bf16, as in training; gates, states and gradients are fp32."""
+INT_POINTERS = ("cu_ptr", "offsets_ptr", "seq_ptr")
+"""The varlen indices (int32; unread here, where ``IS_VARLEN`` is off)."""
 INT_ARGS = ("T", "position", "chunk_size", "key_block")
 SHARED_LIMIT = {"sm_90a": 232448, "sm_90": 232448, "sm_80": 166912}
 """Largest shared memory one block may use (bytes): H100/H200 227 KB, A100 163 KB."""
+SHAPES = ((4, 4096, 16), (1, 32768, 16))
+"""``(B, T, H)`` of the launch-grid columns: fla's benchmark batch and one long sequence (as
+``benchmarks.miras_grid``, whose report ``miras_launch_grid.md`` adds programs per SM and chunks per program)."""
+
+CHUNK_LINEAR = {
+    "linear_state_fwd": "fwd_state",
+    "linear_output_fwd": "fwd_output",
+    "linear_read_bwd": "bwd_read",
+    "linear_state_bwd": "bwd_state",
+    "linear_grads_bwd": "bwd_grads",
+}
+"""The chunk-parallel kernels of ``kernels/miras/chunk_linear.py``: report name -> name in ``launch_grids``."""
+KERNELS = ("linear_fwd", "linear_bwd", *CHUNK_LINEAR, "mlp_fwd", "mlp_bwd", "linear_decode", "mlp_decode")
+GROUPS = {"chunk_linear": tuple(CHUNK_LINEAR)}
+"""Names ``--kernels`` also accepts, for several kernels at once."""
+RETENTIONS = ("none", "l2", "lq", "elastic", "kl")
+NOT_CONSTEXPR = {
+    **{name: ("RETENTION", "LQ_ROW") for name in CHUNK_LINEAR},
+    "linear_output_fwd": ("RETENTION", "LQ_ROW", "BIAS", "HAS_DELTA"),
+    "linear_read_bwd": ("RETENTION", "LQ_ROW", "BIAS", "HAS_DELTA"),
+}
+"""Keys of the shared specialisation a kernel has no constexpr for: the chunk_linear kernels know only none and
+l2 retention (as ``HAS_ALPHA``), and the two that never form ``psi`` take no bias."""
 
 
 def _kernels():
-    from kernels.miras import chunk, chunk_mlp, fused_recurrent, fused_recurrent_mlp
+    from kernels.miras import chunk, chunk_linear, chunk_mlp, fused_recurrent, fused_recurrent_mlp
 
     return {
         "linear_fwd": (chunk._fwd_kernel, {"HAS_H0": False, "STORE_HT": False}),
         "linear_bwd": (chunk._bwd_kernel, {"HAS_H0": False, "HAS_DHT": False}),
+        "linear_state_fwd": (chunk_linear._fwd_state_kernel, {"HAS_H0": False, "STORE_HT": False}),
+        "linear_output_fwd": (chunk_linear._fwd_output_kernel, {}),
+        "linear_read_bwd": (chunk_linear._bwd_read_kernel, {}),
+        "linear_state_bwd": (chunk_linear._bwd_state_kernel, {"HAS_H0": False, "HAS_DHT": False}),
+        "linear_grads_bwd": (chunk_linear._bwd_grad_kernel, {}),
         "mlp_fwd": (chunk_mlp._mlp_fwd_kernel, {"STORE_STATES": True}),
         "mlp_bwd": (chunk_mlp._mlp_bwd_kernel, {"HAS_DHT": False}),
         "linear_decode": (fused_recurrent._fused_recurrent_kernel, {}),
@@ -48,8 +89,54 @@ def _kernels():
     }
 
 
-KERNELS = ("linear_fwd", "linear_bwd", "mlp_fwd", "mlp_bwd", "linear_decode", "mlp_decode")
-RETENTIONS = ("none", "l2", "lq", "kl")
+def _spec(name: str, retention: str):
+    from kernels.miras.spec import MemorySpec
+
+    return MemorySpec(arch="mlp" if name.startswith("mlp") else "linear", retention=retention)
+
+
+def serves(name: str) -> tuple[str, ...]:
+    """The retentions (l2 bias) whose memory runs on kernel ``name``: ``chunk_miras`` sends the linear memory with
+    retention none or l2 to ``chunk_linear.py`` and the rest to ``chunk.py``; decoding takes every retention the
+    chunk kernels take."""
+    from kernels.miras.chunk import check_supported
+    from kernels.miras.chunk_linear import covers
+
+    out = []
+    for retention in RETENTIONS:
+        spec = _spec(name, retention)
+        try:
+            check_supported(spec)
+        except NotImplementedError:
+            continue
+        if name in ("linear_fwd", "linear_bwd") and covers(spec):
+            continue
+        if name in CHUNK_LINEAR and not covers(spec):
+            continue
+        out.append(retention)
+    return tuple(out)
+
+
+def compiled_at(name: str, retention: str) -> bool:
+    """Whether a run compiles ``name`` at ``retention``: where it runs, and the replaced ``linear_fwd`` /
+    ``linear_bwd`` at the retentions the chunk-parallel kernels took over, to compare with them."""
+    from kernels.miras.chunk_linear import RETENTIONS as PARALLEL
+
+    return retention in serves(name) or (name in ("linear_fwd", "linear_bwd") and retention in PARALLEL)
+
+
+def launch_grid(name: str, head_dim: int, retention: str, B: int, T: int, H: int, chunk: int) -> tuple[int, ...]:
+    """The programs kernel ``name`` launches for ``B`` sequences of ``T`` tokens and ``H`` heads of ``head_dim``."""
+    from kernels.miras.chunk import program_grid
+    from kernels.miras.chunk_linear import launch_grids
+
+    spec = _spec(name, retention)
+    if name.endswith("_decode"):
+        return (B, H)  # fused_recurrent_miras(_mlp): one program per (sequence, head)
+    grid = program_grid(spec, B, H, head_dim, head_dim)
+    if name in CHUNK_LINEAR:
+        return launch_grids(B, B * math.ceil(T / chunk), H, grid[-1])[CHUNK_LINEAR[name]]
+    return grid
 
 
 def constexprs(name: str, head_dim: int, chunk: int, extra: dict, retention: str = "l2") -> dict:
@@ -61,13 +148,12 @@ def constexprs(name: str, head_dim: int, chunk: int, extra: dict, retention: str
     common |= {"HAS_ALPHA": retention != "none", "HAS_DELTA": False, "IS_VARLEN": False, "H": 16, **extra}
     if name.startswith("linear"):
         from kernels.miras.chunk import value_block
-        from kernels.miras.spec import MemorySpec
 
-        BV = value_block(MemorySpec(arch="linear", retention=retention), head_dim, head_dim)
+        BV = value_block(_spec(name, retention), head_dim, head_dim)
         linear = common | {"K": head_dim, "V": head_dim, "BK": head_dim, "BV": BV}
         if name == "linear_decode":
             return {k: v for k, v in linear.items() if k not in ("BT", "IS_VARLEN")}
-        return linear
+        return {k: v for k, v in linear.items() if k not in NOT_CONSTEXPR.get(name, ())}
     E = 4 * head_dim
     BET = min(E, tile_e(head_dim))
     mlp = {"D": head_dim, "E": E, "BD": head_dim, "BW": max(head_dim, chunk), "BET": BET, "NE": E // BET}
@@ -103,6 +189,24 @@ def _ptxas(ptx: str, arch: str) -> dict:
     raise RuntimeError(f"no bundled ptxas ({', '.join(b.name for b in binaries)}) assembles this PTX")
 
 
+def signature(name: str) -> dict[str, str]:
+    """Triton's type of every argument of kernel ``name``: ``constexpr``, bf16 or fp32 pointers, i32 sizes, fp32
+    scalars."""
+    kernel, _ = _kernels()[name]
+    while hasattr(kernel, "fn"):  # autotuner -> jit (or interpreted) function -> the Python function
+        kernel = kernel.fn
+    types = {}
+    for param in inspect.signature(kernel).parameters.values():
+        if "constexpr" in str(param.annotation):
+            types[param.name] = "constexpr"
+        elif param.name.endswith("_ptr"):
+            bf16, i32 = param.name in BF16_POINTERS, param.name in INT_POINTERS
+            types[param.name] = "*bf16" if bf16 else "*i32" if i32 else "*fp32"
+        else:
+            types[param.name] = "i32" if param.name in INT_ARGS else "fp32"
+    return types
+
+
 def compile_kernel(
     name: str,
     head_dim: int,
@@ -116,53 +220,108 @@ def compile_kernel(
     kernel, extra = _kernels()[name]
     fn = kernel if hasattr(kernel, "params") else kernel.fn
     consts = constexprs(name, head_dim, chunk, extra, retention)
-    signature = {}
-    for param in fn.params:
-        if param.is_constexpr:
-            signature[param.name] = "constexpr"
-        elif param.name.endswith("_ptr"):
-            signature[param.name] = "*bf16" if param.name in BF16_POINTERS else "*fp32"
-        else:
-            signature[param.name] = "i32" if param.name in INT_ARGS else "fp32"
-    missing = [n for n, kind in signature.items() if kind == "constexpr" and n not in consts]
+    types = signature(name)
+    missing = [n for n, kind in types.items() if kind == "constexpr" and n not in consts]
     if missing:
         raise ValueError(f"{name}: no value for constexpr {missing}")
-    source = ASTSource(fn, signature=signature, constexprs={n: consts[n] for n in signature if n in consts})
+    source = ASTSource(fn, signature=types, constexprs={n: consts[n] for n in types if n in consts})
     capability = int(re.sub(r"\D", "", arch))
     compiled = triton.compile(
         source, target=GPUTarget("cuda", capability, 32), options={"num_warps": num_warps, "num_stages": num_stages}
     )
     row = {"kernel": name, "head_dim": head_dim, "chunk": chunk, "retention": retention}
-    row |= {"num_warps": num_warps, "num_stages": num_stages}
+    row |= {"num_warps": num_warps, "num_stages": num_stages, "BV": consts.get("BV")}
     shared = compiled.metadata.shared
     fits = shared <= SHARED_LIMIT[arch] if arch in SHARED_LIMIT else None
     return row | {"shared_bytes": shared, "fits": fits, **_ptxas(compiled.asm["ptx"], arch)}
 
 
+ROW_KEY = ("kernel", "head_dim", "chunk", "retention", "num_warps", "num_stages")
+
+
+def _order(row: dict) -> tuple:
+    kernel = KERNELS.index(row["kernel"]) if row["kernel"] in KERNELS else len(KERNELS)
+    retention = RETENTIONS.index(row["retention"]) if row["retention"] in RETENTIONS else len(RETENTIONS)
+    return (kernel, row["head_dim"], retention, row["chunk"], row["num_warps"], row["num_stages"])
+
+
+def annotate(row: dict) -> dict:
+    """``row`` with what the current code says about it: the retentions its kernel serves, whether its own
+    retention is one of them, and its launch grids (:data:`SHAPES`)."""
+    name, retention = row["kernel"], row["retention"]
+    grids = {f"{B}x{T}x{H}": list(launch_grid(name, row["head_dim"], retention, B, T, H, row["chunk"]))
+             for B, T, H in SHAPES}  # fmt: skip
+    return row | {"serves": list(serves(name)), "runs": retention in serves(name), "grids": grids}
+
+
+def merge(previous: dict | None, record: dict) -> dict:
+    """``record`` with the rows of ``previous`` (same arch) that it did not recompile; rows without their own git
+    sha or Triton version take those of ``previous``. Sorted by kernel, D, retention."""
+    rows = {tuple(r[k] for k in ROW_KEY): r for r in record["results"]}
+    kept, runs = [], []
+    if previous is not None and previous.get("arch") == record["arch"]:
+        for r in previous.get("results", []):
+            if tuple(r[k] for k in ROW_KEY) not in rows:
+                kept.append({"git": previous.get("git"), "triton": previous.get("triton")} | r)
+        runs = previous.get("runs") or [{k: previous.get(k) for k in ("git", "triton", "command")}]
+    this = {k: record[k] for k in ("git", "triton", "command")}
+    gits = {r.get("git", record["git"]) for r in kept} | {record["git"]}
+    runs = [run for run in runs if run["git"] in gits and run != this] + [this]
+    return record | {"runs": runs, "results": sorted([*rows.values(), *kept], key=_order)}
+
+
 def to_markdown(record: dict) -> str:
     limit = SHARED_LIMIT.get(record["arch"])
+    shapes = " and ".join(f"B = {B}, T = {T}, H = {H}" for B, T, H in SHAPES)
+    tritons = sorted({r.get("triton", record["triton"]) for r in record["results"]})
+    runs = record.get("runs") or [{k: record[k] for k in ("git", "triton", "command")}]
     lines = [
         "# Miras Triton kernels: registers, spills and shared memory per program",
         "",
-        f"Target {record['arch']}; triton {record['triton']}; git {record['git']}. Command: `{record['command']}`.",
-        "Specialisation: l2 bias, channel-wise gates, bf16 q, k, v, o, do; fp32 states, products (tf32x3) and",
-        "accumulation. " + (f"fits: shared memory within the {limit} B a block may use." if limit else ""),
+        f"Target {record['arch']}; triton {', '.join(tritons)}; git {record['git']} (the last run). Each run merges "
+        "into the rows already here; the git column names the commit each row was compiled at. Runs: "
+        + "; ".join(f"`{run['command']}` at git {run['git']}" for run in runs)
+        + ".",
+        "Specialisation: l2 bias, channel-wise gates, no varlen, 16 heads, bf16 q, k, v, o, do; fp32 states, "
+        "products (tf32x3) and accumulation; BV: the value block `chunk.value_block` picks (linear memory). "
+        + (f"fits: shared memory within the {limit} B a block may use." if limit else ""),
         "",
-        "| kernel | D | chunk | retention | warps | stages | registers | spill stores B | spill loads B | stack B "
-        "| shared B | fits |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "`serves`: the retentions whose memory runs on the kernel today. `chunk_miras` sends the linear memory with "
+        "retention none or l2 to the five chunk-parallel kernels of `kernels/miras/chunk_linear.py` "
+        "(`linear_state_fwd`, `linear_output_fwd`, `linear_read_bwd`, `linear_state_bwd`, `linear_grads_bwd`), so "
+        "`linear_fwd` / `linear_bwd` (`chunk.py`) now serve only lq, elastic and kl: their rows at none or l2 "
+        "(marked *not run*) describe the kernel they replaced. Grids: programs launched at "
+        f"{shapes} (`chunk.program_grid`, `chunk_linear.launch_grids`; programs per SM and chunks walked per "
+        "program in [miras_launch_grid.md](miras_launch_grid.md)).",
+        "",
     ]
+    columns = ["kernel", "D", "chunk", "retention", "serves", "warps", "stages", "BV", "registers", "spill stores B"]
+    columns += ["spill loads B", "stack B", "shared B", "fits", *(f"grid {B}x{T}x{H}" for B, T, H in SHAPES), "git"]
+    lines += ["| " + " | ".join(columns) + " |", "| " + " | ".join(["---"] * len(columns)) + " |"]
     keys = ("registers", "spill_stores_bytes", "spill_loads_bytes", "stack_bytes", "shared_bytes", "fits")
     for r in record["results"]:
-        head = [r["kernel"], r["head_dim"], r["chunk"], r["retention"], r["num_warps"], r["num_stages"]]
+        r = annotate(r)
+        retention = r["retention"] if r["runs"] else f"{r['retention']} (*not run*)"
+        head = [r["kernel"], r["head_dim"], r["chunk"], retention, ", ".join(r["serves"]), r["num_warps"]]
+        head += [r["num_stages"], r.get("BV") or "-"]
         cells = [r.get(k, "-") for k in keys[:-1]] + [{True: "yes", False: "**no**", None: "-"}[r.get("fits")]]
+        cells += [tuple(r["grids"][f"{B}x{T}x{H}"]) for B, T, H in SHAPES] + [r.get("git", record["git"])]
         lines.append("| " + " | ".join(str(c) for c in head + cells) + " |")
     return "\n".join(lines) + "\n"
 
 
+def _names(requested: list[str]) -> list[str]:
+    out = []
+    for name in requested:
+        for kernel in GROUPS.get(name, (name,)):
+            if kernel not in out:
+                out.append(kernel)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.miras_resources", description=__doc__)
-    parser.add_argument("--kernels", nargs="+", choices=KERNELS, default=list(KERNELS))
+    parser.add_argument("--kernels", nargs="+", choices=[*KERNELS, *GROUPS], default=list(KERNELS))
     parser.add_argument("--head-dims", nargs="+", type=int, default=[64, 128])
     parser.add_argument("--retentions", nargs="+", choices=RETENTIONS, default=["l2", "kl"])
     parser.add_argument("--chunk-size", type=int, default=64)
@@ -172,24 +331,34 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--num-stages", type=int, default=1)
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "benchmarks")
+    parser.add_argument("--fresh", action="store_true", help="drop the rows of the record already there")
     args = parser.parse_args(argv)
     command = " ".join(sys.argv[1:] if argv is None else argv)
+    git = git_tag(REPO)
     record = {
         "arch": args.arch,
         "triton": triton.__version__,
-        "git": git_tag(REPO),
+        "git": git,
         "command": f"python -m benchmarks.miras_resources {command}".strip(),
         "results": [],
     }
     stem = args.out / f"miras_resources_{args.arch}"
-    for name in args.kernels:
+    json_path = stem.with_suffix(".json")
+    previous = None if args.fresh or not json_path.exists() else json.loads(json_path.read_text())
+    for name in _names(args.kernels):
         for head_dim in args.head_dims:
             for retention in args.retentions:
+                if not compiled_at(name, retention):
+                    print(f"skip {name} at retention {retention}: not among {serves(name)}", flush=True)
+                    continue
                 warps = args.num_warps or (DECODE_WARPS if name.endswith("_decode") else 4)
                 row = compile_kernel(name, head_dim, args.chunk_size, args.arch, warps, args.num_stages, retention)
+                row |= {"git": git, "triton": triton.__version__}
                 record["results"].append(row)
                 print(json.dumps(row), flush=True)
-                write_record(stem, record, to_markdown(record))
+                merged = merge(previous, record)
+                merged["results"] = [annotate(r) for r in merged["results"]]
+                write_record(stem, merged, to_markdown(merged))
     print(f"wrote {stem}.json and {stem}.md")
     return 0
 

@@ -36,6 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.miras.chunk_linear import ChunkLinearFunction, covers
 from kernels.miras.chunk_mlp import chunk_miras_mlp
 from kernels.miras.common import (
     BIAS_CODES,
@@ -629,17 +630,13 @@ def chunk_miras(
     if initial_state is not None or spec.retention == "kl":
         # Memora starts from the uniform simplex, not from zeros: the first lag step takes its gradient there
         h0 = _initial(initial_state, spec, N, H, K, V, q.float())[0][0].float().contiguous()
-    o, ht = ChunkMirasFunction.apply(
-        q.contiguous(),
-        k.contiguous(),
-        v.contiguous(),
-        *kernel_gates(spec, eta, alpha, delta, K, V),
-        h0,
-        spec,
-        chunk_size,
-        None if cu_seqlens is None else cu_seqlens.to(torch.int32),
-        output_final_state,
-    )
+    args = (q.contiguous(), k.contiguous(), v.contiguous(), *kernel_gates(spec, eta, alpha, delta, K, V), h0, spec,
+            chunk_size, None if cu_seqlens is None else cu_seqlens.to(torch.int32), output_final_state)  # fmt: skip
+    # retention none / l2: the chunk-parallel kernels of chunk_linear.py
+    if covers(spec):
+        o, ht = ChunkLinearFunction.apply(*args, value_block(spec, K, V))
+    else:
+        o, ht = ChunkMirasFunction.apply(*args)
     if not output_final_state:
         return o, None
     final = {"weights": (_lq_normalise(ht, spec),) if spec.retention == "lq" else (ht,)}

@@ -1,6 +1,6 @@
 """The launch-grid report counts the programs the chunk kernels really launch."""
 
-from benchmarks.miras_grid import markdown, rows
+from benchmarks.miras_grid import chunk_parallel_rows, markdown, rows
 from kernels.miras import PRESETS
 from kernels.miras.chunk import program_grid, value_block
 
@@ -14,3 +14,13 @@ def test_grid_counts_programs_and_serial_chunks():
     blocks = -(-128 // value_block(PRESETS["yaad_linear"], 128, 128))
     assert linear["programs"] == 4 * 16 * blocks and program_grid(PRESETS["moneta"], 4, 16, 64, 64) == (4, 16)
     assert "| moneta | 64 | 4 x 4096 x 16 | (4, 16) | 64 | 0.48 | 64 | 64 |" in markdown(rows(), "abc")
+
+
+def test_chunk_parallel_grids_cover_every_chunk():
+    table = {(r["memory"], r["D"], r["B"], r["kernel"]): r for r in chunk_parallel_rows()}
+    state = table["l2 bias, l2 retention", 128, 4, "fwd_state"]
+    assert state["grid"] == [4, 16, 4] and state["chunks_per_program"] == 64
+    grads = table["l2 bias, l2 retention", 128, 1, "bwd_grads"]
+    assert grads["grid"] == [512, 16, 4] and grads["programs"] == 32768 and grads["chunks_per_program"] == 1
+    assert table["yaad_linear", 64, 4, "fwd_output"]["programs"] == 4 * 64 * 16
+    assert "## Chunk-parallel linear memory" in markdown(rows(), "abc", chunk_parallel_rows())
