@@ -84,13 +84,21 @@ def gained_read(gain: torch.Tensor, q: torch.Tensor, o: torch.Tensor) -> torch.T
 def triton_unsupported(spec: MemorySpec, chunk_size: int, head_dim: int) -> str | None:
     """Why the Triton chunk kernel cannot run this memory (None when it can)."""
     try:
-        check_supported(spec)
+        check_supported(spec, decoding=False)
         check_head_dim(spec, head_dim)
     except NotImplementedError as err:
         return str(err)
     if chunk_size not in CHUNK_SIZES:
         return f"mixer.chunk_size={chunk_size} is not one of the Triton kernels' chunk sizes {CHUNK_SIZES}"
     return None
+
+
+def _decoding_supported(spec: MemorySpec) -> bool:
+    try:
+        check_supported(spec)
+    except NotImplementedError:
+        return False
+    return True
 
 
 def memory_spec(config: MixerConfig) -> MemorySpec:
@@ -134,6 +142,7 @@ class MirasLayer(nn.Module):
         self.backend = config.backend
         self.n_head, self.head_dim = config.n_head, d_model // config.n_head
         self.kernel_reason = triton_unsupported(self.spec, config.chunk_size, self.head_dim)
+        self.decoding_kernel = _decoding_supported(self.spec)
         if config.backend == "triton" and self.kernel_reason:
             raise ConfigError(f"mixer.backend='triton' is invalid for mixer.name={config.name!r}: {self.kernel_reason}")
         self.chunk_size = config.chunk_size
@@ -284,8 +293,10 @@ class MirasLayer(nn.Module):
 
     def decodes(self, q: torch.Tensor) -> bool:
         """Whether this call decodes on ``fused_recurrent_miras`` (O(1) per token): fewer tokens than a chunk,
-        no gradients, on the Triton path."""
-        return q.shape[1] < self.chunk_size and not torch.is_grad_enabled() and self.use_triton(q)
+        no gradients, on the Triton path, for a memory the decoding kernel reads as the chunk kernel does (else
+        the chunk kernel writes the pending tokens again)."""
+        short = q.shape[1] < self.chunk_size and not torch.is_grad_enabled()
+        return short and self.decoding_kernel and self.use_triton(q)
 
     def _decode(self, q, k, v, eta, alpha, delta, state):
         """Continue from the chunk-start memory and the running terms after the pending tokens (written once

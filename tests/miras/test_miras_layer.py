@@ -338,3 +338,27 @@ def test_presets_carry_the_working_parametrisation_and_the_paper_ln_stays_select
     assert layer("yaad").log_gain is None and layer("moneta", memory=MONETA.replace(arch="linear")).log_gain is None
     with pytest.raises(ConfigError, match="mixer.alpha_init_min=0.99 is invalid"):
         MixerConfig(alpha_init=0.9, alpha_init_min=0.99)
+
+
+def test_memoras_tangent_read_trains_on_the_chunk_kernel_and_decodes_by_writing_its_chunk_again():
+    """The decoding kernel reads a chunk linearly, so the preset's tangent read decodes through the chunk kernel,
+    which writes the pending tokens again from the chunk start: token by token equals the whole sequence."""
+    memory = MEMORA.replace(kl_read="tangent")
+    triton_layer = layer("miras", memory=memory, chunk_size=16, backend="triton")
+    assert triton_layer.kernel_reason is None and not triton_layer.decoding_kernel
+    assert layer("miras", memory=MEMORA, chunk_size=16, backend="triton").decoding_kernel
+    with torch.no_grad():
+        for w in triton_layer.memory_init:
+            w.normal_(0, 0.3)
+        x = torch.randn(2, 40, 16)
+        whole, _ = triton_layer(x)
+        pieces, state = [], None
+        for a, b in ((0, 20), (20, 21), (21, 22), (22, 40)):
+            y, state = triton_layer(x[:, a:b], state)
+            pieces.append(y)
+            assert "recurrent" not in state
+        reference = copy.deepcopy(triton_layer).double()
+        reference.backend = "torch"
+        wide, _ = reference(x.double())
+    assert_close("whole", wide, whole, 1e-3)
+    assert_close("decoded", wide, torch.cat(pieces, 1), max(1e-5, 4 * relative_rms(wide, whole)))
