@@ -116,7 +116,8 @@ def _chunk_parallel_markdown(table: list[dict]) -> list[str]:
         "The state passes (`fwd_state`, `bwd_state`) run one program per (sequence, head, value block) and walk the "
         "chunks in order; `fwd_output`, `bwd_read` and `bwd_grads` run one program per (chunk, head, value block). "
         "Huber's head switch keeps whole value rows, and `chunk.check_head_dim` still refuses such heads at D = 128 "
-        "(the shared memory of these kernels is not measured yet).",
+        "(registers, spills and shared memory of the five kernels: "
+        "[miras_resources_sm_90a.md](miras_resources_sm_90a.md)).",
         "",
         "| memory | D | B x T x H | kernel | grid | programs | programs per SM | chunks walked per program |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",

@@ -151,7 +151,8 @@ def constexprs(name: str, head_dim: int, chunk: int, extra: dict, retention: str
 
         BV = value_block(_spec(name, retention), head_dim, head_dim)
         linear = common | {"K": head_dim, "V": head_dim, "BK": head_dim, "BV": BV}
-        if name == "linear_decode":
+        if name == "linear_decode":  # fused_recurrent_miras: one program per (sequence, head), whole value rows
+            linear["BV"] = max(16, triton.next_power_of_2(head_dim))
             return {k: v for k, v in linear.items() if k not in ("BT", "IS_VARLEN")}
         return {k: v for k, v in linear.items() if k not in NOT_CONSTEXPR.get(name, ())}
     E = 4 * head_dim
@@ -283,7 +284,8 @@ def to_markdown(record: dict) -> str:
         + "; ".join(f"`{run['command']}` at git {run['git']}" for run in runs)
         + ".",
         "Specialisation: l2 bias, channel-wise gates, no varlen, 16 heads, bf16 q, k, v, o, do; fp32 states, "
-        "products (tf32x3) and accumulation; BV: the value block `chunk.value_block` picks (linear memory). "
+        "products (tf32x3) and accumulation; BV: value columns per program (linear memory: `chunk.value_block`'s "
+        "blocks in the chunk kernels, whole heads in decoding). "
         + (f"fits: shared memory within the {limit} B a block may use." if limit else ""),
         "",
         "`serves`: the retentions whose memory runs on the kernel today. `chunk_miras` sends the linear memory with "

@@ -190,8 +190,9 @@ def _mlp_recurrent_kernel(
 
 CHUNK_ONLY = ("BT", "BW", "IS_VARLEN")
 DECODE_WARPS = 8
-"""Warps per decoding program (both memories). On sm_90a at 4 every head size spills registers; at 8 none does
-but the linear memory's at ``D = 128`` with lq (2.6 KB): ``reports/benchmarks/miras_resources_sm_90a.md``."""
+"""Warps per decoding program (both memories). On sm_90a at 4 every head size spilled registers; at 8 the MLP
+memory's spills at no head size and the linear memory's (whole ``[K, V]`` states) at ``D = 64`` at none, but at
+``D = 128`` it spills 1.4 KB (l2), 2.6 KB (lq) and 6.5 KB (kl): ``reports/benchmarks/miras_resources_sm_90a.md``."""
 
 
 def _fresh(shapes, like: torch.Tensor, value: float) -> tuple[torch.Tensor, ...]:

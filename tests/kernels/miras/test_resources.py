@@ -40,6 +40,8 @@ def test_chunk_linear_kernels_take_the_value_block_and_grids_of_chunk_linear():
     assert resources.launch_grid("linear_state_fwd", 128, "l2", 1, 32768, 16, 64) == (1, 16, 4)
     assert resources.launch_grid("linear_fwd", 128, "lq", 4, 4096, 16, 64) == (4, 16, 1)
     assert resources.launch_grid("mlp_bwd", 64, "kl", 1, 32768, 16, 64) == (1, 16)
+    assert resources.constexprs("linear_bwd", 128, 64, {}, "kl")["BV"] == 32
+    assert resources.constexprs("linear_decode", 128, 64, {}, "kl")["BV"] == 128  # decoding keeps whole heads
 
 
 def test_serves_follows_the_dispatch():
