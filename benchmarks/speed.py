@@ -9,10 +9,13 @@ Every method runs on inputs of one shape ``B x T x H x D`` in one process, so th
 - ``moneta``, ``yaad``, ``memora``: the presets (2-layer residual+LN MLP memory, expansion 4) on
   :func:`kernels.miras.chunk.chunk_miras`; ``*_linear``: the same bias and retention on the linear memory;
   ``naive:<preset>``: the same memory on :func:`kernels.miras.naive_chunk_miras` (torch autograd, same GPU);
-- ``gated_deltanet`` (fla ``chunk_gated_delta_rule``), ``ttt_linear`` (fla ``chunk_ttt_linear``),
-  ``titans_linear`` (fla ``chunk_titans_linear``, torch), ``titans_pytorch`` (the ``titans-pytorch`` package's
+- ``memora_tangent``: Memora with the tangent chunk read of the model's preset;
+- ``gated_deltanet`` (fla ``chunk_gated_delta_rule``), ``deltanet`` (fla ``chunk_delta_rule``),
+  ``ttt_linear`` (fla ``chunk_ttt_linear``), ``titans_linear`` (fla ``chunk_titans_linear``, torch),
+  ``titans_pytorch`` (the ``titans-pytorch`` package's
   ``NeuralMemory`` with a 2-layer expansion-4 MLP memory, momentum off, per-token gradients taken at the
-  weights of each ``chunk``-token batch: the chunk algorithm of section 5.4) and ``sdpa`` (causal attention).
+  weights of each ``chunk``-token batch: the chunk algorithm of section 5.4), ``sdpa`` (causal attention) and
+  ``flash_attention`` (the ``flash-attn`` package's ``flash_attn_func``, where installed).
 
 Times are medians of ``--repeats`` runs after ``--warmup``, synchronised on CUDA; peak memory is the
 allocator's high-water mark over one forward+backward above what the inputs hold. ``FLOPS`` states the count
@@ -145,6 +148,19 @@ def gated_deltanet(s: Shape, dtype, device, chunk: int):
     return (lambda: chunk_gated_delta_rule(q, k, v, log_alpha, beta)[0]), leaves
 
 
+def deltanet(s: Shape, dtype, device, chunk: int):
+    _need_cuda(device)
+    from fla.ops.delta_rule import chunk_delta_rule
+
+    g = torch.Generator(device=device).manual_seed(0)
+    q, k, v = _unit(_randn(s, g, device, dtype)), _unit(_randn(s, g, device, dtype)), _randn(s, g, device, dtype)
+    beta = _gates(s, g, device)[0].to(dtype)
+    leaves = [q, k, v, beta]
+    for x in leaves:
+        x.requires_grad_()
+    return (lambda: chunk_delta_rule(q, k, v, beta)[0]), leaves
+
+
 def ttt_linear(s: Shape, dtype, device, chunk: int):
     _need_cuda(device)
     from fla.ops.ttt import chunk_ttt_linear
@@ -207,6 +223,17 @@ def sdpa(s: Shape, dtype, device, chunk: int):
     return (lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)), [q, k, v]
 
 
+def flash_attention(s: Shape, dtype, device, chunk: int):
+    _need_cuda(device)
+    try:
+        from flash_attn import flash_attn_func
+    except ImportError as error:
+        raise Unavailable(f"flash-attn is not installed ({error})") from None
+    g = torch.Generator(device=device).manual_seed(0)
+    q, k, v = (_randn(s, g, device, dtype).requires_grad_() for _ in range(3))
+    return (lambda: flash_attn_func(q, k, v, causal=True)), [q, k, v]
+
+
 def _linear(spec: MemorySpec) -> MemorySpec:
     return dataclasses.replace(spec, arch="linear")
 
@@ -246,15 +273,20 @@ def decoder(spec: MemorySpec, how: str) -> Callable:
     return build
 
 
+TANGENT = PRESETS["memora"].replace(kl_read="tangent")
+"""Memora as the model's preset reads its chunks (``miras.presets.MEMORIES``)."""
 METHODS: dict[str, tuple[Callable, Callable]] = {
     **{name: (miras(spec, False), mlp_flops) for name, spec in PRESETS.items()},
     **{f"{name}_linear": (miras(_linear(spec), False), linear_flops) for name, spec in PRESETS.items()},
     **{f"naive:{name}": (miras(spec, True), mlp_flops) for name, spec in PRESETS.items()},
+    "memora_tangent": (miras(TANGENT, False), mlp_flops),
     "gated_deltanet": (gated_deltanet, linear_flops),
+    "deltanet": (deltanet, linear_flops),
     "ttt_linear": (ttt_linear, linear_flops),
     "titans_linear": (titans_linear, linear_flops),
     "titans_pytorch": (titans_pytorch, mlp_flops),
     "sdpa": (sdpa, attention_flops),
+    "flash_attention": (flash_attention, attention_flops),
 }
 """name -> (build(shape, dtype, device, chunk) -> (forward, leaves), forward FLOPs(shape, chunk))."""
 DECODERS: dict[str, Callable] = {
@@ -416,17 +448,26 @@ def to_markdown(record: dict) -> str:
         f"Device: {record['device']}; {record['dtype']}; chunk {record['chunk_size']}; {versions}; "
         f"git {record['git']}. Command: `{record['command']}`.",
         "",
-        "| method | B x T x H x D | fwd ms | fwd+bwd ms | fwd+bwd / GDN | peak MiB | GFLOP fwd | TFLOP/s fwd | "
-        "TFLOP/s fwd+bwd | status |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| method | B x T x H x D | fwd ms | fwd+bwd ms | fwd+bwd / GDN | / DeltaNet | / SDPA | peak MiB | "
+        "peak / GDN | GFLOP fwd | TFLOP/s fwd | TFLOP/s fwd+bwd | status |",
+        "|" + " --- |" * 13,
     ]
     rows = {(r["method"], r["shape"]): r for r in record["results"] if r["status"] == "ok"}
     for r in record["results"]:
         ms = [_cell(1e3 * r[k] if k in r else None, ".3f") for k in ("fwd_s", "fwd_bwd_s")]
-        gdn = _ratio(rows, r["shape"], r["method"], "gated_deltanet", "fwd_bwd_s")
+        ratios = [
+            _cell(_ratio(rows, r["shape"], r["method"], peer, key), ".2f")
+            for peer, key in (
+                ("gated_deltanet", "fwd_bwd_s"),
+                ("deltanet", "fwd_bwd_s"),
+                ("sdpa", "fwd_bwd_s"),
+                ("gated_deltanet", "peak_mib"),
+            )
+        ]
         lines.append(
-            f"| {r['method']} | {r['shape']} | {ms[0]} | {ms[1]} | {_cell(gdn, '.2f')} | "
-            f"{_cell(r.get('peak_mib'), '.0f')} | {_cell(r.get('gflop_fwd'), '.1f')} | "
+            f"| {r['method']} | {r['shape']} | {ms[0]} | {ms[1]} | {' | '.join(ratios[:3])} | "
+            f"{_cell(r.get('peak_mib'), '.0f')} | {ratios[3]} | "
+            f"{_cell(r.get('gflop_fwd'), '.1f')} | "
             f"{_cell(r.get('tflops_fwd'), '.2f')} | {_cell(r.get('tflops_fwd_bwd'), '.2f')} | {r['status']} |"
         )
     lines += ["", "## Targets (T = 4096)", "", "| target | shape | ratio | met |", "| --- | --- | --- | --- |"]

@@ -19,6 +19,13 @@ def test_bench_writes_rows_statuses_and_targets(tmp_path):
     assert record["git"] and record["versions"]["torch"]
     markdown = (tmp_path / "miras_cpu.md").read_text()
     assert "| memora | 1x20x1x16 |" in markdown and "unavailable: needs CUDA" in markdown
+    assert "| fwd+bwd / GDN | / DeltaNet | / SDPA | peak MiB | peak / GDN |" in markdown
+
+
+def test_the_peers_of_the_issue_are_methods():
+    from benchmarks.speed import METHODS
+
+    assert {"gated_deltanet", "deltanet", "sdpa", "flash_attention", "memora_tangent"} <= set(METHODS)
 
 
 def test_bench_times_decoding_steps(tmp_path):
