@@ -4,10 +4,10 @@ Today's chunk kernels run one program per (sequence, head), times the value bloc
 every program walks all ``T / chunk`` chunks of its sequence in order. At fla's benchmark shape
 (``B = 4, T = 4096, H = 16``) and at one long sequence (``B = 1, T = 32768``) that is far fewer programs than an
 H100 has streaming multiprocessors (132), each doing many serial steps: the gap a chunk-parallel kernel closes.
-The linear memory with retention ``none`` or ``l2`` runs on such kernels (``kernels/miras/chunk_linear.py``): two
-state passes on that grid and three kernels over every chunk, listed in a second table. Pure arithmetic on the
-kernels' own :func:`kernels.miras.chunk.program_grid` and :func:`kernels.miras.chunk_linear.launch_grids`; writes
-``reports/benchmarks/miras_launch_grid.{md,json}``.
+The linear memory with retention ``none``, ``l2`` or ``elastic`` runs on such kernels
+(``kernels/miras/chunk_linear.py``): two state passes on that grid and three kernels over every chunk, listed in a
+second table. Pure arithmetic on the kernels' own :func:`kernels.miras.chunk.program_grid` and
+:func:`kernels.miras.chunk_linear.launch_grids`; writes ``reports/benchmarks/miras_launch_grid.{md,json}``.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def markdown(table: list[dict], git: str, chunk_parallel: list[dict] | None = No
         "# Miras chunk kernels: launch grid",
         "",
         f"`python -m benchmarks.miras_grid` (git {git}). Forward and backward launch the same grid (the linear "
-        "memory with retention `none` or `l2` runs on the chunk-parallel kernels below instead); decoding "
+        "memory with retention `none`, `l2` or `elastic` runs on the chunk-parallel kernels below instead); decoding "
         f"(`fused_recurrent_miras`) launches one program per (sequence, head). Chunks of {CHUNK}; an H100 has "
         f"{H100_SMS} SMs.",
         "",

@@ -67,8 +67,8 @@ NOT_CONSTEXPR = {
     "linear_output_fwd": ("RETENTION", "LQ_ROW", "BIAS", "HAS_DELTA"),
     "linear_read_bwd": ("RETENTION", "LQ_ROW", "BIAS", "HAS_DELTA"),
 }
-"""Keys of the shared specialisation a kernel has no constexpr for: the chunk_linear kernels know only none and
-l2 retention (as ``HAS_ALPHA``), and the two that never form ``psi`` take no bias."""
+"""Keys of the shared specialisation a kernel has no constexpr for: the chunk_linear kernels know retention through
+``HAS_ALPHA`` (and ``ELASTIC`` in the state passes), and the two that never form ``psi`` take no bias."""
 
 
 def _kernels():
@@ -97,8 +97,8 @@ def _spec(name: str, retention: str):
 
 def serves(name: str) -> tuple[str, ...]:
     """The retentions (l2 bias) whose memory runs on kernel ``name``: ``chunk_miras`` sends the linear memory with
-    retention none or l2 to ``chunk_linear.py`` and the rest to ``chunk.py``; decoding takes every retention the
-    chunk kernels take."""
+    retention none, l2 or elastic to ``chunk_linear.py`` and the rest to ``chunk.py``; decoding takes every
+    retention the chunk kernels take."""
     from kernels.miras.chunk import check_supported
     from kernels.miras.chunk_linear import covers
 
@@ -151,6 +151,8 @@ def constexprs(name: str, head_dim: int, chunk: int, extra: dict, retention: str
 
         BV = value_block(_spec(name, retention), head_dim, head_dim)
         linear = common | {"K": head_dim, "V": head_dim, "BK": head_dim, "BV": BV}
+        if name in ("linear_state_fwd", "linear_state_bwd"):  # elastic's soft threshold lives in the state passes
+            linear["ELASTIC"] = retention == "elastic"
         if name == "linear_decode":  # fused_recurrent_miras: one program per (sequence, head), whole value rows
             linear["BV"] = max(16, triton.next_power_of_2(head_dim))
             return {k: v for k, v in linear.items() if k not in ("BT", "IS_VARLEN")}
@@ -289,9 +291,9 @@ def to_markdown(record: dict) -> str:
         + (f"fits: shared memory within the {limit} B a block may use." if limit else ""),
         "",
         "`serves`: the retentions whose memory runs on the kernel today. `chunk_miras` sends the linear memory with "
-        "retention none or l2 to the five chunk-parallel kernels of `kernels/miras/chunk_linear.py` "
+        "retention none, l2 or elastic to the five chunk-parallel kernels of `kernels/miras/chunk_linear.py` "
         "(`linear_state_fwd`, `linear_output_fwd`, `linear_read_bwd`, `linear_state_bwd`, `linear_grads_bwd`), so "
-        "`linear_fwd` / `linear_bwd` (`chunk.py`) now serve only lq, elastic and kl: their rows at none or l2 "
+        "`linear_fwd` / `linear_bwd` (`chunk.py`) now serve only lq and kl: their rows at none or l2 "
         "(marked *not run*) describe the kernel they replaced. Grids: programs launched at "
         f"{shapes} (`chunk.program_grid`, `chunk_linear.launch_grids`; programs per SM and chunks walked per "
         "program in [miras_launch_grid.md](miras_launch_grid.md)).",

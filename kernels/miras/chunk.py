@@ -632,7 +632,7 @@ def chunk_miras(
         h0 = _initial(initial_state, spec, N, H, K, V, q.float())[0][0].float().contiguous()
     args = (q.contiguous(), k.contiguous(), v.contiguous(), *kernel_gates(spec, eta, alpha, delta, K, V), h0, spec,
             chunk_size, None if cu_seqlens is None else cu_seqlens.to(torch.int32), output_final_state)  # fmt: skip
-    # retention none / l2: the chunk-parallel kernels of chunk_linear.py
+    # retention none / l2 / elastic: the chunk-parallel kernels of chunk_linear.py
     if covers(spec):
         o, ht = ChunkLinearFunction.apply(*args, value_block(spec, K, V))
     else:

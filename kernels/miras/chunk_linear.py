@@ -1,4 +1,5 @@
-"""Chunk-parallel Triton kernels of the linear Miras memory ``M(x) = x W`` with retention ``none`` or ``l2``.
+"""Chunk-parallel Triton kernels of the linear Miras memory ``M(x) = x W`` with retention ``none``, ``l2`` or
+``elastic``.
 
 The same function as ``chunk._fwd_kernel`` / ``chunk._bwd_kernel`` (Eq. 28-29, chunk equations in ``chunk.py``),
 split as flash-linear-attention splits its chunked delta rule: only the state recurrence runs chunk by chunk, in a
@@ -17,8 +18,9 @@ into runs in programs over (global chunk, head, value block). With ``g`` the wit
 the chunk start, ``P = psi(k S_c - v)``, depends on the state (non-linearly through ``common._psi`` for the l1,
 lp, Huber and robust biases), so both state passes form ``R`` from the carried state. The chunk-parallel kernels
 address chunks by their global index (``hs[i_c]``); with ``cu_seqlens`` a per-chunk sequence index maps it back
-(chunks restart at every sequence, as ``common._chunk_offsets`` counts them). Retentions ``lq``, ``elastic`` and
-``kl`` stay on ``chunk.py``.
+(chunks restart at every sequence, as ``common._chunk_offsets`` counts them). ``elastic`` soft-thresholds each
+chunk's end state in the forward state pass (Eq. 22) and masks ``dS'_c`` where that end state lay inside
+``[-gamma, gamma]`` in the backward one. Retentions ``lq`` and ``kl`` stay on ``chunk.py``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from kernels.miras.common import (
     _psi,
     _psi_vjp,
     _rows,
+    _soft_threshold_tl,
     _store,
     bias_code,
 )
@@ -44,8 +47,9 @@ from kernels.miras.decay import dot, mix, mix_t, scores
 from kernels.miras.spec import MemorySpec
 from kernels.utils import autotune
 
-RETENTIONS = ("none", "l2")
-"""Retentions of the linear memory on these kernels (the state update is linear in the state)."""
+RETENTIONS = ("none", "l2", "elastic")
+"""Retentions of the linear memory on these kernels: the decay is linear in the state, and elastic's soft
+threshold (Eq. 22) acts on each chunk's end state elementwise, in the state passes alone."""
 
 
 def covers(spec: MemorySpec) -> bool:
@@ -122,6 +126,7 @@ def _fwd_state_kernel(
     sharp,
     p,
     eps,
+    gamma,
     BT: tl.constexpr,
     BK: tl.constexpr,
     BV: tl.constexpr,
@@ -131,6 +136,7 @@ def _fwd_state_kernel(
     HAS_H0: tl.constexpr,
     STORE_HT: tl.constexpr,
     IS_VARLEN: tl.constexpr,
+    ELASTIC: tl.constexpr,
 ):
     i_n, i_h, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     bos, T, first = _sequence(i_n, T, cu_ptr, offsets_ptr, BT, IS_VARLEN)
@@ -152,6 +158,8 @@ def _fwd_state_kernel(
         P = _psi(dot(k, S) - v, v, d, V, sharp, p, eps, BIAS)
         _store(p_ptr + base_v, P, rows, offs_v, T, V, sv)
         S = _advance(S, eta * k, g, g_last, P)
+        if ELASTIC:
+            S = _soft_threshold_tl(S, gamma)
     if STORE_HT:
         _store(ht_ptr + state, S, offs_k, offs_v, K, V, V)
 
@@ -250,6 +258,7 @@ def _bwd_state_kernel(
     sharp,
     p,
     eps,
+    gamma,
     BT: tl.constexpr,
     BK: tl.constexpr,
     BV: tl.constexpr,
@@ -259,6 +268,7 @@ def _bwd_state_kernel(
     HAS_H0: tl.constexpr,
     HAS_DHT: tl.constexpr,
     IS_VARLEN: tl.constexpr,
+    ELASTIC: tl.constexpr,
 ):
     i_n, i_h, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     bos, T, first = _sequence(i_n, T, cu_ptr, offsets_ptr, BT, IS_VARLEN)
@@ -271,7 +281,6 @@ def _bwd_state_kernel(
     for back in range(n_chunks):
         it = n_chunks - 1 - back
         chunk = ((first + it) * H + i_h) * K * V
-        _store(dhs_ptr + chunk, dS, offs_k, offs_v, K, V, V)
         S = _rows(hs_ptr + chunk, offs_k, offs_v, K, V, V)
         rows = it * BT + tl.arange(0, BT)
         q, k, v, eta, g, g_last, d = _chunk_inputs(
@@ -295,6 +304,11 @@ def _bwd_state_kernel(
         )
         do = _rows(do_ptr + base_v, rows, offs_v, T, V, sv)
         r = dot(k, S) - v
+        if ELASTIC:
+            # the soft threshold passes the gradient where the end state before it lies outside [-gamma, gamma]
+            end = _advance(S, eta * k, g, g_last, _psi(r, v, d, V, sharp, p, eps, BIAS))
+            dS = tl.where(tl.abs(end) > gamma, dS, 0.0)
+        _store(dhs_ptr + chunk, dS, offs_k, offs_v, K, V, V)
         dP = _rows(dpa_ptr + base_v, rows, offs_v, T, V, sv) - dot(eta * k * tl.exp(g_last[None, :] - g), dS)
         dr, dd = _psi_vjp(r, d, dP, V, sharp, p, eps, BIAS)
         if BIAS == 0:
@@ -468,6 +482,10 @@ class _Run:
         spec = self.spec
         return (spec.sign_sharpness, spec.p, spec.eps), dict(BIAS=bias_code(spec), HAS_DELTA=self.has_delta)
 
+    def retention(self) -> tuple[tuple, dict]:
+        """The state passes' retention arguments: elastic's threshold and flag."""
+        return (self.spec.elastic_threshold,), dict(ELASTIC=self.spec.retention == "elastic")
+
 
 def _forward(run: _Run, q, k, v, eta, log_alpha, delta, h0, output_final_state: bool):
     """Output ``[B, T, H, V]``, chunk-start states ``[n_chunks, H, K, V]`` and the final state (or None)."""
@@ -477,6 +495,7 @@ def _forward(run: _Run, q, k, v, eta, log_alpha, delta, h0, output_final_state: 
     P = torch.empty(v.shape, **f32)
     ht = torch.empty(run.N, H, K, V, **f32) if output_final_state else None
     scalars, bias = run.bias()
+    gamma, elastic = run.retention()
     blocks = run.blocks()
     _fwd_state_kernel[run.grid("fwd_state")](
         k,
@@ -489,8 +508,10 @@ def _forward(run: _Run, q, k, v, eta, log_alpha, delta, h0, output_final_state: 
         *run.varlen(hs, per_chunk=False),
         *run.sizes(),
         *scalars,
+        *gamma,
         **blocks,
         **bias,
+        **elastic,
         HAS_H0=h0 is not None,
         STORE_HT=output_final_state,
     )
@@ -506,6 +527,7 @@ def _backward(run: _Run, do, dht, q, k, v, eta, log_alpha, delta, h0, hs) -> tup
     f32 = dict(dtype=torch.float32, device=q.device)
     la = _or_dummy(hs, log_alpha)[0]
     scalars, bias = run.bias()
+    gamma, elastic = run.retention()
     blocks = run.blocks()
     dpa = torch.empty(v.shape, **f32)
     _bwd_read_kernel[run.grid("bwd_read")](
@@ -532,8 +554,10 @@ def _backward(run: _Run, do, dht, q, k, v, eta, log_alpha, delta, h0, hs) -> tup
         *run.varlen(hs, per_chunk=False),
         *run.sizes(),
         *scalars,
+        *gamma,
         **blocks,
         **bias,
+        **elastic,
         HAS_H0=h0 is not None,
         HAS_DHT=dht is not None,
     )
@@ -568,8 +592,8 @@ def _backward(run: _Run, do, dht, q, k, v, eta, log_alpha, delta, h0, hs) -> tup
 
 
 class ChunkLinearFunction(torch.autograd.Function):
-    """Chunk-parallel forward and backward of the linear Miras memory with retention ``none`` or ``l2``
-    (Eq. 28-29); arguments as ``chunk.ChunkMirasFunction`` (inputs ``[B, T, H, D]``, gates expanded by
+    """Chunk-parallel forward and backward of the linear Miras memory with retention ``none``, ``l2`` or
+    ``elastic`` (Eq. 28-29); arguments as ``chunk.ChunkMirasFunction`` (inputs ``[B, T, H, D]``, gates expanded by
     ``common.kernel_gates``, ``h0 [N, H, K, V]`` fp32 or None) plus ``block``, the value columns per program
     (``chunk.value_block``). Returns ``o [B, T, H, V]`` in ``q``'s dtype and the final state (fp32) or None."""
 

@@ -58,6 +58,7 @@ SPECS = {
     "lp-l2": linear("lp"),
     "huber-head": linear("huber"),
     "robust-none": linear("robust", "none"),
+    "l2-elastic": linear(retention="elastic", elastic_threshold=0.02),
     **{
         name: pytest.param(spec, marks=pytest.mark.slow)
         for name, spec in {
@@ -68,6 +69,7 @@ SPECS = {
             "huber-norm": linear("huber", huber_mode="norm"),
             "huber-no-l1": linear("huber", huber_l1=False),
             "dot-none": linear("dot", "none"),
+            "huber-elastic": linear("huber", "elastic", elastic_threshold=0.02),
         }.items()
     },
 }
@@ -91,8 +93,12 @@ def test_odd_lengths_per_head_gates(T, with_state):
 
 @pytest.mark.parametrize(
     "spec",
-    [PRESETS["yaad_linear"], pytest.param(linear("l1", "none"), marks=pytest.mark.slow)],
-    ids=["yaad-linear", "l1-none"],
+    [
+        PRESETS["yaad_linear"],
+        linear("l1", "elastic", elastic_threshold=0.02),
+        pytest.param(linear("l1", "none"), marks=pytest.mark.slow),
+    ],
+    ids=["yaad-linear", "l1-elastic", "l1-none"],
 )
 def test_matches_old_kernel(spec, monkeypatch):
     """The same fp32 inputs (two sequences) on both kernels."""
@@ -105,9 +111,8 @@ def test_matches_old_kernel(spec, monkeypatch):
 
 
 def test_dispatch_by_retention():
-    assert all(covers(linear(retention=r)) for r in ("none", "l2"))
+    assert all(covers(linear(retention=r)) for r in ("none", "l2", "elastic"))
     assert not any(covers(spec) for spec in (PRESETS["moneta_linear"], PRESETS["memora_linear"], PRESETS["yaad"]))
-    assert not covers(linear(retention="elastic", elastic_threshold=0.02))
 
 
 def test_without_initial_or_final_state():

@@ -48,7 +48,8 @@ def test_serves_follows_the_dispatch():
     for name in resources.CHUNK_LINEAR:
         assert resources.serves(name) == PARALLEL
         assert not resources.compiled_at(name, "kl")
-    assert resources.serves("linear_fwd") == ("lq", "elastic", "kl") == resources.serves("linear_bwd")
+    assert resources.serves("linear_fwd") == ("lq", "kl") == resources.serves("linear_bwd")
+    assert resources.constexprs("linear_state_bwd", 64, 64, {}, "elastic")["ELASTIC"]
     assert resources.compiled_at("linear_bwd", "l2") and "elastic" not in resources.serves("mlp_fwd")
 
 
@@ -80,5 +81,5 @@ def test_a_partial_run_replaces_only_its_rows(tmp_path, monkeypatch):
     state = rows["linear_state_fwd", 128, "l2"]
     assert state["runs"] and state["grids"] == {"4x4096x16": [4, 16, 4], "1x32768x16": [1, 16, 4]}
     md = (tmp_path / "miras_resources_sm_90a.md").read_text()
-    assert f"git {record['git']}" in md and "| linear_bwd | 128 | 64 | l2 (*not run*) | lq, elastic, kl |" in md
+    assert f"git {record['git']}" in md and "| linear_bwd | 128 | 64 | l2 (*not run*) | lq, kl |" in md
     assert "| **no** |" in md and "| (256, 16, 4) | (512, 16, 4) |" in md
