@@ -191,7 +191,7 @@ def _fmt(x: float | None, digits: int = 2) -> str:
     return f"{x:.{digits}f}"
 
 
-def _row(table: Table, grid: dict, name: str) -> str:
+def _row(table: Table, grid: dict, name: str, extra: Sequence[str] = ()) -> str:
     row = [row_label(table, name)]
     for col in table.columns:
         cell = grid[name, col.key]
@@ -199,7 +199,7 @@ def _row(table: Table, grid: dict, name: str) -> str:
         if cell.pipeline:
             ours += f" [n={cell.examples if cell.examples is not None else '?'}]"
         row.append(ours if cell.paper is None else f"{ours} ({_fmt(cell.paper, col.digits)})")
-    return "| " + " | ".join(row) + " |"
+    return "| " + " | ".join([*row, *extra]) + " |"
 
 
 def render_markdown(table: Table, summaries: list[dict], scale: str, figures: Sequence[tuple[str, str]] = ()) -> str:
@@ -225,7 +225,7 @@ def render_markdown(table: Table, summaries: list[dict], scale: str, figures: Se
             lines += ["| " + " | ".join([*header, "best"]) + " |", "|" + "---|" * (len(header) + 1)]
             for name in sweeps:
                 best = grid[name, table.columns[0].key].best
-                lines.append(_row(table, grid, name)[:-1] + f"| {table.sweep_point(best) if best else '-'} |")
+                lines.append(_row(table, grid, name, [table.sweep_point(best) if best else "-"]))
             lines.append("")
         ref = scoring.reference_of(table, group)
         if ref is not None:

@@ -42,18 +42,10 @@ best test accuracy, steps, wall time; the plateau before recall is 1/P):
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-from miras.config import (
-    DataConfig,
-    MixerConfig,
-    ModelConfig,
-    MQARConfig,
-    OptimConfig,
-    RunConfig,
-    TrainConfig,
-)
+from experiments.zoology import sweep_runs, zoology_run
+from miras.config import MixerConfig, ModelConfig, MQARConfig, RunConfig
 from miras.experiment import Column, Run, Table
 from miras.presets import MIRAS_GATES
 
@@ -137,8 +129,6 @@ GRIDS = {
 
 def base_config(grid: Grid, mixer: str, pairs: int, seq_len: int) -> RunConfig:
     """The config of one cell before its learning rate (``optim.lr``, an override of the run)."""
-    batch = max(1, min(grid.max_batch, grid.batch_tokens // seq_len))
-    epoch = math.ceil(grid.train_examples / batch)
     mixer_config = MixerConfig(
         name=mixer,
         n_head=grid.n_head,
@@ -146,46 +136,16 @@ def base_config(grid: Grid, mixer: str, pairs: int, seq_len: int) -> RunConfig:
         chunk_size=grid.chunk_size,
         **MIRAS_GATES.get(mixer, {}),
     )
-    return RunConfig(
-        model=ModelConfig(
-            vocab_size=grid.vocab_size, d_model=grid.d_model, n_layer=grid.n_layer, mlp=False, mixer=mixer_config
-        ),
-        optim=OptimConfig(beta2=0.999, warmup_fraction=0.0, min_lr_ratio=0.0, grad_clip=0.0),
-        data=DataConfig(
-            dataset="mqar",
-            seq_len=seq_len,
-            batch_size=batch,
-            val_batches=math.ceil(grid.test_examples / batch),
-            mqar=MQARConfig(pairs=pairs, train_examples=grid.train_examples, test_examples=grid.test_examples),
-        ),
-        train=TrainConfig(
-            tokens=grid.epochs * epoch * batch * seq_len,
-            batch_tokens=batch * seq_len,
-            precision="32-true",
-            val_every=epoch,
-            ckpt_every=epoch,
-            log_every=max(1, min(50, epoch // 4)),
-            early_stop=0.99,
-        ),
+    model = ModelConfig(
+        vocab_size=grid.vocab_size, d_model=grid.d_model, n_layer=grid.n_layer, mlp=False, mixer=mixer_config
     )
+    task = MQARConfig(pairs=pairs, train_examples=grid.train_examples, test_examples=grid.test_examples)
+    batch = max(1, min(grid.max_batch, grid.batch_tokens // seq_len))
+    return zoology_run(model, task, seq_len, batch, grid.epochs)
 
 
 def runs(scale: str, grid: Grid) -> tuple[Run, ...]:
-    return tuple(
-        Run(
-            f"{mixer}-P{pairs}-T{seq_len}-lr{lr:g}",
-            label,
-            f"P={pairs}, T={seq_len}",
-            f"{mixer}-mqar",
-            overrides=(f"optim.lr={lr:g}",),
-            scale=scale,
-            base=base_config(grid, mixer, pairs, seq_len),
-            sweep=f"{mixer}-P{pairs}-T{seq_len}",
-        )
-        for pairs, seq_len in grid.cells()
-        for mixer, label in MIXERS.items()
-        for lr in grid.lrs
-    )
+    return sweep_runs(scale, grid.cells(), MIXERS, grid.lrs, lambda *cell: base_config(grid, *cell))
 
 
 TABLE = Table(

@@ -21,10 +21,10 @@ in seconds.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-from miras.config import DataConfig, MixerConfig, ModelConfig, MQARConfig, OptimConfig, RunConfig, TrainConfig
+from experiments.zoology import sweep_name, sweep_runs, zoology_run
+from miras.config import MixerConfig, ModelConfig, MQARConfig, RunConfig
 from miras.experiment import Claim, Column, Run, Table
 
 LAYERS = {"linear_attention": "Linear attention", "rls": "Unweighted RLS"}
@@ -95,59 +95,21 @@ def paper_value(layer: str, pairs: int, seq_len: int, d_model: int = 64) -> floa
 
 def base_config(grid: Grid, layer: str, pairs: int, seq_len: int) -> RunConfig:
     """The config of one cell before its learning rate (``optim.lr``, an override of the run)."""
-    batch = max(1, grid.batch_tokens // seq_len)
-    epoch = math.ceil(grid.train_examples / batch)
     mixer = MixerConfig(
         name=layer, n_head=1, conv_size=2, ttr_norm=grid.la_norm, ttr_ridge=grid.ridge, chunk_size=grid.chunk_size
     )
+    model = ModelConfig(vocab_size=grid.vocab_size, d_model=grid.d_model, n_layer=1, mlp=False, mixer=mixer)
     task = MQARConfig(
         pairs=pairs,
         train_examples=grid.train_examples,
         test_examples=grid.test_examples,
         random_non_queries=grid.random_non_queries,
     )
-    return RunConfig(
-        model=ModelConfig(vocab_size=grid.vocab_size, d_model=grid.d_model, n_layer=1, mlp=False, mixer=mixer),
-        optim=OptimConfig(beta2=0.999, warmup_fraction=0.0, min_lr_ratio=0.0, grad_clip=0.0),
-        data=DataConfig(
-            dataset="mqar",
-            seq_len=seq_len,
-            batch_size=batch,
-            val_batches=math.ceil(grid.test_examples / batch),
-            mqar=task,
-        ),
-        train=TrainConfig(
-            tokens=grid.epochs * epoch * batch * seq_len,
-            batch_tokens=batch * seq_len,
-            precision="32-true",
-            val_every=epoch,
-            ckpt_every=epoch,
-            log_every=max(1, min(50, epoch // 4)),
-            early_stop=0.99,
-        ),
-    )
-
-
-def sweep_name(layer: str, pairs: int, seq_len: int) -> str:
-    return f"{layer}-P{pairs}-T{seq_len}"
+    return zoology_run(model, task, seq_len, max(1, grid.batch_tokens // seq_len), grid.epochs)
 
 
 def runs(scale: str, grid: Grid) -> tuple[Run, ...]:
-    return tuple(
-        Run(
-            f"{sweep_name(layer, pairs, seq_len)}-lr{lr:g}",
-            label,
-            f"P={pairs}, T={seq_len}",
-            f"{layer}-mqar",
-            overrides=(f"optim.lr={lr:g}",),
-            scale=scale,
-            base=base_config(grid, layer, pairs, seq_len),
-            sweep=sweep_name(layer, pairs, seq_len),
-        )
-        for pairs, seq_len in grid.cells()
-        for layer, label in LAYERS.items()
-        for lr in grid.lrs
-    )
+    return sweep_runs(scale, grid.cells(), LAYERS, grid.lrs, lambda *cell: base_config(grid, *cell))
 
 
 def claims(grid: Grid) -> tuple[Claim, ...]:

@@ -9,25 +9,17 @@ from kernels.miras import chunk as chunk_module
 from kernels.miras.chunk import chunk_miras, value_block
 from kernels.miras.chunk_linear import covers, launch_grids
 from kernels.utils import assert_close
-from tests.kernels.miras.test_chunk import grads_of, linear, make_inputs, make_state, widen
+from tests.kernels.miras.test_chunk import (  # noqa: F401  (the NaN-poisoned torch.empty fixture, autouse)
+    _nan_poisoned_empty,
+    grads_of,
+    linear,
+    make_inputs,
+    make_state,
+    widen,
+)
 
 CHUNK = 16
 NAMES = ["dq", "dk", "dv", "deta", "dalpha", "ddelta", "dinitial"]
-
-
-@pytest.fixture(autouse=True)
-def _nan_poisoned_empty(monkeypatch):
-    """Every ``torch.empty(_like)`` starts as NaN, so an element a kernel forgets to write shows."""
-    empty, empty_like = torch.empty, torch.empty_like
-
-    def poison(x):
-        if x.is_floating_point():
-            with torch.no_grad():
-                x.fill_(float("nan"))
-        return x
-
-    monkeypatch.setattr(torch, "empty", lambda *a, **kw: poison(empty(*a, **kw)))
-    monkeypatch.setattr(torch, "empty_like", lambda *a, **kw: poison(empty_like(*a, **kw)))
 
 
 def old_kernel(monkeypatch):
