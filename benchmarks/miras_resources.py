@@ -15,8 +15,8 @@ kernel's launch grid at ``B = 4, T = 4096, H = 16`` and ``B = 1, T = 32768`` (pu
 own grid functions, recomputed on every write) and the retentions ``chunk_miras`` / ``fused_recurrent_miras``
 run on it.
 
-A kernel is only compiled at the retentions it runs (``serves``), except ``linear_fwd`` / ``linear_bwd``, which
-still compile at ``none`` and ``l2`` for comparison with the chunk-parallel kernels that replaced them there.
+A kernel is only compiled at the retentions it runs (``serves``). Rows of kernels the code no longer has (the
+one-program-per-sequence linear kernels that ``chunk_linear.py`` replaced) are dropped on the next write.
 """
 
 from __future__ import annotations
@@ -58,25 +58,18 @@ CHUNK_LINEAR = {
     "linear_grads_bwd": "bwd_grads",
 }
 """The chunk-parallel kernels of ``kernels/miras/chunk_linear.py``: report name -> name in ``launch_grids``."""
-KERNELS = ("linear_fwd", "linear_bwd", *CHUNK_LINEAR, "mlp_fwd", "mlp_bwd", "linear_decode", "mlp_decode")
+KERNELS = (*CHUNK_LINEAR, "mlp_fwd", "mlp_bwd", "linear_decode", "mlp_decode")
 GROUPS = {"chunk_linear": tuple(CHUNK_LINEAR)}
 """Names ``--kernels`` also accepts, for several kernels at once."""
 RETENTIONS = ("none", "l2", "lq", "elastic", "kl")
-NOT_CONSTEXPR = {
-    **{name: ("RETENTION", "LQ_ROW") for name in CHUNK_LINEAR},
-    "linear_output_fwd": ("RETENTION", "LQ_ROW", "BIAS", "HAS_DELTA"),
-    "linear_read_bwd": ("RETENTION", "LQ_ROW", "BIAS", "HAS_DELTA"),
-}
-"""Keys of the shared specialisation a kernel has no constexpr for: the chunk_linear kernels know retention through
-``HAS_ALPHA`` (and ``ELASTIC`` in the state passes), and the two that never form ``psi`` take no bias."""
+NOT_CONSTEXPR = {"linear_output_fwd": ("BIAS", "HAS_DELTA")}
+"""Keys of the shared specialisation a kernel has no constexpr for: the output kernel never forms ``psi``."""
 
 
 def _kernels():
-    from kernels.miras import chunk, chunk_linear, chunk_mlp, fused_recurrent, fused_recurrent_mlp
+    from kernels.miras import chunk_linear, chunk_mlp, fused_recurrent, fused_recurrent_mlp
 
     return {
-        "linear_fwd": (chunk._fwd_kernel, {"HAS_H0": False, "STORE_HT": False}),
-        "linear_bwd": (chunk._bwd_kernel, {"HAS_H0": False, "HAS_DHT": False}),
         "linear_state_fwd": (chunk_linear._fwd_state_kernel, {"HAS_H0": False, "STORE_HT": False}),
         "linear_output_fwd": (chunk_linear._fwd_output_kernel, {}),
         "linear_read_bwd": (chunk_linear._bwd_read_kernel, {}),
@@ -96,11 +89,9 @@ def _spec(name: str, retention: str):
 
 
 def serves(name: str) -> tuple[str, ...]:
-    """The retentions (l2 bias) whose memory runs on kernel ``name``: ``chunk_miras`` sends the linear memory with
-    retention none, l2 or elastic to ``chunk_linear.py`` and the rest to ``chunk.py``; decoding takes every
-    retention the chunk kernels take."""
+    """The retentions (l2 bias) whose memory runs on kernel ``name``: ``chunk_miras`` sends every linear memory to
+    ``chunk_linear.py``; decoding takes every retention the chunk kernels take."""
     from kernels.miras.chunk import check_supported
-    from kernels.miras.chunk_linear import covers
 
     out = []
     for retention in RETENTIONS:
@@ -109,20 +100,13 @@ def serves(name: str) -> tuple[str, ...]:
             check_supported(spec)
         except NotImplementedError:
             continue
-        if name in ("linear_fwd", "linear_bwd") and covers(spec):
-            continue
-        if name in CHUNK_LINEAR and not covers(spec):
-            continue
         out.append(retention)
     return tuple(out)
 
 
 def compiled_at(name: str, retention: str) -> bool:
-    """Whether a run compiles ``name`` at ``retention``: where it runs, and the replaced ``linear_fwd`` /
-    ``linear_bwd`` at the retentions the chunk-parallel kernels took over, to compare with them."""
-    from kernels.miras.chunk_linear import RETENTIONS as PARALLEL
-
-    return retention in serves(name) or (name in ("linear_fwd", "linear_bwd") and retention in PARALLEL)
+    """Whether a run compiles ``name`` at ``retention``: where it runs."""
+    return retention in serves(name)
 
 
 def launch_grid(name: str, head_dim: int, retention: str, B: int, T: int, H: int, chunk: int) -> tuple[int, ...]:
@@ -151,8 +135,6 @@ def constexprs(name: str, head_dim: int, chunk: int, extra: dict, retention: str
 
         BV = value_block(_spec(name, retention), head_dim, head_dim)
         linear = common | {"K": head_dim, "V": head_dim, "BK": head_dim, "BV": BV}
-        if name in ("linear_state_fwd", "linear_state_bwd"):  # elastic's soft threshold lives in the state passes
-            linear["ELASTIC"] = retention == "elastic"
         if name == "linear_decode":  # fused_recurrent_miras: one program per (sequence, head), whole value rows
             linear["BV"] = max(16, triton.next_power_of_2(head_dim))
             return {k: v for k, v in linear.items() if k not in ("BT", "IS_VARLEN")}
@@ -264,7 +246,7 @@ def merge(previous: dict | None, record: dict) -> dict:
     kept, runs = [], []
     if previous is not None and previous.get("arch") == record["arch"]:
         for r in previous.get("results", []):
-            if tuple(r[k] for k in ROW_KEY) not in rows:
+            if tuple(r[k] for k in ROW_KEY) not in rows and r["kernel"] in KERNELS:
                 kept.append({"git": previous.get("git"), "triton": previous.get("triton")} | r)
         runs = previous.get("runs") or [{k: previous.get(k) for k in ("git", "triton", "command")}]
     this = {k: record[k] for k in ("git", "triton", "command")}
@@ -290,11 +272,9 @@ def to_markdown(record: dict) -> str:
         "blocks in the chunk kernels, whole heads in decoding). "
         + (f"fits: shared memory within the {limit} B a block may use." if limit else ""),
         "",
-        "`serves`: the retentions whose memory runs on the kernel today. `chunk_miras` sends the linear memory with "
-        "retention none, l2 or elastic to the five chunk-parallel kernels of `kernels/miras/chunk_linear.py` "
-        "(`linear_state_fwd`, `linear_output_fwd`, `linear_read_bwd`, `linear_state_bwd`, `linear_grads_bwd`), so "
-        "`linear_fwd` / `linear_bwd` (`chunk.py`) now serve only lq and kl: their rows at none or l2 "
-        "(marked *not run*) describe the kernel they replaced. Grids: programs launched at "
+        "`serves`: the retentions whose memory runs on the kernel today. `chunk_miras` sends every linear memory to "
+        "the five chunk-parallel kernels of `kernels/miras/chunk_linear.py` (`linear_state_fwd`, "
+        "`linear_output_fwd`, `linear_read_bwd`, `linear_state_bwd`, `linear_grads_bwd`). Grids: programs launched at "
         f"{shapes} (`chunk.program_grid`, `chunk_linear.launch_grids`; programs per SM and chunks walked per "
         "program in [miras_launch_grid.md](miras_launch_grid.md)).",
         "",

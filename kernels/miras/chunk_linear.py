@@ -1,30 +1,46 @@
-"""Chunk-parallel Triton kernels of the linear Miras memory ``M(x) = x W`` with retention ``none``, ``l2`` or
-``elastic``.
+"""Chunk-parallel Triton kernels of the linear Miras memory ``M(x) = x W``, ``W[K, V]`` (Eq. 28-29): every bias,
+retention ``none``, ``l2``, ``lq``, ``elastic`` and ``kl`` (Memora, both reads).
 
-The same function as ``chunk._fwd_kernel`` / ``chunk._bwd_kernel`` (Eq. 28-29, chunk equations in ``chunk.py``),
-split as flash-linear-attention splits its chunked delta rule: only the state recurrence runs chunk by chunk, in a
-light pass per (sequence, head, value block); everything inside a chunk that the carried state does not feed back
-into runs in programs over (global chunk, head, value block). With ``g`` the within-chunk cumulative log decay,
-``kb = eta k e^{g_last - g}`` and ``A = scores(q, eta k)`` (``kernels.miras.decay``)::
+This transcribes ``naive_chunk_miras`` (``read='chunk'``), split as flash-linear-attention splits its chunked
+delta rule: only the state recurrence runs chunk by chunk, in a light pass per (sequence, head, value block);
+everything inside a chunk that the carried state does not feed back into runs in programs over (global chunk,
+head, value block). With ``g`` the within-chunk cumulative log decay (channel-wise on the key axis), the lq scale
+``c = ||S_c||_q^-(q-2)`` (1 unless ``retention='lq'``), ``kb = eta k e^{g_last - g}`` and
+``A = scores(q c, eta k)`` (``kernels.miras.decay``)::
 
-    forward   state pass    S_c stored;  R = k S_c - v,  P = psi(R) stored;  S_{c+1} = e^{g_last} S_c - kb^T P
-              output        o = (q e^g) S_c - A P                                          (chunk-parallel)
+    forward   state pass    S_c stored;  R = (k c) S_c - v,  P = psi(R) stored;  S_{c+1} = e^{g_last} S_c - kb^T P
+              output        o = (q c e^g) S_c - A P                                        (chunk-parallel)
     backward  read          dPa = -A^T do                                                  (chunk-parallel)
               state pass    dS'_c stored;  dP = dPa - kb dS'_c,  dR = psi'(R)^T dP,  dv, ddelta stored;
-                            dS'_{c-1} = e^{g_last} dS'_c + (q e^g)^T do + k^T dR;  dS'_{-1} = dh0
+                            dS'_{c-1} = e^{g_last} dS'_c + (q c e^g)^T do + (k c)^T dR;  dS'_{-1} = dh0
               gradients     dq, dk, deta, dlog alpha from S_c, dS'_c, P and dR             (chunk-parallel)
 
 ``dS'_c`` is the gradient of the loss w.r.t. the end state of chunk ``c``. As in the delta rule the gradient at
 the chunk start, ``P = psi(k S_c - v)``, depends on the state (non-linearly through ``common._psi`` for the l1,
 lp, Huber and robust biases), so both state passes form ``R`` from the carried state. The chunk-parallel kernels
 address chunks by their global index (``hs[i_c]``); with ``cu_seqlens`` a per-chunk sequence index maps it back
-(chunks restart at every sequence, as ``common._chunk_offsets`` counts them). ``elastic`` soft-thresholds each
-chunk's end state in the forward state pass (Eq. 22) and masks ``dS'_c`` where that end state lay inside
-``[-gamma, gamma]`` in the backward one. Retentions ``lq`` and ``kl`` stay on ``chunk.py``.
+(chunks restart at every sequence, as ``common._chunk_offsets`` counts them).
+
+The retentions enter the state passes alone, plus what each chunk reads of its start state:
+
+- ``elastic`` soft-thresholds each chunk's end state (Eq. 22); the backward masks ``dS'_c`` where that end state
+  lay inside ``[-gamma, gamma]``.
+- ``lq`` scales keys and queries by ``c`` of the chunk-start state (a norm over its rows or all of it, so the
+  value axis stays whole: ``chunk.value_block``). Every kernel recomputes ``c`` from the ``S_c`` it loads. The
+  state pass adds ``dc . dc/dS`` to ``dS'``; the query half of ``dc``, ``sum_i (dq c)_i q_i``, comes from the read
+  kernel (it needs no carried gradient), the key half from ``dR`` in the pass.
+- ``kl`` (Memora, Eq. 27, 30-32) takes the exact step on each chunk's first token (the lag token) from ``S_c`` to
+  ``S_lag = c Softmax(e^{alpha_0} log S_c - eta_0 k_0^T P_0)``, stored beside ``S_c``; the rest of the chunk runs
+  from ``S_lag`` with ``eta_0 = 0`` and ``g`` counted from row 0, so every row of the read formula, the lag row
+  included (its ``A`` row is 0 and its decay 1), reads ``S_lag``. The carry is ``c Softmax(e^{g_last} log S_lag -
+  kb^T P)``; the backward state pass stores ``dU``, the gradient w.r.t. those logits, in place of ``dS'``, and
+  leaves the lag token's key-side gradients (``dk_0, deta_0, dlog alpha_0``) for the gradient kernel. The tangent
+  read (``kl_read='tangent'``) reads ``S_lag`` through ``common._tangent_rows`` and writes with centred queries.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -32,24 +48,37 @@ import triton
 import triton.language as tl
 
 from kernels.miras.common import (
+    KL_TANGENT,
     LAUNCH_CONFIGS,
+    _centre,
     _chunk_inputs,
     _chunk_offsets,
+    _log_floor,
+    _lq_grad,
+    _lq_scale,
     _or_dummy,
     _psi,
     _psi_vjp,
     _rows,
+    _simplex,
+    _simplex_vjp,
     _soft_threshold_tl,
     _store,
+    _tangent_rows,
+    _tangent_rows_dw,
+    _tangent_rows_vjp,
     bias_code,
+    chunk_retention,
 )
 from kernels.miras.decay import dot, mix, mix_t, scores
 from kernels.miras.spec import MemorySpec
 from kernels.utils import autotune
 
-RETENTIONS = ("none", "l2", "elastic")
-"""Retentions of the linear memory on these kernels: the decay is linear in the state, and elastic's soft
-threshold (Eq. 22) acts on each chunk's end state elementwise, in the state passes alone."""
+RETENTIONS = ("none", "l2", "lq", "elastic", "kl")
+"""Retentions of the linear memory on these kernels (all that ``chunk.check_supported`` accepts for it)."""
+
+LQ, ELASTIC, KL = tl.constexpr(2), tl.constexpr(3), tl.constexpr(4)
+"""``RETENTION`` codes (``common.RETENTION_CODES``; ``KL_TANGENT`` is 5): ``RETENTION >= KL`` is Memora."""
 
 
 def covers(spec: MemorySpec) -> bool:
@@ -82,14 +111,28 @@ def _chunk_of(i_c, T, cu_ptr, offsets_ptr, seq_ptr, BT: tl.constexpr, IS_VARLEN:
 
 
 @triton.jit
-def _gates(eta_ptr, la_ptr, rows, offs_k, T, K, sk, HAS_ALPHA: tl.constexpr, BT: tl.constexpr):
-    """``eta`` and the cumulative log decay ``g`` of a chunk ``[BT, BK]``, and ``g``'s last row ``[BK]``."""
+def _gates(eta_ptr, la_ptr, rows, offs_k, T, K, sk, HAS_ALPHA: tl.constexpr, RETENTION: tl.constexpr,
+           BT: tl.constexpr):  # fmt: skip
+    """``eta`` and the cumulative log decay ``g`` of a chunk ``[BT, BK]``, and ``g``'s last row ``[BK]``; for
+    Memora those of the chunk after its lag token (:func:`_after_lag`)."""
     eta = _rows(eta_ptr, rows, offs_k, T, K, sk)
     if HAS_ALPHA:
         g = tl.cumsum(_rows(la_ptr, rows, offs_k, T, K, sk), 0)
     else:
         g = tl.zeros_like(eta)
-    return eta, g, tl.sum(tl.where((tl.arange(0, BT) == BT - 1)[:, None], g, 0.0), 0)
+    g_last = tl.sum(tl.where((tl.arange(0, BT) == BT - 1)[:, None], g, 0.0), 0)
+    if RETENTION >= KL:
+        eta, g, g_last, _ = _after_lag(eta, g, g_last, BT)
+    return eta, g, g_last
+
+
+@triton.jit
+def _after_lag(eta, g, g_last, BT: tl.constexpr):
+    """Memora's chunk after the lag token (Eq. 30): no write on row 0 and the decay counted from it; and
+    ``log alpha_0 [BK]``."""
+    lag = (tl.arange(0, BT) == 0)[:, None]
+    la0 = tl.sum(tl.where(lag, g, 0.0), 0)
+    return tl.where(lag, 0.0, eta), g - la0[None, :], g_last - la0, la0
 
 
 @triton.jit
@@ -100,12 +143,58 @@ def _frame(bos, i_h, i_v, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK:
 
 
 @triton.jit
+def _start(hs_ptr, hl_ptr, chunk, offs_k, offs_v, K, V, RETENTION: tl.constexpr):
+    """The state chunk ``chunk`` reads: its start state, or Memora's after the lag token."""
+    if RETENTION >= KL:
+        S = _rows(hl_ptr + chunk, offs_k, offs_v, K, V, V)
+    else:
+        S = _rows(hs_ptr + chunk, offs_k, offs_v, K, V, V)
+    return S
+
+
+@triton.jit
+def _queries(q, c, offs_k, K, scale, RETENTION: tl.constexpr):
+    """The queries of ``A``: ``q c``, or the tangent read's centred queries at the fan-in mean ``c / K``."""
+    if RETENTION == KL_TANGENT:
+        out = _centre(q, offs_k, K) * (scale / K)
+    else:
+        out = q * c[None, :]
+    return out
+
+
+@triton.jit
+def _read(q, c, S, g, floor, scale, RETENTION: tl.constexpr):
+    """What each row reads of the (decayed) state: ``(q c e^g) S``, or the tangent read (``common._tangent_rows``)."""
+    if RETENTION == KL_TANGENT:
+        out = _tangent_rows(q, S, tl.exp(g) - 1.0, floor, scale)
+    else:
+        out = dot(q * c[None, :] * tl.exp(g), S)
+    return out
+
+
+@triton.jit
 def _advance(S, ek, g, g_last, P):
     """The chunk's end state ``e^{g_last} S - (eta k e^{g_last - g})^T P`` (Eq. 28 at the chunk's last token)."""
     return tl.exp(g_last)[:, None] * S - dot(tl.trans(ek * tl.exp(g_last[None, :] - g)), P)
 
 
-@autotune(LAUNCH_CONFIGS, key=["BT", "BK", "BV", "BIAS"])
+@triton.jit
+def _carry(S, ek, g, g_last, P, offs_k, K, offs_v, V, floor, scale):
+    """Memora's end state ``c Softmax(e^{g_last} log S - (eta k e^{g_last - g})^T P)`` (Eq. 31-32)."""
+    U = tl.exp(g_last)[:, None] * _log_floor(S, floor) - dot(tl.trans(ek * tl.exp(g_last[None, :] - g)), P)
+    return _simplex(U, offs_k, K, offs_v, V, scale)
+
+
+@triton.jit
+def _lag_step(S, k0, v0, d0, eta0, la0, offs_k, K, offs_v, V, sharp, p, eps, floor, scale, BIAS: tl.constexpr):
+    """Memora's exact step on the lag token (rows other than 0 of ``k0, v0, d0, eta0`` are 0), and its residual."""
+    r0 = dot(k0, S) - v0
+    P0 = _psi(r0, v0, d0, V, sharp, p, eps, BIAS)
+    L = tl.exp(la0)[:, None] * _log_floor(S, floor) - dot(tl.trans(eta0 * k0), P0)
+    return _simplex(L, offs_k, K, offs_v, V, scale), r0, P0
+
+
+@autotune(LAUNCH_CONFIGS, key=["BT", "BK", "BV", "BIAS", "RETENTION"])
 @triton.jit(do_not_specialize=["T"])
 def _fwd_state_kernel(
     k_ptr,
@@ -115,6 +204,7 @@ def _fwd_state_kernel(
     d_ptr,
     h0_ptr,
     hs_ptr,
+    hl_ptr,
     p_ptr,
     ht_ptr,
     cu_ptr,
@@ -126,27 +216,34 @@ def _fwd_state_kernel(
     sharp,
     p,
     eps,
+    q_exp,
+    eps_q,
     gamma,
+    floor,
+    scale,
     BT: tl.constexpr,
     BK: tl.constexpr,
     BV: tl.constexpr,
     BIAS: tl.constexpr,
+    RETENTION: tl.constexpr,
+    LQ_ROW: tl.constexpr,
     HAS_ALPHA: tl.constexpr,
     HAS_DELTA: tl.constexpr,
     HAS_H0: tl.constexpr,
     STORE_HT: tl.constexpr,
     IS_VARLEN: tl.constexpr,
-    ELASTIC: tl.constexpr,
 ):
     i_n, i_h, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     bos, T, first = _sequence(i_n, T, cu_ptr, offsets_ptr, BT, IS_VARLEN)
     sk, sv, base_k, base_v, offs_k, offs_v = _frame(bos, i_h, i_v, H, K, V, BK, BV)
     state = (tl.cast(i_n, tl.int64) * H + i_h) * K * V
+    lag = (tl.arange(0, BT) == 0)[:, None]
     S = tl.zeros([BK, BV], dtype=tl.float32)
     if HAS_H0:
         S = _rows(h0_ptr + state, offs_k, offs_v, K, V, V)
     for it in range(tl.cdiv(T, BT)):
-        _store(hs_ptr + ((first + it) * H + i_h) * K * V, S, offs_k, offs_v, K, V, V)
+        chunk = ((first + it) * H + i_h) * K * V
+        _store(hs_ptr + chunk, S, offs_k, offs_v, K, V, V)
         rows = it * BT + tl.arange(0, BT)
         k = _rows(k_ptr + base_k, rows, offs_k, T, K, sk)
         v = _rows(v_ptr + base_v, rows, offs_v, T, V, sv)
@@ -154,17 +251,27 @@ def _fwd_state_kernel(
             d = _rows(d_ptr + base_v, rows, offs_v, T, V, sv)
         else:
             d = tl.zeros_like(v)
-        eta, g, g_last = _gates(eta_ptr + base_k, la_ptr + base_k, rows, offs_k, T, K, sk, HAS_ALPHA, BT)
-        P = _psi(dot(k, S) - v, v, d, V, sharp, p, eps, BIAS)
+        eta, g, g_last = _gates(eta_ptr + base_k, la_ptr + base_k, rows, offs_k, T, K, sk, HAS_ALPHA, 0, BT)
+        if RETENTION >= KL:
+            eta0 = tl.where(lag, eta, 0.0)
+            eta, g, g_last, la0 = _after_lag(eta, g, g_last, BT)
+            S, _, _ = _lag_step(S, tl.where(lag, k, 0.0), tl.where(lag, v, 0.0), tl.where(lag, d, 0.0), eta0, la0,
+                                offs_k, K, offs_v, V, sharp, p, eps, floor, scale, BIAS)  # fmt: skip
+            _store(hl_ptr + chunk, S, offs_k, offs_v, K, V, V)
+        c, _ = _lq_scale(S, K, V, q_exp, eps_q, LQ_ROW, RETENTION, BK)
+        P = _psi(dot(k * c[None, :], S) - v, v, d, V, sharp, p, eps, BIAS)
         _store(p_ptr + base_v, P, rows, offs_v, T, V, sv)
-        S = _advance(S, eta * k, g, g_last, P)
-        if ELASTIC:
+        if RETENTION >= KL:
+            S = _carry(S, eta * k, g, g_last, P, offs_k, K, offs_v, V, floor, scale)
+        else:
+            S = _advance(S, eta * k, g, g_last, P)
+        if RETENTION == ELASTIC:
             S = _soft_threshold_tl(S, gamma)
     if STORE_HT:
         _store(ht_ptr + state, S, offs_k, offs_v, K, V, V)
 
 
-@autotune(LAUNCH_CONFIGS, key=["BT", "BK", "BV"])
+@autotune(LAUNCH_CONFIGS, key=["BT", "BK", "BV", "RETENTION"])
 @triton.jit(do_not_specialize=["T"])
 def _fwd_output_kernel(
     q_ptr,
@@ -172,6 +279,7 @@ def _fwd_output_kernel(
     eta_ptr,
     la_ptr,
     hs_ptr,
+    hl_ptr,
     p_ptr,
     o_ptr,
     cu_ptr,
@@ -181,9 +289,15 @@ def _fwd_output_kernel(
     H: tl.constexpr,
     K: tl.constexpr,
     V: tl.constexpr,
+    q_exp,
+    eps_q,
+    floor,
+    scale,
     BT: tl.constexpr,
     BK: tl.constexpr,
     BV: tl.constexpr,
+    RETENTION: tl.constexpr,
+    LQ_ROW: tl.constexpr,
     HAS_ALPHA: tl.constexpr,
     IS_VARLEN: tl.constexpr,
 ):
@@ -192,48 +306,17 @@ def _fwd_output_kernel(
     sk, sv, base_k, base_v, offs_k, offs_v = _frame(bos, i_h, i_v, H, K, V, BK, BV)
     q = _rows(q_ptr + base_k, rows, offs_k, T, K, sk)
     k = _rows(k_ptr + base_k, rows, offs_k, T, K, sk)
-    eta, g, _ = _gates(eta_ptr + base_k, la_ptr + base_k, rows, offs_k, T, K, sk, HAS_ALPHA, BT)
-    S = _rows(hs_ptr + (tl.cast(i_c, tl.int64) * H + i_h) * K * V, offs_k, offs_v, K, V, V)
+    eta, g, _ = _gates(eta_ptr + base_k, la_ptr + base_k, rows, offs_k, T, K, sk, HAS_ALPHA, RETENTION, BT)
+    S = _start(hs_ptr, hl_ptr, (tl.cast(i_c, tl.int64) * H + i_h) * K * V, offs_k, offs_v, K, V, RETENTION)
+    c, _ = _lq_scale(S, K, V, q_exp, eps_q, LQ_ROW, RETENTION, BK)
     P = _rows(p_ptr + base_v, rows, offs_v, T, V, sv)
-    o = dot(q * tl.exp(g), S) - dot(scores(q, eta * k, g, BT, BK), P)
-    _store(o_ptr + base_v, o, rows, offs_v, T, V, sv)
+    A = scores(_queries(q, c, offs_k, K, scale, RETENTION), eta * k, g, BT, BK)
+    _store(o_ptr + base_v, _read(q, c, S, g, floor, scale, RETENTION) - dot(A, P), rows, offs_v, T, V, sv)
 
 
-@autotune(LAUNCH_CONFIGS, key=["BT", "BK", "BV"])
+@autotune(LAUNCH_CONFIGS, key=["BT", "BK", "BV", "BIAS", "RETENTION"])
 @triton.jit(do_not_specialize=["T"])
 def _bwd_read_kernel(
-    q_ptr,
-    k_ptr,
-    eta_ptr,
-    la_ptr,
-    do_ptr,
-    dpa_ptr,
-    cu_ptr,
-    offsets_ptr,
-    seq_ptr,
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    BT: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    HAS_ALPHA: tl.constexpr,
-    IS_VARLEN: tl.constexpr,
-):
-    i_c, i_h, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    bos, T, rows = _chunk_of(i_c, T, cu_ptr, offsets_ptr, seq_ptr, BT, IS_VARLEN)
-    sk, sv, base_k, base_v, offs_k, offs_v = _frame(bos, i_h, i_v, H, K, V, BK, BV)
-    q = _rows(q_ptr + base_k, rows, offs_k, T, K, sk)
-    k = _rows(k_ptr + base_k, rows, offs_k, T, K, sk)
-    eta, g, _ = _gates(eta_ptr + base_k, la_ptr + base_k, rows, offs_k, T, K, sk, HAS_ALPHA, BT)
-    do = _rows(do_ptr + base_v, rows, offs_v, T, V, sv)
-    _store(dpa_ptr + base_v, -dot(tl.trans(scores(q, eta * k, g, BT, BK)), do), rows, offs_v, T, V, sv)
-
-
-@autotune(LAUNCH_CONFIGS, key=["BT", "BK", "BV", "BIAS"])
-@triton.jit(do_not_specialize=["T"])
-def _bwd_state_kernel(
     q_ptr,
     k_ptr,
     v_ptr,
@@ -243,11 +326,77 @@ def _bwd_state_kernel(
     hs_ptr,
     do_ptr,
     dpa_ptr,
+    dcq_ptr,
+    cu_ptr,
+    offsets_ptr,
+    seq_ptr,
+    T,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    sharp,
+    p,
+    eps,
+    q_exp,
+    eps_q,
+    scale,
+    BT: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    BIAS: tl.constexpr,
+    RETENTION: tl.constexpr,
+    LQ_ROW: tl.constexpr,
+    HAS_ALPHA: tl.constexpr,
+    HAS_DELTA: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
+):
+    i_c, i_h, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    bos, T, rows = _chunk_of(i_c, T, cu_ptr, offsets_ptr, seq_ptr, BT, IS_VARLEN)
+    sk, sv, base_k, base_v, offs_k, offs_v = _frame(bos, i_h, i_v, H, K, V, BK, BV)
+    q = _rows(q_ptr + base_k, rows, offs_k, T, K, sk)
+    k = _rows(k_ptr + base_k, rows, offs_k, T, K, sk)
+    eta, g, _ = _gates(eta_ptr + base_k, la_ptr + base_k, rows, offs_k, T, K, sk, HAS_ALPHA, RETENTION, BT)
+    do = _rows(do_ptr + base_v, rows, offs_v, T, V, sv)
+    c = tl.zeros([BK], dtype=tl.float32) + 1.0
+    if RETENTION == LQ:
+        chunk = tl.cast(i_c, tl.int64) * H + i_h
+        S = _rows(hs_ptr + chunk * K * V, offs_k, offs_v, K, V, V)
+        c, _ = _lq_scale(S, K, V, q_exp, eps_q, LQ_ROW, RETENTION, BK)
+        v = _rows(v_ptr + base_v, rows, offs_v, T, V, sv)
+        if HAS_DELTA:
+            d = _rows(d_ptr + base_v, rows, offs_v, T, V, sv)
+        else:
+            d = tl.zeros_like(v)
+        P = _psi(dot(k * c[None, :], S) - v, v, d, V, sharp, p, eps, BIAS)
+        i = tl.arange(0, BT)
+        dA = tl.where(i[None, :] <= i[:, None], -dot(do, tl.trans(P)), 0.0)
+        # the queries' half of the gradient w.r.t. the scale c (the state pass adds the keys')
+        dqc = dot(do, tl.trans(S)) * tl.exp(g) + mix(dA, eta * k, g, BT, BK)
+        tl.store(dcq_ptr + chunk * K + offs_k, tl.sum(dqc * q, 0), mask=offs_k < K)
+    A = scores(_queries(q, c, offs_k, K, scale, RETENTION), eta * k, g, BT, BK)
+    _store(dpa_ptr + base_v, -dot(tl.trans(A), do), rows, offs_v, T, V, sv)
+
+
+@autotune(LAUNCH_CONFIGS, key=["BT", "BK", "BV", "BIAS", "RETENTION"])
+@triton.jit(do_not_specialize=["T"])
+def _bwd_state_kernel(
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    eta_ptr,
+    la_ptr,
+    d_ptr,
+    hs_ptr,
+    hl_ptr,
+    do_ptr,
+    dpa_ptr,
+    dcq_ptr,
     dht_ptr,
     dhs_ptr,
     dr_ptr,
     dv_ptr,
     dd_ptr,
+    lag_ptr,
     dh0_ptr,
     cu_ptr,
     offsets_ptr,
@@ -258,30 +407,36 @@ def _bwd_state_kernel(
     sharp,
     p,
     eps,
+    q_exp,
+    eps_q,
     gamma,
+    floor,
+    scale,
     BT: tl.constexpr,
     BK: tl.constexpr,
     BV: tl.constexpr,
     BIAS: tl.constexpr,
+    RETENTION: tl.constexpr,
+    LQ_ROW: tl.constexpr,
     HAS_ALPHA: tl.constexpr,
     HAS_DELTA: tl.constexpr,
     HAS_H0: tl.constexpr,
     HAS_DHT: tl.constexpr,
     IS_VARLEN: tl.constexpr,
-    ELASTIC: tl.constexpr,
 ):
     i_n, i_h, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     bos, T, first = _sequence(i_n, T, cu_ptr, offsets_ptr, BT, IS_VARLEN)
     sk, sv, base_k, base_v, offs_k, offs_v = _frame(bos, i_h, i_v, H, K, V, BK, BV)
     state = (tl.cast(i_n, tl.int64) * H + i_h) * K * V
+    lag = (tl.arange(0, BT) == 0)[:, None]
     dS = tl.zeros([BK, BV], dtype=tl.float32)
     if HAS_DHT:
         dS = _rows(dht_ptr + state, offs_k, offs_v, K, V, V)
     n_chunks = tl.cdiv(T, BT)
     for back in range(n_chunks):
         it = n_chunks - 1 - back
-        chunk = ((first + it) * H + i_h) * K * V
-        S = _rows(hs_ptr + chunk, offs_k, offs_v, K, V, V)
+        chunk = (first + it) * H + i_h
+        S = _rows(hs_ptr + chunk * K * V, offs_k, offs_v, K, V, V)
         rows = it * BT + tl.arange(0, BT)
         q, k, v, eta, g, g_last, d = _chunk_inputs(
             q_ptr + base_k,
@@ -303,43 +458,69 @@ def _bwd_state_kernel(
             BT,
         )
         do = _rows(do_ptr + base_v, rows, offs_v, T, V, sv)
-        r = dot(k, S) - v
-        if ELASTIC:
+        Sr = S
+        if RETENTION >= KL:
+            k0, v0 = tl.where(lag, k, 0.0), tl.where(lag, v, 0.0)
+            d0, eta0 = tl.where(lag, d, 0.0), tl.where(lag, eta, 0.0)
+            eta, g, g_last, la0 = _after_lag(eta, g, g_last, BT)
+            Sr = _rows(hl_ptr + chunk * K * V, offs_k, offs_v, K, V, V)
+        c, power = _lq_scale(S, K, V, q_exp, eps_q, LQ_ROW, RETENTION, BK)
+        kc = k * c[None, :]
+        r = dot(kc, Sr) - v
+        P = _psi(r, v, d, V, sharp, p, eps, BIAS)
+        if RETENTION == ELASTIC:
             # the soft threshold passes the gradient where the end state before it lies outside [-gamma, gamma]
-            end = _advance(S, eta * k, g, g_last, _psi(r, v, d, V, sharp, p, eps, BIAS))
-            dS = tl.where(tl.abs(end) > gamma, dS, 0.0)
-        _store(dhs_ptr + chunk, dS, offs_k, offs_v, K, V, V)
+            dS = tl.where(tl.abs(_advance(S, eta * k, g, g_last, P)) > gamma, dS, 0.0)
+        if RETENTION >= KL:
+            # through the softmax to the end state's logits U; e^{g_last} log S_lag carries into S_lag
+            dS = _simplex_vjp(_carry(Sr, eta * k, g, g_last, P, offs_k, K, offs_v, V, floor, scale), dS, scale)
+            dSr = tl.where(Sr > floor, tl.exp(g_last)[:, None] * dS / tl.maximum(Sr, floor), 0.0)
+        else:
+            dSr = tl.exp(g_last)[:, None] * dS
+        _store(dhs_ptr + chunk * K * V, dS, offs_k, offs_v, K, V, V)
         dP = _rows(dpa_ptr + base_v, rows, offs_v, T, V, sv) - dot(eta * k * tl.exp(g_last[None, :] - g), dS)
         dr, dd = _psi_vjp(r, d, dP, V, sharp, p, eps, BIAS)
-        if BIAS == 0:
-            _store(dv_ptr + base_v, -dP, rows, offs_v, T, V, sv)
+        if RETENTION == KL_TANGENT:
+            dSr += _tangent_rows_dw(do, q, Sr, tl.exp(g) - 1.0, floor, scale)
         else:
-            _store(dv_ptr + base_v, -dr, rows, offs_v, T, V, sv)
+            dSr += dot(tl.trans(q * c[None, :] * tl.exp(g)), do)
+        dSr += dot(tl.trans(kc), dr)
+        if RETENTION == LQ:
+            dc = tl.load(dcq_ptr + chunk * K + offs_k, mask=offs_k < K, other=0.0) + tl.sum(dot(dr, tl.trans(S)) * k, 0)
+            dSr += _lq_grad(S, c, power, dc, q_exp, eps_q, LQ_ROW, BK)
+        if BIAS == 0:
+            dv = -dP
+        else:
+            dv = -dr
             _store(dr_ptr + base_v, dr, rows, offs_v, T, V, sv)
+        if RETENTION >= KL:
+            # the lag token's exact step from the chunk start, S_lag = c Softmax(L)
+            _, r0, P0 = _lag_step(S, k0, v0, d0, eta0, la0, offs_k, K, offs_v, V, sharp, p, eps, floor, scale, BIAS)
+            dL = _simplex_vjp(Sr, dSr, scale)
+            dP0 = -dot(eta0 * k0, dL)
+            dr0, dd0 = _psi_vjp(r0, d0, dP0, V, sharp, p, eps, BIAS)
+            if BIAS == 0:
+                dv += -dP0
+            else:
+                dv += -dr0
+            dd += dd0
+            dek0 = -dot(P0, tl.trans(dL))
+            # this value block's share of the lag row's key-side gradients: dk_0, deta_0, dlog alpha_0
+            out = lag_ptr + (chunk * tl.num_programs(2) + i_v) * 3 * K + offs_k
+            tl.store(out, tl.sum(dek0 * eta0 + dot(dr0, tl.trans(S)), 0), mask=offs_k < K)
+            tl.store(out + K, tl.sum(dek0 * k0, 0), mask=offs_k < K)
+            tl.store(out + 2 * K, tl.exp(la0) * tl.sum(dL * _log_floor(S, floor), 1), mask=offs_k < K)
+            dS = tl.where(S > floor, tl.exp(la0)[:, None] * dL / tl.maximum(S, floor), 0.0) + dot(tl.trans(k0), dr0)
+        else:
+            dS = dSr
+        _store(dv_ptr + base_v, dv, rows, offs_v, T, V, sv)
         if HAS_DELTA:
             _store(dd_ptr + base_v, dd, rows, offs_v, T, V, sv)
-        dS = tl.exp(g_last)[:, None] * dS + dot(tl.trans(q * tl.exp(g)), do) + dot(tl.trans(k), dr)
     if HAS_H0:
         _store(dh0_ptr + state, dS, offs_k, offs_v, K, V, V)
 
 
-@triton.jit
-def _decay_grads(q, k, eta, g, g_last, do, S, dS, P, BT: tl.constexpr, BK: tl.constexpr):
-    """``dq``, ``d(eta k)`` and ``dg`` of one chunk (all ``[BT, BK]``) from its read ``o = (q e^g) S - A P`` and
-    end state, for the end-state gradient ``dS``; ``g``'s gradient through ``g_last`` sits on the last row."""
-    i = tl.arange(0, BT)
-    ek, eg, decay_end = eta * k, tl.exp(g), tl.exp(g_last[None, :] - g)
-    dA = tl.where(i[None, :] <= i[:, None], -dot(do, tl.trans(P)), 0.0)
-    dqb = dot(do, tl.trans(S))
-    dkb = -dot(P, tl.trans(dS))
-    mA, mA_t = mix(dA, ek, g, BT, BK), mix_t(dA, q, g, BT, BK)
-    dg = dqb * q * eg + q * mA - ek * mA_t - dkb * ek * decay_end
-    dg_last = tl.exp(g_last) * tl.sum(S * dS, 1) + tl.sum(dkb * ek * decay_end, 0)
-    dg += tl.where((i == BT - 1)[:, None], dg_last[None, :], 0.0)
-    return dqb * eg + mA, mA_t + dkb * decay_end, dg
-
-
-@autotune(LAUNCH_CONFIGS, key=["BT", "BK", "BV", "BIAS"])
+@autotune(LAUNCH_CONFIGS, key=["BT", "BK", "BV", "BIAS", "RETENTION"])
 @triton.jit(do_not_specialize=["T"])
 def _bwd_grad_kernel(
     q_ptr,
@@ -349,9 +530,11 @@ def _bwd_grad_kernel(
     la_ptr,
     d_ptr,
     hs_ptr,
+    hl_ptr,
     dhs_ptr,
     do_ptr,
     dr_ptr,
+    lag_ptr,
     cu_ptr,
     offsets_ptr,
     seq_ptr,
@@ -367,10 +550,16 @@ def _bwd_grad_kernel(
     sharp,
     p,
     eps,
+    q_exp,
+    eps_q,
+    floor,
+    scale,
     BT: tl.constexpr,
     BK: tl.constexpr,
     BV: tl.constexpr,
     BIAS: tl.constexpr,
+    RETENTION: tl.constexpr,
+    LQ_ROW: tl.constexpr,
     HAS_ALPHA: tl.constexpr,
     HAS_DELTA: tl.constexpr,
     IS_VARLEN: tl.constexpr,
@@ -380,9 +569,11 @@ def _bwd_grad_kernel(
     sk, sv, base_k, base_v, offs_k, offs_v = _frame(bos, i_h, i_v, H, K, V, BK, BV)
     # key-side gradients are this value block's share; the blocks' shares are added up after the launch
     part = base_k + tl.cast(i_v, tl.int64) * key_block
-    chunk = (tl.cast(i_c, tl.int64) * H + i_h) * K * V
-    S = _rows(hs_ptr + chunk, offs_k, offs_v, K, V, V)
-    dS = _rows(dhs_ptr + chunk, offs_k, offs_v, K, V, V)
+    chunk = tl.cast(i_c, tl.int64) * H + i_h
+    i = tl.arange(0, BT)
+    last, lag = (i == BT - 1)[:, None], (i == 0)[:, None]
+    S = _rows(hs_ptr + chunk * K * V, offs_k, offs_v, K, V, V)
+    dS = _rows(dhs_ptr + chunk * K * V, offs_k, offs_v, K, V, V)
     q, k, v, eta, g, g_last, d = _chunk_inputs(
         q_ptr + base_k,
         k_ptr + base_k,
@@ -403,16 +594,45 @@ def _bwd_grad_kernel(
         BT,
     )
     do = _rows(do_ptr + base_v, rows, offs_v, T, V, sv)
-    P = _psi(dot(k, S) - v, v, d, V, sharp, p, eps, BIAS)
-    dq, dek, dg = _decay_grads(q, k, eta, g, g_last, do, S, dS, P, BT, BK)
+    Sr, carried = S, S
+    if RETENTION >= KL:
+        eta, g, g_last, _ = _after_lag(eta, g, g_last, BT)
+        Sr = _rows(hl_ptr + chunk * K * V, offs_k, offs_v, K, V, V)
+        carried = _log_floor(Sr, floor)
+    c, _ = _lq_scale(S, K, V, q_exp, eps_q, LQ_ROW, RETENTION, BK)
+    qa, ek, eg = _queries(q, c, offs_k, K, scale, RETENTION), eta * k, tl.exp(g)
+    decay_end = tl.exp(g_last[None, :] - g)
+    P = _psi(dot(k * c[None, :], Sr) - v, v, d, V, sharp, p, eps, BIAS)
+    dA = tl.where(i[None, :] <= i[:, None], -dot(do, tl.trans(P)), 0.0)
+    mA, mA_t = mix(dA, ek, g, BT, BK), mix_t(dA, qa, g, BT, BK)
+    dkb = -dot(P, tl.trans(dS))
+    if RETENTION == KL_TANGENT:
+        dq, dfade = _tangent_rows_vjp(do, q, Sr, eg - 1.0, floor, scale)
+        dq += _centre(mA, offs_k, K) * (scale / K)
+        dg = dfade * eg
+    else:
+        dqb = dot(do, tl.trans(Sr))
+        dq = (dqb * eg + mA) * c[None, :]
+        dg = dqb * qa * eg
+    dg += qa * mA - ek * mA_t - dkb * ek * decay_end
+    dg_last = tl.exp(g_last) * tl.sum(carried * dS, 1) + tl.sum(dkb * ek * decay_end, 0)
+    dg += tl.where(last, dg_last[None, :], 0.0)
+    dek = mA_t + dkb * decay_end
     dk = dek * eta
     if BIAS != 0:
-        dk += dot(_rows(dr_ptr + base_v, rows, offs_v, T, V, sv), tl.trans(S))
+        dk += dot(_rows(dr_ptr + base_v, rows, offs_v, T, V, sv), tl.trans(Sr)) * c[None, :]
+    deta = dek * k
+    dla = tl.sum(dg, 0)[None, :] - tl.cumsum(dg, 0) + dg
+    if RETENTION >= KL:
+        lagged = lag_ptr + (chunk * tl.num_programs(2) + i_v) * 3 * K + offs_k
+        dk = tl.where(lag, tl.load(lagged, mask=offs_k < K, other=0.0)[None, :], dk)
+        deta = tl.where(lag, tl.load(lagged + K, mask=offs_k < K, other=0.0)[None, :], deta)
+        dla = tl.where(lag, tl.load(lagged + 2 * K, mask=offs_k < K, other=0.0)[None, :], dla)
     _store(dq_ptr + part, dq, rows, offs_k, T, K, sk)
     _store(dk_ptr + part, dk, rows, offs_k, T, K, sk)
-    _store(deta_ptr + part, dek * k, rows, offs_k, T, K, sk)
+    _store(deta_ptr + part, deta, rows, offs_k, T, K, sk)
     if HAS_ALPHA:
-        _store(dla_ptr + part, tl.sum(dg, 0)[None, :] - tl.cumsum(dg, 0) + dg, rows, offs_k, T, K, sk)
+        _store(dla_ptr + part, dla, rows, offs_k, T, K, sk)
 
 
 def launch_grids(n_sequences: int, n_chunks: int, heads: int, value_blocks: int) -> dict[str, tuple[int, int, int]]:
@@ -426,6 +646,20 @@ def launch_grids(n_sequences: int, n_chunks: int, heads: int, value_blocks: int)
         "bwd_state": per_sequence,
         "bwd_grads": per_chunk,
     }
+
+
+def scalars(spec: MemorySpec, K: int) -> dict[str, float]:
+    """The kernels' float arguments; Memora's simplex scale ``c`` is ``kl_scale`` or ``sqrt(K)`` (the fan-in)."""
+    return dict(
+        sharp=spec.sign_sharpness,
+        p=spec.p,
+        eps=spec.eps,
+        q_exp=spec.q,
+        eps_q=spec.eps**spec.q,
+        gamma=spec.elastic_threshold,
+        floor=spec.kl_floor,
+        scale=spec.kl_scale if spec.kl_scale is not None else math.sqrt(K),
+    )
 
 
 @dataclass(frozen=True)
@@ -461,6 +695,10 @@ class _Run:
         return _Run(spec, T, N, H, K, v.shape[-1], chunk_size, block, n_chunks, cu_seqlens, offsets, chunk_seq,
                     log_alpha is not None, delta is not None)  # fmt: skip
 
+    @property
+    def kl(self) -> bool:
+        return self.spec.retention == "kl"
+
     def grid(self, name: str) -> tuple[int, int, int]:
         return launch_grids(self.N, self.n_chunks, self.H, triton.cdiv(self.V, self.BV))[name]
 
@@ -473,29 +711,33 @@ class _Run:
     def sizes(self) -> tuple:
         return self.T, self.H, self.K, self.V
 
+    def scalars(self, *names: str) -> tuple[float, ...]:
+        values = scalars(self.spec, self.K)
+        return tuple(values[name] for name in names)
+
     def blocks(self) -> dict:
         return dict(BT=self.BT, BK=max(16, triton.next_power_of_2(self.K)), BV=self.BV, HAS_ALPHA=self.has_alpha,
-                    IS_VARLEN=self.cu_seqlens is not None)  # fmt: skip
+                    IS_VARLEN=self.cu_seqlens is not None, RETENTION=chunk_retention(self.spec),
+                    LQ_ROW=self.spec.lq_scope == "row")  # fmt: skip
 
-    def bias(self) -> tuple[tuple, dict]:
-        """``psi``'s float arguments and its compile-time flags."""
-        spec = self.spec
-        return (spec.sign_sharpness, spec.p, spec.eps), dict(BIAS=bias_code(spec), HAS_DELTA=self.has_delta)
+    def bias(self) -> dict:
+        """``psi``'s compile-time flags."""
+        return dict(BIAS=bias_code(self.spec), HAS_DELTA=self.has_delta)
 
-    def retention(self) -> tuple[tuple, dict]:
-        """The state passes' retention arguments: elastic's threshold and flag."""
-        return (self.spec.elastic_threshold,), dict(ELASTIC=self.spec.retention == "elastic")
+
+STATE = ("sharp", "p", "eps", "q_exp", "eps_q", "gamma", "floor", "scale")
+"""The float arguments of the state passes, in order."""
 
 
 def _forward(run: _Run, q, k, v, eta, log_alpha, delta, h0, output_final_state: bool):
-    """Output ``[B, T, H, V]``, chunk-start states ``[n_chunks, H, K, V]`` and the final state (or None)."""
+    """Output ``[B, T, H, V]``, chunk-start states ``[n_chunks, H, K, V]``, Memora's states after each lag token
+    (or None) and the final state (or None)."""
     f32 = dict(dtype=torch.float32, device=q.device)
     _, H, K, V = run.sizes()
     hs = torch.empty(run.n_chunks, H, K, V, **f32)
+    hl = torch.empty_like(hs) if run.kl else None
     P = torch.empty(v.shape, **f32)
     ht = torch.empty(run.N, H, K, V, **f32) if output_final_state else None
-    scalars, bias = run.bias()
-    gamma, elastic = run.retention()
     blocks = run.blocks()
     _fwd_state_kernel[run.grid("fwd_state")](
         k,
@@ -503,37 +745,62 @@ def _forward(run: _Run, q, k, v, eta, log_alpha, delta, h0, output_final_state: 
         eta,
         *_or_dummy(hs, log_alpha, delta, h0),
         hs,
+        _or_dummy(hs, hl)[0],
         P,
         _or_dummy(hs, ht)[0],
         *run.varlen(hs, per_chunk=False),
         *run.sizes(),
-        *scalars,
-        *gamma,
+        *run.scalars(*STATE),
         **blocks,
-        **bias,
-        **elastic,
+        **run.bias(),
         HAS_H0=h0 is not None,
         STORE_HT=output_final_state,
     )
     o = torch.empty(v.shape, dtype=q.dtype, device=q.device)
     _fwd_output_kernel[run.grid("fwd_output")](
-        q, k, eta, _or_dummy(hs, log_alpha)[0], hs, P, o, *run.varlen(hs, per_chunk=True), *run.sizes(), **blocks
+        q,
+        k,
+        eta,
+        _or_dummy(hs, log_alpha)[0],
+        hs,
+        _or_dummy(hs, hl)[0],
+        P,
+        o,
+        *run.varlen(hs, per_chunk=True),
+        *run.sizes(),
+        *run.scalars("q_exp", "eps_q", "floor", "scale"),
+        **blocks,
     )
-    return o, hs, ht
+    return o, hs, hl, ht
 
 
-def _backward(run: _Run, do, dht, q, k, v, eta, log_alpha, delta, h0, hs) -> tuple:
+def _backward(run: _Run, do, dht, q, k, v, eta, log_alpha, delta, h0, hs, hl) -> tuple:
     """``dq, dk, dv, deta, dlog_alpha, ddelta, dh0`` in fp32 (None where the input is None)."""
     f32 = dict(dtype=torch.float32, device=q.device)
-    la = _or_dummy(hs, log_alpha)[0]
-    scalars, bias = run.bias()
-    gamma, elastic = run.retention()
-    blocks = run.blocks()
+    la, dl, hl = _or_dummy(hs, log_alpha, delta, hl)
+    blocks, bias = run.blocks(), run.bias()
+    NV = run.grid("bwd_grads")[-1]
     dpa = torch.empty(v.shape, **f32)
+    dcq = torch.empty(run.n_chunks, run.H, run.K, **f32) if run.spec.retention == "lq" else hs
     _bwd_read_kernel[run.grid("bwd_read")](
-        q, k, eta, la, do, dpa, *run.varlen(hs, per_chunk=True), *run.sizes(), **blocks
+        q,
+        k,
+        v,
+        eta,
+        la,
+        dl,
+        hs,
+        do,
+        dpa,
+        dcq,
+        *run.varlen(hs, per_chunk=True),
+        *run.sizes(),
+        *run.scalars("sharp", "p", "eps", "q_exp", "eps_q", "scale"),
+        **blocks,
+        **bias,
     )
     dhs, dr, dv = torch.empty_like(hs), torch.empty(v.shape, **f32), torch.empty(v.shape, **f32)
+    lag = torch.empty(run.n_chunks, run.H, NV, 3, run.K, **f32) if run.kl else hs
     dd = torch.empty(v.shape, **f32) if delta is not None else None
     dh0 = torch.empty(h0.shape, **f32) if h0 is not None else None
     _bwd_state_kernel[run.grid("bwd_state")](
@@ -542,26 +809,27 @@ def _backward(run: _Run, do, dht, q, k, v, eta, log_alpha, delta, h0, hs) -> tup
         v,
         eta,
         la,
-        _or_dummy(hs, delta)[0],
+        dl,
         hs,
+        hl,
         do,
         dpa,
+        dcq,
         _or_dummy(hs, dht)[0],
         dhs,
         dr,
         dv,
-        *_or_dummy(hs, dd, dh0),
+        _or_dummy(hs, dd)[0],
+        lag,
+        _or_dummy(hs, dh0)[0],
         *run.varlen(hs, per_chunk=False),
         *run.sizes(),
-        *scalars,
-        *gamma,
+        *run.scalars(*STATE),
         **blocks,
         **bias,
-        **elastic,
         HAS_H0=h0 is not None,
         HAS_DHT=dht is not None,
     )
-    NV = run.grid("bwd_grads")[-1]
     dq, dk, deta = (torch.empty(NV, *q.shape, **f32) for _ in range(3))
     dla = torch.empty(NV, *q.shape, **f32) if log_alpha is not None else None
     _bwd_grad_kernel[run.grid("bwd_grads")](
@@ -570,11 +838,13 @@ def _backward(run: _Run, do, dht, q, k, v, eta, log_alpha, delta, h0, hs) -> tup
         v,
         eta,
         la,
-        _or_dummy(hs, delta)[0],
+        dl,
         hs,
+        hl,
         dhs,
         do,
         dr,
+        lag,
         *run.varlen(hs, per_chunk=True),
         dq,
         dk,
@@ -583,7 +853,7 @@ def _backward(run: _Run, do, dht, q, k, v, eta, log_alpha, delta, h0, hs) -> tup
         run.T,
         q.numel(),
         *run.sizes()[1:],
-        *scalars,
+        *run.scalars("sharp", "p", "eps", "q_exp", "eps_q", "floor", "scale"),
         **blocks,
         **bias,
     )
@@ -592,27 +862,29 @@ def _backward(run: _Run, do, dht, q, k, v, eta, log_alpha, delta, h0, hs) -> tup
 
 
 class ChunkLinearFunction(torch.autograd.Function):
-    """Chunk-parallel forward and backward of the linear Miras memory with retention ``none``, ``l2`` or
-    ``elastic`` (Eq. 28-29); arguments as ``chunk.ChunkMirasFunction`` (inputs ``[B, T, H, D]``, gates expanded by
-    ``common.kernel_gates``, ``h0 [N, H, K, V]`` fp32 or None) plus ``block``, the value columns per program
-    (``chunk.value_block``). Returns ``o [B, T, H, V]`` in ``q``'s dtype and the final state (fp32) or None."""
+    """Chunk-parallel forward and backward of the linear Miras memory (Eq. 28-29).
+
+    Inputs ``q, k [B, T, H, K]``, ``v [B, T, H, V]``, the gates as ``common.kernel_gates`` expands them, ``h0
+    [N, H, K, V]`` fp32 or None, the spec, the chunk size, ``cu_seqlens`` (int32) or None, whether to return the
+    final state, and ``block``, the value columns per program (``chunk.value_block``). Returns ``o [B, T, H, V]``
+    in ``q``'s dtype and the final state (fp32) or None."""
 
     @staticmethod
     def forward(ctx, q, k, v, eta, log_alpha, delta, h0, spec, chunk_size, cu_seqlens, output_final_state, block):
         run = _Run.of(q, v, spec, chunk_size, block, cu_seqlens, log_alpha, delta)
-        o, hs, ht = _forward(run, q, k, v, eta, log_alpha, delta, h0, output_final_state)
-        ctx.save_for_backward(q, k, v, eta, log_alpha, delta, h0, hs)
+        o, hs, hl, ht = _forward(run, q, k, v, eta, log_alpha, delta, h0, output_final_state)
+        ctx.save_for_backward(q, k, v, eta, log_alpha, delta, h0, hs, hl)
         ctx.run = run
         return o, ht
 
     @staticmethod
     def backward(ctx, do, dht):
-        q, k, v, eta, log_alpha, delta, h0, hs = ctx.saved_tensors
+        q, k, v, eta, log_alpha, delta, h0, hs, hl = ctx.saved_tensors
         dht = None if dht is None else dht.contiguous()
-        grads = _backward(ctx.run, do.contiguous(), dht, q, k, v, eta, log_alpha, delta, h0, hs)
+        grads = _backward(ctx.run, do.contiguous(), dht, q, k, v, eta, log_alpha, delta, h0, hs, hl)
         inputs = (q, k, v, eta, log_alpha, delta, h0)
         cast = tuple(None if g is None else g.to(x.dtype) for g, x in zip(grads, inputs, strict=True))
         return (*cast, None, None, None, None, None)
 
 
-__all__ = ["RETENTIONS", "ChunkLinearFunction", "covers", "launch_grids"]
+__all__ = ["RETENTIONS", "ChunkLinearFunction", "covers", "launch_grids", "scalars"]

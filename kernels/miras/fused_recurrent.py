@@ -24,7 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.miras.chunk import _scalars, check_supported
+from kernels.miras.chunk import check_supported
+from kernels.miras.chunk_linear import scalars
 from kernels.miras.common import (
     RETENTION_CODES,
     _log_floor,
@@ -207,7 +208,7 @@ def fused_recurrent_miras(
             H,
             K,
             V,
-            *_scalars(spec, K),
+            *scalars(spec, K).values(),
             BK=max(16, triton.next_power_of_2(K)),
             BV=max(16, triton.next_power_of_2(V)),
             BIAS=bias_code(spec),

@@ -342,6 +342,9 @@ def test_unsupported_specs_name_the_field():
     check_supported(PRESETS["memora"].replace(kl_read="tangent"), decoding=False)
     with pytest.raises(NotImplementedError, match="memory.algorithm='momentum'"):
         check_supported(linear(algorithm="momentum"))
+    with pytest.raises(NotImplementedError, match="memory.gate_axis='value'"):
+        check_supported(linear(gate_axis="value"), decoding=False)
+    check_supported(PRESETS["yaad"].replace(gate_axis="value"))  # the MLP memory gates its D-sized axes
     with pytest.raises(ValueError, match="chunk_size=24 is invalid for the Triton kernels"):
         chunk_miras(*make_inputs(4)[:5], linear(), chunk_size=24)
 

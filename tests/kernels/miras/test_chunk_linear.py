@@ -1,5 +1,6 @@
-"""The chunk-parallel kernels of the linear memory (``chunk_linear.py``) against ``naive_chunk_miras`` (fp64) and
-against the one-program-per-sequence kernels of ``chunk.py``: output, final state and every gradient."""
+"""The chunk-parallel kernels of the linear memory (``chunk_linear.py``) against ``naive_chunk_miras`` (fp64):
+output, final state and every gradient. ``test_chunk.py`` runs the same kernels through ``chunk_miras`` on every
+bias and retention."""
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from kernels.miras.chunk_linear import covers, launch_grids
 from kernels.utils import assert_close
 from tests.kernels.miras.test_chunk import (  # noqa: F401  (the NaN-poisoned torch.empty fixture, autouse)
     _nan_poisoned_empty,
+    compare,
     grads_of,
     linear,
     make_inputs,
@@ -20,11 +22,6 @@ from tests.kernels.miras.test_chunk import (  # noqa: F401  (the NaN-poisoned to
 
 CHUNK = 16
 NAMES = ["dq", "dk", "dv", "deta", "dalpha", "ddelta", "dinitial"]
-
-
-def old_kernel(monkeypatch):
-    """``chunk_miras`` on the sequential kernels of ``chunk.py`` for every spec."""
-    monkeypatch.setattr(chunk_module, "covers", lambda spec: False)
 
 
 def check(ref, out, ratio):
@@ -51,6 +48,7 @@ SPECS = {
     "huber-head": linear("huber"),
     "robust-none": linear("robust", "none"),
     "l2-elastic": linear(retention="elastic", elastic_threshold=0.02),
+    "huber-kl": linear("huber", "kl"),
     **{
         name: pytest.param(spec, marks=pytest.mark.slow)
         for name, spec in {
@@ -69,8 +67,12 @@ SPECS = {
 
 @pytest.mark.parametrize("spec", list(SPECS.values()), ids=list(SPECS))
 def test_matches_naive(spec):
+    """Every retention with a few biases; ``huber-kl`` reads ``delta`` on Memora's lag token."""
     assert covers(spec)
-    against_naive(spec, T=37)
+    if spec.retention == "kl":
+        compare(spec, T=37, d=12)
+    else:
+        against_naive(spec, T=37)
 
 
 @pytest.mark.parametrize(
@@ -84,27 +86,20 @@ def test_odd_lengths_per_head_gates(T, with_state):
 
 
 @pytest.mark.parametrize(
-    "spec",
-    [
-        PRESETS["yaad_linear"],
-        linear("l1", "elastic", elastic_threshold=0.02),
-        pytest.param(linear("l1", "none"), marks=pytest.mark.slow),
-    ],
-    ids=["yaad-linear", "l1-elastic", "l1-none"],
-)
-def test_matches_old_kernel(spec, monkeypatch):
-    """The same fp32 inputs (two sequences) on both kernels."""
-    inputs = make_inputs(45)
-    state = make_state(spec)
-    new = grads_of(chunk_miras, inputs, state, spec, None)
-    old_kernel(monkeypatch)
-    old = grads_of(chunk_miras, inputs, state, spec, None)
-    check(old, new, 1e-5)
+    ("preset", "T", "with_state"),
+    [("moneta_linear", 65, False), ("memora_linear", 65, True), ("memora_linear", 1, False),
+     *(pytest.param(p, T, s, marks=pytest.mark.slow) for p, T, s in
+       (("moneta_linear", 1, True), ("moneta_linear", 130, True), ("memora_linear", 130, False)))],
+)  # fmt: skip
+def test_lq_and_kl_odd_lengths(preset, T, with_state):
+    """Moneta's lq scale and Memora's lag token around the 64-token chunk: Memora's one-token chunks are the lag
+    token alone; per-head gates."""
+    compare(PRESETS[preset], T=T, channel=False, with_state=with_state, chunk_size=64)
 
 
-def test_dispatch_by_retention():
-    assert all(covers(linear(retention=r)) for r in ("none", "l2", "elastic"))
-    assert not any(covers(spec) for spec in (PRESETS["moneta_linear"], PRESETS["memora_linear"], PRESETS["yaad"]))
+def test_covers_every_linear_retention():
+    assert all(covers(linear(retention=r)) for r in ("none", "l2", "lq", "elastic", "kl"))
+    assert not any(covers(PRESETS[name]) for name in ("moneta", "yaad", "memora"))
 
 
 def test_without_initial_or_final_state():
@@ -135,10 +130,11 @@ def test_half_inputs():
     check(ref, out, 2e-3)
 
 
-def test_varlen_matches_per_sequence():
+@pytest.mark.parametrize("spec", [linear("lp"), PRESETS["moneta_linear"], PRESETS["memora_linear"]],
+                         ids=["lp-l2", "moneta-linear", "memora-linear"])  # fmt: skip
+def test_varlen_matches_per_sequence(spec):
     """Packed sequences (one shorter than a chunk, one of several chunks, one partial) give each sequence's own
-    outputs, final states and gradients."""
-    spec = linear("lp")
+    outputs, final states and gradients: Moneta's scale and Memora's lag token restart with every sequence."""
     lengths = [5, 35, 17]
     inputs = make_inputs(sum(lengths), n=1)
     key, (h0,) = make_state(spec, n=len(lengths))

@@ -38,19 +38,17 @@ def test_chunk_linear_kernels_take_the_value_block_and_grids_of_chunk_linear():
     assert not resources.constexprs("linear_read_bwd", 64, 64, {}, "none")["HAS_ALPHA"]
     assert resources.launch_grid("linear_grads_bwd", 128, "l2", 4, 4096, 16, 64) == (256, 16, 4)
     assert resources.launch_grid("linear_state_fwd", 128, "l2", 1, 32768, 16, 64) == (1, 16, 4)
-    assert resources.launch_grid("linear_fwd", 128, "lq", 4, 4096, 16, 64) == (4, 16, 1)
+    assert resources.launch_grid("linear_state_fwd", 128, "lq", 4, 4096, 16, 64) == (4, 16, 1)
     assert resources.launch_grid("mlp_bwd", 64, "kl", 1, 32768, 16, 64) == (1, 16)
-    assert resources.constexprs("linear_bwd", 128, 64, {}, "kl")["BV"] == 32
+    assert resources.constexprs("linear_state_bwd", 128, 64, {}, "kl")["BV"] == 32
+    assert resources.constexprs("linear_grads_bwd", 64, 64, {}, "lq")["RETENTION"] == 2
     assert resources.constexprs("linear_decode", 128, 64, {}, "kl")["BV"] == 128  # decoding keeps whole heads
 
 
 def test_serves_follows_the_dispatch():
     for name in resources.CHUNK_LINEAR:
-        assert resources.serves(name) == PARALLEL
-        assert not resources.compiled_at(name, "kl")
-    assert resources.serves("linear_fwd") == ("lq", "kl") == resources.serves("linear_bwd")
-    assert resources.constexprs("linear_state_bwd", 64, 64, {}, "elastic")["ELASTIC"]
-    assert resources.compiled_at("linear_bwd", "l2") and "elastic" not in resources.serves("mlp_fwd")
+        assert resources.serves(name) == PARALLEL and resources.compiled_at(name, "kl")
+    assert "elastic" not in resources.serves("mlp_fwd") and not resources.compiled_at("mlp_bwd", "elastic")
 
 
 def _row(kernel, head_dim, retention, shared, git=None):
@@ -62,24 +60,27 @@ def _row(kernel, head_dim, retention, shared, git=None):
 def test_a_partial_run_replaces_only_its_rows(tmp_path, monkeypatch):
     old = {"arch": "sm_90a", "triton": "3.9.0", "git": "old", "command": "python -m ...", "results": []}
     old["results"] = [_row("linear_bwd", 128, "l2", 180224), _row("mlp_fwd", 64, "l2", 65536)]
+    old["results"] += [_row("linear_grads_bwd", 128, "lq", 2048)]
     (tmp_path / "miras_resources_sm_90a.json").write_text(json.dumps(old))
     calls = []
 
     def fake(name, head_dim, chunk, arch, warps, stages, retention):
         calls.append((name, head_dim, retention))
-        return _row(name, head_dim, retention, 1024 if name != "linear_bwd" else 999999)
+        return _row(name, head_dim, retention, 1024 if name != "mlp_bwd" else 999999)
 
     monkeypatch.setattr(resources, "compile_kernel", fake)
-    argv = ["--kernels", "linear_bwd", "chunk_linear", "--head-dims", "128", "--retentions", "l2", "kl"]
+    argv = ["--kernels", "mlp_bwd", "chunk_linear", "--head-dims", "128", "--retentions", "l2", "elastic"]
     assert resources.main([*argv, "--out", str(tmp_path)]) == 0
-    assert ("linear_state_fwd", 128, "kl") not in calls and len(calls) == 2 + len(resources.CHUNK_LINEAR)
+    assert ("mlp_bwd", 128, "elastic") not in calls and len(calls) == 1 + 2 * len(resources.CHUNK_LINEAR)
     record = json.loads((tmp_path / "miras_resources_sm_90a.json").read_text())
     rows = {(r["kernel"], r["head_dim"], r["retention"]): r for r in record["results"]}
-    assert rows["linear_bwd", 128, "l2"]["shared_bytes"] == 999999 and rows["mlp_fwd", 64, "l2"]["git"] == "old"
-    assert rows["linear_bwd", 128, "l2"]["git"] == record["git"] != "old"
-    assert [r["kernel"] for r in record["results"]][:2] == ["linear_bwd", "linear_bwd"]
+    assert rows["mlp_bwd", 128, "l2"]["shared_bytes"] == 999999 and rows["mlp_fwd", 64, "l2"]["git"] == "old"
+    assert rows["mlp_bwd", 128, "l2"]["git"] == record["git"] != "old"
+    assert rows["linear_grads_bwd", 128, "lq"]["git"] == "old"
+    assert ("linear_bwd", 128, "l2") not in rows  # a kernel the code no longer has
+    assert [r["kernel"] for r in record["results"]][:2] == ["linear_state_fwd", "linear_state_fwd"]
     state = rows["linear_state_fwd", 128, "l2"]
     assert state["runs"] and state["grids"] == {"4x4096x16": [4, 16, 4], "1x32768x16": [1, 16, 4]}
     md = (tmp_path / "miras_resources_sm_90a.md").read_text()
-    assert f"git {record['git']}" in md and "| linear_bwd | 128 | 64 | l2 (*not run*) | lq, kl |" in md
+    assert f"git {record['git']}" in md and "| linear_grads_bwd | 128 | 64 | lq | none, l2, lq, elastic, kl |" in md
     assert "| **no** |" in md and "| (256, 16, 4) | (512, 16, 4) |" in md
