@@ -1,12 +1,11 @@
 """``python -m benchmarks.miras_grid``: how many programs each Miras chunk kernel launches, and how long each walks.
 
-Today's chunk kernels run one program per (sequence, head), times the value blocks for the linear memory, and
-every program walks all ``T / chunk`` chunks of its sequence in order. At fla's benchmark shape
-(``B = 4, T = 4096, H = 16``) and at one long sequence (``B = 1, T = 32768``) that is far fewer programs than an
-H100 has streaming multiprocessors (132), each doing many serial steps: the gap a chunk-parallel kernel closes.
-The linear memory with retention ``none``, ``l2`` or ``elastic`` runs on such kernels
-(``kernels/miras/chunk_linear.py``): two state passes on that grid and three kernels over every chunk, listed in a
-second table. Pure arithmetic on the kernels' own :func:`kernels.miras.chunk.program_grid` and
+The MLP memory's chunk kernels run one program per (sequence, head), and every program walks all ``T / chunk``
+chunks of its sequence in order. At fla's benchmark shape (``B = 4, T = 4096, H = 16``) and at one long sequence
+(``B = 1, T = 32768``) that is far fewer programs than an H100 has streaming multiprocessors (132), each doing many
+serial steps: the gap a chunk-parallel kernel closes. The linear memory runs on such kernels
+(``kernels/miras/chunk_linear.py``): two state passes per (sequence, head, value block) and three kernels over
+every chunk, listed in a second table. Pure arithmetic on the kernels' own :func:`kernels.miras.chunk.program_grid` and
 :func:`kernels.miras.chunk_linear.launch_grids`; writes ``reports/benchmarks/miras_launch_grid.{md,json}``.
 """
 
@@ -26,12 +25,15 @@ SHAPES = ((4, 4096, 16), (1, 32768, 16))
 """``(B, T, H)``: fla's benchmark batch and one long sequence."""
 H100_SMS = 132
 CHUNK = 64
-CHUNK_PARALLEL = {"yaad_linear": PRESETS["yaad_linear"], "l2 bias, l2 retention": MemorySpec(arch="linear")}
-"""Linear memories on ``chunk_linear.py``: Yaad's (Huber's head switch keeps whole value rows) and the delta-rule-like
-one, whose value axis splits into blocks."""
+CHUNK_PARALLEL = {
+    **{name: PRESETS[name] for name in ("moneta_linear", "yaad_linear", "memora_linear")},
+    "l2 bias, l2 retention": MemorySpec(arch="linear"),
+}
+"""Linear memories on ``chunk_linear.py``: the presets' (Moneta's lq scale and Yaad's head switch keep whole value
+rows; Memora's splits them) and the delta-rule-like one, whose value axis splits into blocks."""
 
 
-def rows(presets=("moneta", "yaad", "memora", "moneta_linear", "yaad_linear", "memora_linear"), dims=(64, 128)):
+def rows(presets=("moneta", "yaad", "memora"), dims=(64, 128)):
     """One row per preset, head size and shape: the chunk kernels' grid, programs, and chunks each walks."""
     out = []
     for name in presets:
@@ -90,10 +92,9 @@ def markdown(table: list[dict], git: str, chunk_parallel: list[dict] | None = No
     lines = [
         "# Miras chunk kernels: launch grid",
         "",
-        f"`python -m benchmarks.miras_grid` (git {git}). Forward and backward launch the same grid (the linear "
-        "memory with retention `none`, `l2` or `elastic` runs on the chunk-parallel kernels below instead); decoding "
-        f"(`fused_recurrent_miras`) launches one program per (sequence, head). Chunks of {CHUNK}; an H100 has "
-        f"{H100_SMS} SMs.",
+        f"`python -m benchmarks.miras_grid` (git {git}). The MLP memory: forward and backward launch the same grid "
+        "(the linear memory runs on the chunk-parallel kernels below); decoding (`fused_recurrent_miras`) launches "
+        f"one program per (sequence, head). Chunks of {CHUNK}; an H100 has {H100_SMS} SMs.",
         "",
         "| preset | D | B x T x H | grid | programs | programs per SM | chunks walked per program | decode programs |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -115,8 +116,8 @@ def _chunk_parallel_markdown(table: list[dict]) -> list[str]:
         "",
         "The state passes (`fwd_state`, `bwd_state`) run one program per (sequence, head, value block) and walk the "
         "chunks in order; `fwd_output`, `bwd_read` and `bwd_grads` run one program per (chunk, head, value block). "
-        "Huber's head switch keeps whole value rows, and `chunk.check_head_dim` still refuses such heads at D = 128 "
-        "(registers, spills and shared memory of the five kernels: "
+        "Moneta's lq scale and Huber's head switch keep whole value rows (registers, spills and shared memory of the "
+        "five kernels: "
         "[miras_resources_sm_90a.md](miras_resources_sm_90a.md)).",
         "",
         "| memory | D | B x T x H | kernel | grid | programs | programs per SM | chunks walked per program |",

@@ -68,15 +68,13 @@ def check_supported(spec: MemorySpec, decoding: bool = True) -> None:
 
 
 def max_head_dim(spec: MemorySpec) -> int:
-    """Widest head (padded to a power of two) whose forward and backward programs fit the 227 KB of shared memory
-    an sm_90 block may use, from the ahead-of-time compile in ``reports/benchmarks/miras_resources_sm_90a.md``
-    (chunk 64). At 128 the linear memory fits when its value axis splits (:func:`value_block`); whole 128-column
-    heads (lq, the norm-based biases) need 384 KB in the backward. The MLP memories need at most 160 KB with the
-    32-column tiles of ``chunk_mlp.tile_e``.
+    """Widest head (padded to a power of two) whose programs fit the 227 KB of shared memory an sm_90 block may use,
+    from the ahead-of-time compile in ``reports/benchmarks/miras_resources_sm_90a.md`` (chunk 64): 128 for every
+    memory. The linear memory's five kernels need at most 192 KB at ``D = 128`` with whole 128-column value rows
+    (lq; the robust bias, the heaviest of the norm-based ones, also 192 KB), 96 KB in 32-column value blocks; the
+    MLP memories at most 192 KB with the 32-column tiles of ``chunk_mlp.tile_e``.
     """
-    if spec.arch == "mlp" or value_block(spec, 128, 128) < 128:
-        return 128
-    return 64
+    return 128
 
 
 def check_head_dim(spec: MemorySpec, head_dim: int) -> None:
@@ -96,11 +94,11 @@ VALUE_BLOCK = 64
 
 def value_block(spec: MemorySpec, K: int, V: int) -> int:
     """Value columns per program (padded): ``BK x BV <= 4096`` state elements, at most :data:`VALUE_BLOCK` (64 at
-    ``K = 64``; 32 at 128, where whole 128-column heads needed 384 KB of shared memory in the backward and 64-column
-    blocks 256 KB with kl, 32-column ones 192 KB: sm_90a, ``python -m benchmarks.miras_resources``). Every column of
-    ``S`` evolves on its own except under the lq scale (a norm over ``S``) and the biases that take the norm of the
-    residual (Huber's head switch and norm form, the robust bias): those keep the whole ``V`` in one program. The
-    programs' key-side gradients add up."""
+    ``K = 64``; 32 at 128, where the chunk-parallel kernels need at most 96 KB of shared memory against 192 KB with
+    whole rows, and the state passes get 4x the programs: sm_90a, ``python -m benchmarks.miras_resources``). Every
+    column of ``S`` evolves on its own except under the lq scale (a norm over ``S``) and the biases that take the
+    norm of the residual (Huber's head switch and norm form, the robust bias): those keep the whole ``V`` in one
+    program. The programs' key-side gradients add up."""
     padded, BK = max(16, triton.next_power_of_2(V)), max(16, triton.next_power_of_2(K))
     whole_rows = spec.retention == "lq" or bias_code(spec) in (BIAS_CODES["huber_head"], BIAS_CODES["huber_norm"],
                                                                BIAS_CODES["robust"])  # fmt: skip

@@ -142,12 +142,13 @@ def test_bad_choices_name_the_field():
         layer("miras", memory=MemorySpec(algorithm="momentum"), backend="triton", chunk_size=16)
     with pytest.raises(ConfigError, match=r"mixer.chunk_size=4 is not one of the Triton kernels. chunk sizes"):
         layer("yaad", memory=YAAD.replace(arch="linear"), backend="triton")
-    with pytest.raises(ConfigError, match=r"head_dim=96 \(padded to 128\) is wider than the 64"):
-        layer("moneta", d_model=192, memory=MONETA.replace(arch="linear"), backend="triton", chunk_size=64)
+    with pytest.raises(ConfigError, match=r"head_dim=160 \(padded to 256\) is wider than the 128"):
+        layer("moneta", d_model=320, memory=MONETA.replace(arch="linear"), backend="triton", chunk_size=64)
     assert layer("memora", d_model=192, backend="triton", chunk_size=64).kernel_reason is None
     assert layer("memora", d_model=192, memory=MEMORA.replace(arch="linear"), chunk_size=64).kernel_reason is None
     assert layer("yaad", d_model=192, backend="triton", chunk_size=64).kernel_reason is None
-    assert "head_dim=96" in layer("yaad", d_model=192, memory=YAAD.replace(arch="linear"), chunk_size=16).kernel_reason
+    assert layer("yaad", d_model=192, memory=YAAD.replace(arch="linear"), chunk_size=16).kernel_reason is None
+    assert "head_dim=160" in layer("yaad", d_model=320, memory=YAAD.replace(arch="linear"), chunk_size=16).kernel_reason
 
 
 @pytest.mark.parametrize(
