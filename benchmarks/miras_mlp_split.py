@@ -14,8 +14,10 @@ sorts them into three classes:
 - ``c``: the serial recurrence: the memory at the keys, its hand backprop ``g_1, g_2`` (``_keys``, ``_chain``),
   the end state ``W'`` and, in the backward, what feeds the carried ``dW`` chain.
 
-``repeat`` marks a product that the kernel forms again within the same chunk (each tile pass recomputes its
-``[b, BET]`` intermediates; ``kernels/miras/README.md``): storing ``[b, E]`` tensors per chunk would remove it.
+``forward`` counts ``_mlp_fwd_kernel`` (Memora's forward, and the others' before the split), ``forward (split)``
+its state pass and per-chunk read (``chunk_mlp.covers``), ``backward`` ``_mlp_bwd_kernel``. ``repeat`` marks a
+product formed again within the same chunk (each tile pass recomputes its ``[b, BET]`` intermediates;
+``kernels/miras/README.md``): storing ``[b, E]`` tensors per chunk would remove it.
 Activations, LayerNorms, exponentials and the other ``[b, D]`` elementwise work are left out. Pure arithmetic;
 writes ``reports/benchmarks/miras_mlp_split.{md,json}``.
 """
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kernels.miras import PRESETS
+from kernels.miras.chunk_mlp import covers
 from kernels.miras.common import KL_TANGENT, chunk_retention
 from kernels.miras.decay import BC
 from kernels.utils import git_tag, write_record
@@ -104,7 +107,21 @@ FORWARD = (
     Op("_mlp_fwd_kernel", "W' = e^{g_last} W - U (or its log-space carry), both weights", "c", DE=2),
     Op("_mlp_fwd_kernel", "z_2 -= mix(S_2, eta g_2, g)", "b", dec=1),
 )
-"""``_mlp_fwd_kernel`` per chunk."""
+"""``_mlp_fwd_kernel`` per chunk (Memora's forward; the one-program forward of the others before the split)."""
+SPLIT_FORWARD = (
+    *START[:2],
+    Op("_mlp_fwd_state_kernel", "Z_1 again", "c", bDE=1, repeat=True),
+    Op("_mlp_fwd_state_kernel", "G = g_2 W_2^T, U_1, U_2", "c", bDE=3),
+    Op("_mlp_fwd_state_kernel", "W' = e^{g_last} W - U, both weights", "c", DE=2),
+    Op("_mlp_fwd_output_kernel/_scales", "lq: ||W_1||_q^q, ||W_2||_q^q again", "b", DE=2, when="lq"),
+    Op("_mlp_fwd_output_kernel", "A_1 = scores(q c_1, eta k, g)", "a", dec=1),
+    Op("_mlp_fwd_output_kernel", "H_1 = act((k c_1) W_1) again", "b", bDE=1, repeat=True),
+    Op("_mlp_fwd_output_kernel", "z_1 = (q c_1 e^g) W_1 - A_1 g_1, S_2, M_2", "b", bDE=2, bbE=2),
+    Op("_mlp_fwd_output_kernel", "z_2 -= mix(S_2, eta g_2, g)", "b", dec=1),
+)
+"""The split forward of ``chunk_mlp.covers``'s retentions: ``_mlp_fwd_state_kernel`` (serial; it forms ``G`` with
+``Z_1`` in one tile pass) and ``_mlp_fwd_output_kernel`` (per chunk; it forms ``H_1`` again from the chunk-start
+weights)."""
 
 
 def _tile_back(name: str, first: bool) -> tuple[Op, ...]:
@@ -208,7 +225,10 @@ def rows(memories=MEMORIES, dims=DIMS, chunk=CHUNK, shape=SHAPE) -> list[dict]:
     out = []
     for name, spec in memories.items():
         for D in dims:
-            for direction, ops in (("forward", FORWARD), ("backward", BACKWARD)):
+            directions = [("forward", FORWARD), ("backward", BACKWARD)]
+            if covers(spec):
+                directions.insert(1, ("forward (split)", SPLIT_FORWARD))
+            for direction, ops in directions:
                 counts = split(ops, spec, chunk, D)
                 total = counts["a"] + counts["b"] + counts["c"]
                 out.append(
@@ -272,7 +292,10 @@ NOTES = [
     "backward about 40% stays serial; most of the rest is the read's recomputation and its VJP (`b`), and a quarter "
     "to a third of every class is repeats of products already formed in the chunk. Memora's lag token adds its own "
     "serial step (six products with one nonzero row in each direction, sixteen more in the backward's lag VJP), and "
-    "its lag-row read is `b` only if the state pass stores the weights after the lag step.",
+    "its lag-row read is `b` only if the state pass stores the weights after the lag step. The split forward "
+    "(`forward (split)`: Moneta, Yaad) takes the reads out of the serial program but not the serial products: each "
+    "(sequence, head) still walks the same `c` per chunk, 58% (66%) of the one-program forward's work, and the "
+    "read kernel forms `H_1` once more.",
 ]
 
 

@@ -1,6 +1,6 @@
 """The MLP split count adds up the products of the chunk kernels as the module lists them."""
 
-from benchmarks.miras_mlp_split import BACKWARD, FORWARD, MEMORIES, decay_product, markdown, rows, split
+from benchmarks.miras_mlp_split import BACKWARD, FORWARD, MEMORIES, SPLIT_FORWARD, decay_product, markdown, rows, split
 
 
 def test_decay_products_halve_down_to_blocks():
@@ -16,9 +16,12 @@ def test_l2_forward_and_backward_counts():
     bwd = split(BACKWARD, MEMORIES["yaad"], b, D)
     assert bwd["c"] == 18 * unit + 2 * D * E and bwd["b_dW"] == 3 * unit + 2 * D * E
     assert bwd["b"] == 26 * unit + 5 * 2560 * D + 2 * D * E
+    split_fwd = split(SPLIT_FORWARD, MEMORIES["yaad"], b, D)
+    assert split_fwd["c"] == fwd["c"] and split_fwd["b"] == fwd["b"] + unit and split_fwd["b_repeat"] == unit
 
 
 def test_every_memory_and_direction_has_a_row():
     table = rows()
-    assert len(table) == 3 * 2 * 2 and all(0 < r["serial_share"] < 1 for r in table)
+    assert len(table) == 3 * 2 * 2 + 2 * 2 and all(0 < r["serial_share"] < 1 for r in table)
+    assert not any(r["memory"] == "memora" and r["direction"] == "forward (split)" for r in table)
     assert "| yaad | l2 | 64 | forward |" in markdown(table, "abc")
