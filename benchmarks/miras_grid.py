@@ -5,8 +5,11 @@ chunks of its sequence in order. At fla's benchmark shape (``B = 4, T = 4096, H 
 (``B = 1, T = 32768``) that is far fewer programs than an H100 has streaming multiprocessors (132), each doing many
 serial steps: the gap a chunk-parallel kernel closes. The linear memory runs on such kernels
 (``kernels/miras/chunk_linear.py``): two state passes per (sequence, head, value block) and three kernels over
-every chunk, listed in a second table. Pure arithmetic on the kernels' own :func:`kernels.miras.chunk.program_grid` and
-:func:`kernels.miras.chunk_linear.launch_grids`; writes ``reports/benchmarks/miras_launch_grid.{md,json}``.
+every chunk, listed in a second table. The MLP memory's forward with retention ``none``, ``l2`` or ``lq`` runs split
+the same way (``kernels/miras/chunk_mlp.py``: a state pass and a read over every chunk; its backward stays on the
+first table's grid), in a third. Pure arithmetic on the kernels' own :func:`kernels.miras.chunk.program_grid`,
+:func:`kernels.miras.chunk_linear.launch_grids` and :func:`kernels.miras.chunk_mlp.launch_grids`; writes
+``reports/benchmarks/miras_launch_grid.{md,json}``.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import argparse
 import math
 from pathlib import Path
 
-from kernels.miras import PRESETS, MemorySpec
+from kernels.miras import PRESETS, MemorySpec, chunk_mlp
 from kernels.miras.chunk import program_grid
 from kernels.miras.chunk_linear import covers, launch_grids
 from kernels.utils import git_tag, write_record
@@ -88,13 +91,30 @@ def chunk_parallel_rows(specs=CHUNK_PARALLEL, dims=(64, 128)):
     return out
 
 
-def markdown(table: list[dict], git: str, chunk_parallel: list[dict] | None = None) -> str:
+def mlp_rows(presets=("moneta", "yaad", "memora"), dims=(64, 128)):
+    """One row per MLP preset, head size, shape and kernel of ``chunk_mlp.launch_grids``."""
+    out = []
+    for name in presets:
+        for D in dims:
+            for B, T, H in SHAPES:
+                for kernel, grid in chunk_mlp.launch_grids(PRESETS[name], B, B * math.ceil(T / CHUNK), H).items():
+                    programs = math.prod(grid)
+                    walks = 1 if kernel == "fwd_output" else math.ceil(T / CHUNK)
+                    row = {"memory": name, "D": D, "B": B, "T": T, "H": H, "kernel": kernel, "grid": list(grid)}
+                    out.append(row | {"programs": programs, "per_sm": programs / H100_SMS, "chunks_per_program": walks})
+    return out
+
+
+def markdown(
+    table: list[dict], git: str, chunk_parallel: list[dict] | None = None, mlp: list[dict] | None = None
+) -> str:
     lines = [
         "# Miras chunk kernels: launch grid",
         "",
         f"`python -m benchmarks.miras_grid` (git {git}). The MLP memory: forward and backward launch the same grid "
-        "(the linear memory runs on the chunk-parallel kernels below); decoding (`fused_recurrent_miras`) launches "
-        f"one program per (sequence, head). Chunks of {CHUNK}; an H100 has {H100_SMS} SMs.",
+        "(the forward with retention `none`, `l2` or `lq` runs split, third table; the linear memory runs on the "
+        "chunk-parallel kernels of the second); decoding (`fused_recurrent_miras`) launches one program per "
+        f"(sequence, head). Chunks of {CHUNK}; an H100 has {H100_SMS} SMs.",
         "",
         "| preset | D | B x T x H | grid | programs | programs per SM | chunks walked per program | decode programs |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -106,6 +126,8 @@ def markdown(table: list[dict], git: str, chunk_parallel: list[dict] | None = No
         )
     if chunk_parallel:
         lines += _chunk_parallel_markdown(chunk_parallel)
+    if mlp:
+        lines += _mlp_markdown(mlp)
     return "\n".join(lines) + "\n"
 
 
@@ -131,13 +153,34 @@ def _chunk_parallel_markdown(table: list[dict]) -> list[str]:
     return lines
 
 
+def _mlp_markdown(table: list[dict]) -> list[str]:
+    lines = [
+        "",
+        "## MLP memory (`kernels/miras/chunk_mlp.py`)",
+        "",
+        "With retention `none`, `l2` or `lq` the forward runs a state pass (`fwd_state`, one program per (sequence, "
+        "head), walking the chunks in order) and a read per (chunk, head) (`fwd_output`); Memora's forward (`fwd`) "
+        "and every backward (`bwd`) walk whole sequences. Serial share of the multiply-adds: "
+        "[miras_mlp_split.md](miras_mlp_split.md).",
+        "",
+        "| memory | D | B x T x H | kernel | grid | programs | programs per SM | chunks walked per program |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in table:
+        lines.append(
+            f"| {r['memory']} | {r['D']} | {r['B']} x {r['T']} x {r['H']} | `{r['kernel']}` | {tuple(r['grid'])} | "
+            f"{r['programs']} | {r['per_sm']:.2f} | {r['chunks_per_program']} |"
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.miras_grid", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "benchmarks")
     args = parser.parse_args(argv)
-    table, parallel, git = rows(), chunk_parallel_rows(), git_tag(REPO)
-    record = {"git": git, "chunk": CHUNK, "rows": table, "chunk_parallel": parallel}
-    write_record(args.out / "miras_launch_grid", record, markdown(table, git, parallel))
+    table, parallel, mlp, git = rows(), chunk_parallel_rows(), mlp_rows(), git_tag(REPO)
+    record = {"git": git, "chunk": CHUNK, "rows": table, "chunk_parallel": parallel, "mlp": mlp}
+    write_record(args.out / "miras_launch_grid", record, markdown(table, git, parallel, mlp))
     print(f"wrote {args.out / 'miras_launch_grid'}.{{md,json}}")
     return 0
 

@@ -3,6 +3,7 @@
     python -m benchmarks.miras_resources                  # every kernel, D = 64 and 128, l2 and kl retention, sm_90a
     python -m benchmarks.miras_resources --kernels mlp_bwd --head-dims 128 --retentions lq --num-warps 8
     python -m benchmarks.miras_resources --kernels chunk_linear --retentions none l2   # the five chunk_linear kernels
+    python -m benchmarks.miras_resources --kernels mlp_split --retentions l2          # the MLP's split forward
 
 Needs no GPU: Triton compiles each kernel for ``--arch`` and ``ptxas -v`` (the one bundled with Triton) reports
 what one program uses. A kernel whose shared memory exceeds the device's per-block limit does not launch at all
@@ -15,8 +16,10 @@ kernel's launch grid at ``B = 4, T = 4096, H = 16`` and ``B = 1, T = 32768`` (pu
 own grid functions, recomputed on every write) and the retentions ``chunk_miras`` / ``fused_recurrent_miras``
 run on it.
 
-A kernel is only compiled at the retentions it runs (``serves``). Rows of kernels the code no longer has (the
-one-program-per-sequence linear kernels that ``chunk_linear.py`` replaced) are dropped on the next write.
+A kernel is only compiled at the retentions it runs (``serves``), except ``mlp_fwd``, which still compiles at
+``none``, ``l2`` and ``lq`` for comparison with the MLP memory's split forward that replaced it there. Rows of
+kernels the code no longer has (the one-program-per-sequence linear kernels that ``chunk_linear.py`` replaced) are
+dropped on the next write.
 """
 
 from __future__ import annotations
@@ -58,12 +61,14 @@ CHUNK_LINEAR = {
     "linear_grads_bwd": "bwd_grads",
 }
 """The chunk-parallel kernels of ``kernels/miras/chunk_linear.py``: report name -> name in ``launch_grids``."""
-KERNELS = (*CHUNK_LINEAR, "mlp_fwd", "mlp_bwd", "linear_decode", "mlp_decode")
-GROUPS = {"chunk_linear": tuple(CHUNK_LINEAR)}
+CHUNK_MLP = {"mlp_state_fwd": "fwd_state", "mlp_output_fwd": "fwd_output"}
+"""The MLP memory's split forward (``kernels/miras/chunk_mlp.py``): report name -> name in its ``launch_grids``."""
+KERNELS = (*CHUNK_LINEAR, "mlp_fwd", *CHUNK_MLP, "mlp_bwd", "linear_decode", "mlp_decode")
+GROUPS = {"chunk_linear": tuple(CHUNK_LINEAR), "mlp_split": tuple(CHUNK_MLP)}
 """Names ``--kernels`` also accepts, for several kernels at once."""
 RETENTIONS = ("none", "l2", "lq", "elastic", "kl")
-NOT_CONSTEXPR = {"linear_output_fwd": ("BIAS", "HAS_DELTA")}
-"""Keys of the shared specialisation a kernel has no constexpr for: the output kernel never forms ``psi``."""
+NOT_CONSTEXPR = {"linear_output_fwd": ("BIAS", "HAS_DELTA"), "mlp_output_fwd": ("BIAS", "HAS_DELTA", "BW")}
+"""Keys of the shared specialisation a kernel has no constexpr for: the output kernels never form ``psi``."""
 
 
 def _kernels():
@@ -76,6 +81,8 @@ def _kernels():
         "linear_state_bwd": (chunk_linear._bwd_state_kernel, {"HAS_H0": False, "HAS_DHT": False}),
         "linear_grads_bwd": (chunk_linear._bwd_grad_kernel, {}),
         "mlp_fwd": (chunk_mlp._mlp_fwd_kernel, {"STORE_STATES": True}),
+        "mlp_state_fwd": (chunk_mlp._mlp_fwd_state_kernel, {}),
+        "mlp_output_fwd": (chunk_mlp._mlp_fwd_output_kernel, {}),
         "mlp_bwd": (chunk_mlp._mlp_bwd_kernel, {"HAS_DHT": False}),
         "linear_decode": (fused_recurrent._fused_recurrent_kernel, {}),
         "mlp_decode": (fused_recurrent_mlp._mlp_recurrent_kernel, {}),
@@ -90,8 +97,10 @@ def _spec(name: str, retention: str):
 
 def serves(name: str) -> tuple[str, ...]:
     """The retentions (l2 bias) whose memory runs on kernel ``name``: ``chunk_miras`` sends every linear memory to
-    ``chunk_linear.py``; decoding takes every retention the chunk kernels take."""
+    ``chunk_linear.py`` and runs the MLP memory's forward with none, l2 or lq split; decoding takes every retention
+    the chunk kernels take."""
     from kernels.miras.chunk import check_supported
+    from kernels.miras.chunk_mlp import covers as mlp_split
 
     out = []
     for retention in RETENTIONS:
@@ -100,17 +109,23 @@ def serves(name: str) -> tuple[str, ...]:
             check_supported(spec)
         except NotImplementedError:
             continue
+        if (name == "mlp_fwd" and mlp_split(spec)) or (name in CHUNK_MLP and not mlp_split(spec)):
+            continue
         out.append(retention)
     return tuple(out)
 
 
 def compiled_at(name: str, retention: str) -> bool:
-    """Whether a run compiles ``name`` at ``retention``: where it runs."""
-    return retention in serves(name)
+    """Whether a run compiles ``name`` at ``retention``: where it runs, and ``mlp_fwd`` where the MLP memory's
+    split forward took over, to compare with it."""
+    from kernels.miras.chunk_mlp import SPLIT_RETENTIONS
+
+    return retention in serves(name) or (name == "mlp_fwd" and retention in SPLIT_RETENTIONS)
 
 
 def launch_grid(name: str, head_dim: int, retention: str, B: int, T: int, H: int, chunk: int) -> tuple[int, ...]:
     """The programs kernel ``name`` launches for ``B`` sequences of ``T`` tokens and ``H`` heads of ``head_dim``."""
+    from kernels.miras import chunk_mlp
     from kernels.miras.chunk import program_grid
     from kernels.miras.chunk_linear import launch_grids
 
@@ -120,6 +135,8 @@ def launch_grid(name: str, head_dim: int, retention: str, B: int, T: int, H: int
     grid = program_grid(spec, B, H, head_dim, head_dim)
     if name in CHUNK_LINEAR:
         return launch_grids(B, B * math.ceil(T / chunk), H, grid[-1])[CHUNK_LINEAR[name]]
+    if name in CHUNK_MLP:
+        return chunk_mlp.launch_grids(spec, B, B * math.ceil(T / chunk), H)[CHUNK_MLP[name]]
     return grid
 
 
@@ -146,7 +163,7 @@ def constexprs(name: str, head_dim: int, chunk: int, extra: dict, retention: str
         from kernels.miras.fused_recurrent_mlp import CHUNK_ONLY
 
         return {k: v for k, v in (common | mlp).items() if k not in CHUNK_ONLY} | {"ACT": 0}
-    return common | mlp | {"ACT": 0}
+    return {k: v for k, v in (common | mlp | {"ACT": 0}).items() if k not in NOT_CONSTEXPR.get(name, ())}
 
 
 def _ptxas(ptx: str, arch: str) -> dict:
@@ -274,8 +291,11 @@ def to_markdown(record: dict) -> str:
         "",
         "`serves`: the retentions whose memory runs on the kernel today. `chunk_miras` sends every linear memory to "
         "the five chunk-parallel kernels of `kernels/miras/chunk_linear.py` (`linear_state_fwd`, "
-        "`linear_output_fwd`, `linear_read_bwd`, `linear_state_bwd`, `linear_grads_bwd`). Grids: programs launched at "
-        f"{shapes} (`chunk.program_grid`, `chunk_linear.launch_grids`; programs per SM and chunks walked per "
+        "`linear_output_fwd`, `linear_read_bwd`, `linear_state_bwd`, `linear_grads_bwd`). The MLP memory's forward "
+        "with none, l2 or lq runs split (`mlp_state_fwd`, `mlp_output_fwd`), so `mlp_fwd` serves only kl: its rows "
+        "at the others (marked *not run*) describe the kernel the split replaced. Grids: programs launched at "
+        f"{shapes} (`chunk.program_grid`, `chunk_linear.launch_grids`, `chunk_mlp.launch_grids`; programs per SM "
+        "and chunks walked per "
         "program in [miras_launch_grid.md](miras_launch_grid.md)).",
         "",
     ]

@@ -12,6 +12,13 @@ on the ``D`` axis (rows of ``W_1``, columns of ``W_2``) and ``c_1, c_2`` the lq 
     o = q + LN(z_2)                                                         the dual reads (Eq. 29)
     W_1' = e^{g_last} W_1 - (eta k e^{g_last - g})^T g_1,   W_2' = W_2 e^{g_last} - H_1^T (eta g_2 e^{g_last - g})
 
+With retention ``none``, ``l2`` or ``lq`` (:func:`covers`) the forward is split as ``chunk_linear`` splits the linear
+memory's: a serial state pass (``_mlp_fwd_state_kernel``) forms the memory at the keys, ``g_1, g_2`` and the end
+state and stores every chunk-start state and, per token, ``g_1 [T, E]`` and ``eta g_2 [T, D]``; then one program
+per (global chunk, head) (``_mlp_fwd_output_kernel``) forms both dual reads and ``o`` from them, ``H_1`` and the
+lq scales again from the stored chunk-start weights. What stays serial is the larger part of the forward's
+products (``benchmarks.miras_mlp_split``). Memora's forward and every backward walk the chunks in one program.
+
 The weights of a head (``W_1 [D, E]`` and ``W_2 [E, D]``: 128 KB in fp32 at ``D = 64, E = 256``) fit neither a
 program's registers nor, as ``tl.dot`` operands, its shared memory. They stay in global memory, in the
 per-chunk state buffers that the L2 cache holds, and every pass over them walks ``E`` in tiles of ``BET``
@@ -39,6 +46,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.miras.chunk_linear import _gates, _sequence
 from kernels.miras.common import (
     KL_TANGENT,
     LAUNCH_CONFIGS,
@@ -534,6 +542,120 @@ def _mlp_fwd_kernel(
         _store(o_ptr + base, o, rows, offs_d, T, D, s)
 
 
+@autotune(LAUNCH_CONFIGS, key=["BT", "BD", "BET", "BIAS", "RETENTION"])
+@triton.jit(do_not_specialize=["T"])
+def _mlp_fwd_state_kernel(
+    k_ptr, v_ptr, eta_ptr, la_ptr, d_ptr, w1_ptr, w2_ptr, hs1_ptr, hs2_ptr, ht1_ptr, ht2_ptr, g1_ptr, eg2_ptr, ws_ptr,
+    cu_ptr, chunk_ptr, T, H: tl.constexpr, D: tl.constexpr, E: tl.constexpr, sharp, p, eps, q_exp, eps_q, ln_eps,
+    BT: tl.constexpr, BD: tl.constexpr, BW: tl.constexpr, BET: tl.constexpr, NE: tl.constexpr, BIAS: tl.constexpr,
+    RETENTION: tl.constexpr, LQ_ROW: tl.constexpr, ACT: tl.constexpr, HAS_ALPHA: tl.constexpr,
+    HAS_DELTA: tl.constexpr, IS_VARLEN: tl.constexpr,
+):  # fmt: skip
+    """The serial part of the split forward: per chunk the memory at the keys, ``g_1 [BT, E]`` and ``eta g_2``
+    (stored per token for :func:`_mlp_fwd_output_kernel`) and the end state; stores every chunk-start state."""
+    i_n, i_h = tl.program_id(0), tl.program_id(1)
+    bos, T, first = _sequence(i_n, T, cu_ptr, chunk_ptr, BT, IS_VARLEN)
+    s, sg = H * D, H * E
+    base, base_g = bos * s + i_h * D, bos * sg + i_h * E
+    offs_d = tl.arange(0, BD)
+    head = (tl.cast(i_n, tl.int64) * H + i_h) * D * E
+    ws = ws_ptr + (tl.cast(i_n, tl.int64) * H + i_h) * N_SLOTS * BT * BW
+    n_chunks = tl.cdiv(T, BT)
+    for it in range(n_chunks):
+        tl.debug_barrier()
+        if it == 0:
+            cur1, cur2 = w1_ptr + head, w2_ptr + head
+        else:
+            cur1 = _slot(hs1_ptr, i_n, i_h, it, first, H, D * E, True)
+            cur2 = _slot(hs2_ptr, i_n, i_h, it, first, H, D * E, True)
+        if it == n_chunks - 1:
+            nxt1, nxt2 = ht1_ptr + head, ht2_ptr + head
+        else:
+            nxt1 = _slot(hs1_ptr, i_n, i_h, it + 1, first, H, D * E, True)
+            nxt2 = _slot(hs2_ptr, i_n, i_h, it + 1, first, H, D * E, True)
+        rows = it * BT + tl.arange(0, BT)
+        k = _rows(k_ptr + base, rows, offs_d, T, D, s)
+        v = _rows(v_ptr + base, rows, offs_d, T, D, s)
+        if HAS_DELTA:
+            d = _rows(d_ptr + base, rows, offs_d, T, D, s)
+        else:
+            d = tl.zeros_like(v)
+        eta, g, g_last = _gates(eta_ptr + base, la_ptr + base, rows, offs_d, T, D, s, HAS_ALPHA, 0, BT)
+        c1, p1, p2 = _scales(cur1, cur2, offs_d, D, E, q_exp, eps_q, LQ_ROW, RETENTION, BD, BET, NE)
+        kc, N, rstd, R, P, g2 = _keys(
+            cur1, cur2, k, v, d, c1, p2, offs_d, D, E, sharp, p, eps, q_exp, eps_q, ln_eps, BIAS, LQ_ROW, RETENTION,
+            ACT, BT, BD, BET, NE,
+        )  # fmt: skip
+        eg2 = eta * g2
+        _store(eg2_ptr + base, eg2, rows, offs_d, T, D, s)
+        tail = tl.exp(g_last[None, :] - g)
+        decay_last = tl.exp(g_last)
+        _stash(ws, KC, kc, BT, BD, BT, BW)
+        _stash(ws, G2, g2, BT, BD, BT, BW)
+        _stash(ws, EKT, eta * k * tail, BT, BD, BT, BW)
+        _stash(ws, EG2T, eg2 * tail, BT, BD, BT, BW)
+        tl.debug_barrier()
+        for t in range(NE):
+            W1, W2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
+            c2, power2 = _scale2(W2, p2, q_exp, eps_q, LQ_ROW, RETENTION, BET)
+            Z1 = dot(_fetch(ws, KC, BT, BD, BT, BW), W1)
+            g1 = dot(_fetch(ws, G2, BT, BD, BT, BW), tl.trans(W2)) * c2[None, :] * _act_grad(Z1, ACT)
+            _store(g1_ptr + base_g, g1, rows, cols, T, E, sg)
+            U1 = dot(_fetch_t(ws, EKT, BT, BD, BT, BW), g1)
+            U2 = dot(tl.trans(_act(Z1, ACT)), _fetch(ws, EG2T, BT, BD, BT, BW))
+            _put(nxt1, nxt2, decay_last[:, None] * W1 - U1, W2 * decay_last[None, :] - U2, cols, offs_d, D, E)
+
+
+@autotune(LAUNCH_CONFIGS, key=["BT", "BD", "BET", "RETENTION"])
+@triton.jit(do_not_specialize=["T"])
+def _mlp_fwd_output_kernel(
+    q_ptr, k_ptr, eta_ptr, la_ptr, w1_ptr, w2_ptr, hs1_ptr, hs2_ptr, g1_ptr, eg2_ptr, o_ptr, cu_ptr, chunk_ptr,
+    seq_ptr, T, H: tl.constexpr, D: tl.constexpr, E: tl.constexpr, q_exp, eps_q, ln_eps, BT: tl.constexpr,
+    BD: tl.constexpr, BET: tl.constexpr, NE: tl.constexpr, RETENTION: tl.constexpr, LQ_ROW: tl.constexpr,
+    ACT: tl.constexpr, HAS_ALPHA: tl.constexpr, IS_VARLEN: tl.constexpr,
+):  # fmt: skip
+    """The chunk-parallel read of the split forward, one program per (global chunk, head): both dual reads
+    (Eq. 29) from the chunk-start weights and the stored ``g_1, eta g_2``, ``H_1`` formed again from the keys."""
+    i_c, i_h = tl.program_id(0), tl.program_id(1)
+    if IS_VARLEN:
+        i_n = tl.load(seq_ptr + i_c)
+    else:
+        i_n = i_c // tl.cdiv(T, BT)
+    bos, T, first = _sequence(i_n, T, cu_ptr, chunk_ptr, BT, IS_VARLEN)
+    if i_c == first:
+        cur1 = w1_ptr + (tl.cast(i_n, tl.int64) * H + i_h) * D * E
+        cur2 = w2_ptr + (tl.cast(i_n, tl.int64) * H + i_h) * D * E
+    else:
+        cur1 = hs1_ptr + (tl.cast(i_c, tl.int64) * H + i_h) * D * E
+        cur2 = hs2_ptr + (tl.cast(i_c, tl.int64) * H + i_h) * D * E
+    s, sg = H * D, H * E
+    base, base_g = bos * s + i_h * D, bos * sg + i_h * E
+    offs_d = tl.arange(0, BD)
+    i = tl.arange(0, BT)
+    rows = (i_c - first) * BT + i
+    q = _rows(q_ptr + base, rows, offs_d, T, D, s)
+    k = _rows(k_ptr + base, rows, offs_d, T, D, s)
+    eta, g, g_last = _gates(eta_ptr + base, la_ptr + base, rows, offs_d, T, D, s, HAS_ALPHA, 0, BT)
+    c1, p1, p2 = _scales(cur1, cur2, offs_d, D, E, q_exp, eps_q, LQ_ROW, RETENTION, BD, BET, NE)
+    kc, read1 = k * c1[None, :], q * c1[None, :]
+    eg = tl.exp(g)
+    read1_eg = read1 * eg
+    A1 = scores(read1, eta * k, g, BT, BD)
+    S2 = tl.zeros([BT, BT], dtype=tl.float32)
+    M2 = tl.zeros([BT, BD], dtype=tl.float32)
+    for t in range(NE):
+        W1, W2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
+        c2, power2 = _scale2(W2, p2, q_exp, eps_q, LQ_ROW, RETENTION, BET)
+        H1 = _act(dot(kc, W1), ACT)
+        g1 = _rows(g1_ptr + base_g, rows, cols, T, E, sg)
+        read2 = _act(dot(read1_eg, W1) - dot(A1, g1), ACT) * c2[None, :]
+        S2 += dot(read2, tl.trans(H1))
+        M2 += dot(read2, W2)
+    eg2 = _rows(eg2_ptr + base, rows, offs_d, T, D, s)
+    z2 = eg * M2 - mix(tl.where(i[None, :] <= i[:, None], S2, 0.0), eg2, g, BT, BD)
+    _store(o_ptr + base, q + _layer_norm(z2, offs_d, D, ln_eps)[0], rows, offs_d, T, D, s)
+
+
 @triton.jit
 def _end_grads(end1, end2, dn1, dn2, t, n_valid, cs, offs_d, D, E, scale1, scale2, RETENTION: tl.constexpr,
                BET: tl.constexpr):  # fmt: skip
@@ -931,47 +1053,90 @@ def _weights(n: int, H: int, D: int, E: int, device) -> tuple[torch.Tensor, torc
     return torch.empty(n, H, D, E, **f32), torch.empty(n, H, E, D, **f32)
 
 
+SPLIT_RETENTIONS = ("none", "l2", "lq")
+"""Retentions whose forward runs split (:func:`_split_forward`): their chunk-end map is linear in the carried
+weights up to lq's scales, which the read forms again from the stored chunk-start state. Memora's lag step and
+simplex carry keep the one-program forward."""
+
+
+def covers(spec: MemorySpec) -> bool:
+    """Whether the forward of the MLP memory ``spec`` (accepted by ``chunk.check_supported``) runs split."""
+    return spec.arch == "mlp" and spec.retention in SPLIT_RETENTIONS
+
+
+def launch_grids(spec: MemorySpec, n_sequences: int, n_chunks: int, heads: int) -> dict[str, tuple[int, int]]:
+    """The grid of each kernel for ``spec``: the serial ones run one program per (sequence, head) and walk their
+    chunks in order; the split forward's read runs one per (global chunk, head)."""
+    per_sequence = (n_sequences, heads)
+    if covers(spec):
+        return {"fwd_state": per_sequence, "fwd_output": (n_chunks, heads), "bwd": per_sequence}
+    return {"fwd": per_sequence, "bwd": per_sequence}
+
+
+def _split_forward(q, k, v, eta, log_alpha, delta, w1, w2, o, spec, meta, cu_seqlens, offsets, n_chunks):
+    """The forward of :func:`covers`'s retentions: the state pass stores every chunk-start state and, per token,
+    ``g_1 [.., H, E]`` and ``eta g_2``; the read writes ``o`` from them. Returns the states and the final state."""
+    B, T, H, D = q.shape
+    E = spec.expansion * D
+    N = B if cu_seqlens is None else len(cu_seqlens) - 1
+    f32 = dict(dtype=torch.float32, device=q.device)
+    hs1, hs2 = _weights(n_chunks, H, D, E, q.device)
+    ht1, ht2 = _weights(N, H, D, E, q.device)
+    g1, eg2 = torch.empty(B, T, H, E, **f32), torch.empty(q.shape, **f32)
+    chunk_seq = None
+    if cu_seqlens is not None:
+        counts = (offsets[1:] - offsets[:-1]).long()
+        chunk_seq = torch.repeat_interleave(torch.arange(N, device=q.device, dtype=torch.int32), counts)
+    sharp, p, eps, q_exp, eps_q, ln_eps = _scalars(spec, D)[:6]
+    grids = launch_grids(spec, N, n_chunks, H)
+    _mlp_fwd_state_kernel[grids["fwd_state"]](
+        k, v, eta, *_or_dummy(hs1, log_alpha, delta), w1, w2, hs1, hs2, ht1, ht2, g1, eg2,
+        _workspace(N, H, meta, q.device), *_or_dummy(hs1, cu_seqlens, offsets), T, H, D, E, sharp, p, eps, q_exp,
+        eps_q, ln_eps, **meta,
+    )  # fmt: skip
+    read = {name: meta[name] for name in ("BT", "BD", "BET", "NE", "RETENTION", "LQ_ROW", "ACT", "HAS_ALPHA")}
+    _mlp_fwd_output_kernel[grids["fwd_output"]](
+        q, k, eta, _or_dummy(hs1, log_alpha)[0], w1, w2, hs1, hs2, g1, eg2, o,
+        *_or_dummy(hs1, cu_seqlens, offsets, chunk_seq), T, H, D, E, q_exp, eps_q, ln_eps, **read,
+        IS_VARLEN=cu_seqlens is not None,
+    )  # fmt: skip
+    return hs1, hs2, ht1, ht2
+
+
+def _serial_forward(q, k, v, eta, log_alpha, delta, w1, w2, o, spec, meta, cu_seqlens, offsets, n_states, save):
+    """The one-program-per-(sequence, head) forward (Memora): every chunk-start state when ``save`` (for the
+    backward), else two per sequence in turn (``n_states``). Returns the states and the final state."""
+    B, T, H, D = q.shape
+    E = spec.expansion * D
+    N = B if cu_seqlens is None else len(cu_seqlens) - 1
+    hs1, hs2 = _weights(n_states, H, D, E, q.device)
+    ht1, ht2 = _weights(N, H, D, E, q.device)
+    lag1, lag2 = _weights(N, H, D, E, q.device) if spec.retention == "kl" else (hs1, hs2)
+    _mlp_fwd_kernel[launch_grids(spec, N, 0, H)["fwd"]](
+        q, k, v, eta, *_or_dummy(hs1, log_alpha, delta), w1, w2, o, hs1, hs2, ht1, ht2, lag1, lag2,
+        _workspace(N, H, meta, q.device), *_or_dummy(hs1, cu_seqlens, offsets), T, H, D, E, *_scalars(spec, D),
+        **meta, STORE_STATES=save,
+    )  # fmt: skip
+    return hs1, hs2, ht1, ht2
+
+
 class ChunkMirasMLPFunction(torch.autograd.Function):
     """Triton forward and backward of the 2-layer MLP memory (inputs ``[B, T, H, D]``, gates expanded)."""
 
     @staticmethod
     def forward(ctx, q, k, v, eta, log_alpha, delta, w1, w2, spec, chunk_size, cu_seqlens):
         B, T, H, D = q.shape
-        E = spec.expansion * D
         N = B if cu_seqlens is None else len(cu_seqlens) - 1
         offsets = None if cu_seqlens is None else _chunk_offsets(cu_seqlens, chunk_size)
         n_chunks = B * triton.cdiv(T, chunk_size) if offsets is None else int(offsets[-1])
         save = any(ctx.needs_input_grad[:8])
         o = torch.empty(v.shape, device=v.device, dtype=q.dtype)
-        hs1, hs2 = _weights(n_chunks if save else 2 * N, H, D, E, q.device)
-        ht1, ht2 = _weights(N, H, D, E, q.device)
-        lag1, lag2 = _weights(N, H, D, E, q.device) if spec.retention == "kl" else (hs1, hs2)
         meta = _meta(spec, chunk_size, D, log_alpha, delta, cu_seqlens)
-        _mlp_fwd_kernel[(N, H)](
-            q,
-            k,
-            v,
-            eta,
-            *_or_dummy(hs1, log_alpha, delta),
-            w1,
-            w2,
-            o,
-            hs1,
-            hs2,
-            ht1,
-            ht2,
-            lag1,
-            lag2,
-            _workspace(N, H, meta, q.device),
-            *_or_dummy(hs1, cu_seqlens, offsets),
-            T,
-            H,
-            D,
-            E,
-            *_scalars(spec, D),
-            **meta,
-            STORE_STATES=save,
-        )
+        inputs = (q, k, v, eta, log_alpha, delta, w1, w2, o, spec, meta, cu_seqlens, offsets)
+        if covers(spec):
+            hs1, hs2, ht1, ht2 = _split_forward(*inputs, n_chunks)
+        else:
+            hs1, hs2, ht1, ht2 = _serial_forward(*inputs, n_chunks if save else 2 * N, save)
         ctx.save_for_backward(q, k, v, eta, log_alpha, delta, w1, w2, hs1, hs2, ht1, ht2, cu_seqlens, offsets)
         ctx.spec, ctx.chunk_size = spec, chunk_size
         return o, ht1, ht2
@@ -1084,4 +1249,4 @@ def chunk_miras_mlp(
     return o, {"weights": final}
 
 
-__all__ = ["ChunkMirasMLPFunction", "chunk_miras_mlp", "tile_e"]
+__all__ = ["SPLIT_RETENTIONS", "ChunkMirasMLPFunction", "chunk_miras_mlp", "covers", "launch_grids", "tile_e"]

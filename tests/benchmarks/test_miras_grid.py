@@ -1,6 +1,6 @@
 """The launch-grid report counts the programs the chunk kernels really launch."""
 
-from benchmarks.miras_grid import chunk_parallel_rows, markdown, rows
+from benchmarks.miras_grid import chunk_parallel_rows, markdown, mlp_rows, rows
 from kernels.miras import PRESETS
 from kernels.miras.chunk import program_grid, value_block
 
@@ -24,3 +24,15 @@ def test_chunk_parallel_grids_cover_every_chunk():
     blocks = -(-128 // value_block(PRESETS["memora_linear"], 128, 128))
     assert table["memora_linear", 128, 4, "bwd_state"]["programs"] == 4 * 16 * blocks == 256
     assert "## Chunk-parallel linear memory" in markdown(rows(), "abc", chunk_parallel_rows())
+
+
+def test_mlp_split_forward_reads_every_chunk():
+    table = {(r["memory"], r["D"], r["B"], r["kernel"]): r for r in mlp_rows()}
+    assert (
+        table["yaad", 64, 4, "fwd_state"]["grid"] == [4, 16]
+        and table["yaad", 64, 4, "fwd_state"]["chunks_per_program"] == 64
+    )
+    read = table["moneta", 128, 1, "fwd_output"]
+    assert read["grid"] == [512, 16] and read["chunks_per_program"] == 1
+    assert ("memora", 64, 4, "fwd") in table and ("memora", 64, 4, "fwd_output") not in table
+    assert "## MLP memory" in markdown(rows(), "abc", None, mlp_rows())

@@ -84,3 +84,13 @@ def test_a_partial_run_replaces_only_its_rows(tmp_path, monkeypatch):
     md = (tmp_path / "miras_resources_sm_90a.md").read_text()
     assert f"git {record['git']}" in md and "| linear_grads_bwd | 128 | 64 | lq | none, l2, lq, elastic, kl |" in md
     assert "| **no** |" in md and "| (256, 16, 4) | (512, 16, 4) |" in md
+
+
+def test_mlp_split_forward_follows_the_dispatch():
+    assert set(resources.GROUPS["mlp_split"]) == set(resources.CHUNK_MLP)
+    assert resources.serves("mlp_fwd") == ("kl",) and resources.compiled_at("mlp_fwd", "l2")
+    for name in resources.CHUNK_MLP:
+        assert resources.serves(name) == ("none", "l2", "lq") and not resources.compiled_at(name, "kl")
+    assert resources.launch_grid("mlp_output_fwd", 64, "l2", 4, 4096, 16, 64) == (256, 16)
+    assert resources.launch_grid("mlp_state_fwd", 128, "lq", 1, 32768, 16, 64) == (1, 16)
+    assert "BW" not in resources.constexprs("mlp_output_fwd", 64, 64, {})
