@@ -30,9 +30,9 @@ from __future__ import annotations
 import torch
 import triton
 
-from kernels.miras.chunk_linear import ChunkLinearFunction
+from kernels.miras.chunk_linear import ChunkLinearFunction, whole_rows
 from kernels.miras.chunk_mlp import chunk_miras_mlp
-from kernels.miras.common import BIAS_CODES, bias_code, kernel_gates
+from kernels.miras.common import kernel_gates
 from kernels.miras.decay import check_chunk_size
 from kernels.miras.naive import _initial, _lq_normalise
 from kernels.miras.spec import MemorySpec
@@ -100,9 +100,7 @@ def value_block(spec: MemorySpec, K: int, V: int) -> int:
     norm of the residual (Huber's head switch and norm form, the robust bias): those keep the whole ``V`` in one
     program. The programs' key-side gradients add up."""
     padded, BK = max(16, triton.next_power_of_2(V)), max(16, triton.next_power_of_2(K))
-    whole_rows = spec.retention == "lq" or bias_code(spec) in (BIAS_CODES["huber_head"], BIAS_CODES["huber_norm"],
-                                                               BIAS_CODES["robust"])  # fmt: skip
-    return padded if whole_rows else min(padded, VALUE_BLOCK, max(16, 4096 // BK))
+    return padded if whole_rows(spec) else min(padded, VALUE_BLOCK, max(16, 4096 // BK))
 
 
 def program_grid(spec: MemorySpec, N: int, H: int, K: int, V: int) -> tuple[int, ...]:

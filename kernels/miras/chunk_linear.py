@@ -48,6 +48,7 @@ import triton
 import triton.language as tl
 
 from kernels.miras.common import (
+    BIAS_CODES,
     KL_TANGENT,
     LAUNCH_CONFIGS,
     _centre,
@@ -84,6 +85,13 @@ LQ, ELASTIC, KL = tl.constexpr(2), tl.constexpr(3), tl.constexpr(4)
 def covers(spec: MemorySpec) -> bool:
     """Whether ``spec`` (already accepted by ``chunk.check_supported``) runs on these kernels."""
     return spec.arch == "linear" and spec.retention in RETENTIONS
+
+
+def whole_rows(spec: MemorySpec) -> bool:
+    """Whether a program must hold whole value rows of the state: the lq scale is a norm over them, and Huber's head
+    switch and norm form and the robust bias take the norm of each residual row."""
+    return spec.retention == "lq" or bias_code(spec) in (BIAS_CODES["huber_head"], BIAS_CODES["huber_norm"],
+                                                         BIAS_CODES["robust"])  # fmt: skip
 
 
 @triton.jit
@@ -684,6 +692,8 @@ class _Run:
     @staticmethod
     def of(q, v, spec, chunk_size, block, cu_seqlens, log_alpha, delta) -> _Run:
         B, T, H, K = q.shape
+        if whole_rows(spec) and block < v.shape[-1]:
+            raise ValueError(f"{spec.retention=}, {spec.bias=} need whole value rows in a program; got block {block}")
         offsets = chunk_seq = None
         if cu_seqlens is None:
             N, n_chunks = B, B * triton.cdiv(T, chunk_size)
@@ -887,4 +897,4 @@ class ChunkLinearFunction(torch.autograd.Function):
         return (*cast, None, None, None, None, None)
 
 
-__all__ = ["RETENTIONS", "ChunkLinearFunction", "covers", "launch_grids", "scalars"]
+__all__ = ["RETENTIONS", "ChunkLinearFunction", "covers", "launch_grids", "scalars", "whole_rows"]

@@ -8,7 +8,7 @@ import torch
 from kernels.miras import PRESETS, naive_chunk_miras
 from kernels.miras import chunk as chunk_module
 from kernels.miras.chunk import chunk_miras, value_block
-from kernels.miras.chunk_linear import covers, launch_grids
+from kernels.miras.chunk_linear import ChunkLinearFunction, covers, launch_grids, whole_rows
 from kernels.utils import assert_close
 from tests.kernels.miras.test_chunk import (  # noqa: F401  (the NaN-poisoned torch.empty fixture, autouse)
     _nan_poisoned_empty,
@@ -166,6 +166,14 @@ def test_value_blocks(spec, block, monkeypatch):
     monkeypatch.setattr(chunk_module, "VALUE_BLOCK", 16)
     assert value_block(spec, 40, 40) == block
     against_naive(spec, T=37, d=40)
+
+
+def test_whole_row_memories_refuse_value_blocks():
+    """Moneta's scale and the norm-based biases read whole value rows: split rows would race on them."""
+    assert whole_rows(PRESETS["moneta_linear"]) and whole_rows(linear("robust")) and not whole_rows(linear("l1"))
+    x = torch.zeros(1, 4, 1, 32)
+    with pytest.raises(ValueError, match="need whole value rows in a program; got block 16"):
+        ChunkLinearFunction.apply(x, x, x, x, x, None, None, PRESETS["moneta_linear"], 16, None, False, 16)
 
 
 def test_launch_grids():
