@@ -92,13 +92,13 @@ def fp32_copies(inputs, state):
     return copies, (state[0], tuple(w.detach().clone().requires_grad_() for w in state[1]))
 
 
-def compare(spec, T, channel=True, with_state=True, ratio=2e-5, chunk_size=CHUNK, d=D):
+def compare(spec, T, channel=True, with_state=True, ratio=2e-5, chunk_size=CHUNK, d=D, device="cpu"):
     """The kernel against ``naive_chunk_miras`` in fp64: relative RMS error within ``ratio``. Memora (``kl``) is
     ill-conditioned in fp32 on either path, more so on long chunks: both paths go wrong at the same few tokens
     (at T = 130, chunk 64, seed 42: one token's dq is 9% off on the torch path, 37% on the kernel), by amounts
     up to ~3x apart, so its bound is the larger of ``ratio`` and 4x the fp32 torch path's error on the inputs."""
-    inputs = make_inputs(T, channel, eta_max=0.1 if spec.retention == "kl" else 0.5, d=d)
-    state = make_state(spec, d=d) if with_state else None
+    inputs = make_inputs(T, channel, eta_max=0.1 if spec.retention == "kl" else 0.5, d=d, device=device)
+    state = make_state(spec, d=d, device=device) if with_state else None
     ref = grads_of(naive_chunk_miras, *widen(inputs, state), spec, chunk_size=chunk_size)
     out = grads_of(chunk_miras, inputs, state, spec, None, chunk_size=chunk_size)
     zero_bounds = [1e-6] * len(ref[2])
@@ -468,7 +468,7 @@ def test_mlp_varlen_matches_per_sequence():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("preset", ["moneta_linear", "yaad_linear", "moneta", "yaad", "memora"])
+@pytest.mark.parametrize("preset", ["moneta_linear", "yaad_linear", "memora_linear", "moneta", "yaad", "memora"])
 @pytest.mark.parametrize("T", [63, 130])
 def test_bf16_on_gpu(preset, T):
     """bf16 inputs on a GPU (the interpreter's bf16 dot is wrong): against the fp64 reference on the same inputs."""
@@ -483,3 +483,19 @@ def test_bf16_on_gpu(preset, T):
     for name, r, x in zip(names, ref[2], out[2], strict=False):
         if r is not None:
             assert_close(name, r, x, 3e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize(
+    "spec",
+    [PRESETS["moneta_linear"], PRESETS["yaad_linear"], PRESETS["memora_linear"], linear("robust"), linear("l1"),
+     TANGENT["linear"], PRESETS["yaad"], TANGENT["mlp"]],
+    ids=["moneta-linear", "yaad-linear", "memora-linear", "robust", "l1", "memora-linear-tangent", "yaad",
+         "memora-tangent"],
+)  # fmt: skip
+def test_wide_heads_on_gpu(spec):
+    """``D = 128`` on the GPU programs (whole 128-column rows for lq and the norm-based biases, 32-column value blocks
+    or hidden tiles otherwise: the shared memory the resource report counts), fp32 inputs against fp64, several
+    chunks of 64."""
+    compare(spec, T=130, chunk_size=64, d=128, ratio=1e-4, device="cuda")
