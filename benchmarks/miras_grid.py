@@ -97,7 +97,7 @@ def mlp_rows(presets=("moneta", "yaad", "memora"), dims=(64, 128)):
     for name in presets:
         for D in dims:
             for B, T, H in SHAPES:
-                for kernel, grid in chunk_mlp.launch_grids(PRESETS[name], B, B * math.ceil(T / CHUNK), H).items():
+                for kernel, grid in chunk_mlp.launch_grids(B, B * math.ceil(T / CHUNK), H).items():
                     programs = math.prod(grid)
                     walks = 1 if kernel == "fwd_output" else math.ceil(T / CHUNK)
                     row = {"memory": name, "D": D, "B": B, "T": T, "H": H, "kernel": kernel, "grid": list(grid)}

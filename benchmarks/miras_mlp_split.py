@@ -14,7 +14,7 @@ sorts them into three classes:
 - ``c``: the serial recurrence: the memory at the keys, its hand backprop ``g_1, g_2`` (``_keys``, ``_chain``),
   the end state ``W'`` and, in the backward, what feeds the carried ``dW`` chain.
 
-``forward`` counts the one-program forward that the split replaced (``_mlp_fwd_kernel``; kept for comparison),
+``forward`` counts the one-program forward the split replaced (``_mlp_fwd_kernel``, removed; kept to compare),
 ``forward (split)`` the state pass and per-chunk read that run today, ``backward`` ``_mlp_bwd_kernel``.
 ``repeat`` marks a product formed again within the same chunk (each tile pass recomputes its ``[b, BET]``
 intermediates; ``kernels/miras/README.md``): storing ``[b, E]`` tensors per chunk would remove it.
@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kernels.miras import PRESETS
-from kernels.miras.chunk_mlp import covers
 from kernels.miras.common import KL_TANGENT, chunk_retention
 from kernels.miras.decay import BC
 from kernels.utils import git_tag, write_record
@@ -230,9 +229,7 @@ def rows(memories=MEMORIES, dims=DIMS, chunk=CHUNK, shape=SHAPE) -> list[dict]:
     out = []
     for name, spec in memories.items():
         for D in dims:
-            directions = [("forward", FORWARD), ("backward", BACKWARD)]
-            if covers(spec):
-                directions.insert(1, ("forward (split)", SPLIT_FORWARD))
+            directions = [("forward", FORWARD), ("forward (split)", SPLIT_FORWARD), ("backward", BACKWARD)]
             for direction, ops in directions:
                 counts = split(ops, spec, chunk, D)
                 total = counts["a"] + counts["b"] + counts["c"]

@@ -95,19 +95,15 @@ def _spec(name: str, retention: str):
 
 def serves(name: str) -> tuple[str, ...]:
     """The retentions (l2 bias) whose memory runs on kernel ``name``: ``chunk_miras`` sends every linear memory to
-    ``chunk_linear.py`` and runs every MLP memory's forward split (``chunk_mlp.covers``); decoding takes every
-    retention the chunk kernels take."""
+    ``chunk_linear.py`` and every MLP memory to ``chunk_mlp.py``; decoding takes every retention the chunk kernels
+    take."""
     from kernels.miras.chunk import check_supported
-    from kernels.miras.chunk_mlp import covers as mlp_split
 
     out = []
     for retention in RETENTIONS:
-        spec = _spec(name, retention)
         try:
-            check_supported(spec)
+            check_supported(_spec(name, retention))
         except NotImplementedError:
-            continue
-        if name in CHUNK_MLP and not mlp_split(spec):
             continue
         out.append(retention)
     return tuple(out)
@@ -126,7 +122,7 @@ def launch_grid(name: str, head_dim: int, retention: str, B: int, T: int, H: int
     if name in CHUNK_LINEAR:
         return launch_grids(B, B * math.ceil(T / chunk), H, grid[-1])[CHUNK_LINEAR[name]]
     if name in CHUNK_MLP:
-        return chunk_mlp.launch_grids(spec, B, B * math.ceil(T / chunk), H)[CHUNK_MLP[name]]
+        return chunk_mlp.launch_grids(B, B * math.ceil(T / chunk), H)[CHUNK_MLP[name]]
     return grid
 
 

@@ -402,9 +402,9 @@ def _chunk_start(
     BIAS: tl.constexpr, LQ_ROW: tl.constexpr, RETENTION: tl.constexpr, ACT: tl.constexpr, BT: tl.constexpr,
     BD: tl.constexpr, BW: tl.constexpr, BET: tl.constexpr, NE: tl.constexpr,
 ):  # fmt: skip
-    """What the forward and the backward compute of a chunk before their tile loops: the lq scales, the memory at
-    the keys, the layer-1 scores ``A_1 = scores(read1s, eta k)`` and the decays; the row tensors the tiles multiply
-    with go to the workspace (:func:`_chain` reads them)."""
+    """What the backward computes of a chunk before its tile loops (the chunk's forward again): the lq scales, the
+    memory at the keys, the layer-1 scores ``A_1 = scores(read1s, eta k)`` and the decays; the row tensors the tiles
+    multiply with go to the workspace (:func:`_chain` reads them)."""
     c1, p1, p2 = _scales(cur1, cur2, offs_d, D, E, q_exp, eps_q, LQ_ROW, RETENTION, BD, BET, NE)
     kc, N, rstd, R, P, g2 = _keys(
         cur1, cur2, k, v, d, c1, p2, offs_d, D, E, sharp, p, eps, q_exp, eps_q, ln_eps, BIAS, LQ_ROW, RETENTION,
@@ -435,114 +435,14 @@ def _chunk_start(
 
 
 @triton.jit
-def _slot(base_ptr, i_n, i_h, it, first_chunk, H: tl.constexpr, size: tl.constexpr, STORE_STATES: tl.constexpr):
-    """Chunk ``it``'s start state in a state buffer: every chunk's own slot when they are kept (for the backward),
-    else two slots per sequence used in turn."""
-    if STORE_STATES:
+def _slot(base_ptr, i_n, i_h, it, first_chunk, H: tl.constexpr, size: tl.constexpr, PER_CHUNK: tl.constexpr):
+    """Chunk ``it``'s slot in a buffer of weight-sized tensors: every chunk's own (the states), else two per
+    sequence used in turn (the backward's carried gradients)."""
+    if PER_CHUNK:
         index = first_chunk + it
     else:
         index = tl.cast(i_n, tl.int64) * 2 + it % 2
     return base_ptr + (index * H + i_h) * size
-
-
-@autotune(LAUNCH_CONFIGS, key=["BT", "BD", "BET", "BIAS", "RETENTION"])
-@triton.jit(do_not_specialize=["T"])
-def _mlp_fwd_kernel(
-    q_ptr, k_ptr, v_ptr, eta_ptr, la_ptr, d_ptr, w1_ptr, w2_ptr, o_ptr, hs1_ptr, hs2_ptr, ht1_ptr, ht2_ptr,
-    lag1_ptr, lag2_ptr, ws_ptr, cu_ptr, chunk_ptr, T, H: tl.constexpr, D: tl.constexpr, E: tl.constexpr,
-    sharp, p, eps, q_exp, eps_q, ln_eps, floor, scale1, scale2,
-    BT: tl.constexpr, BD: tl.constexpr, BW: tl.constexpr, BET: tl.constexpr, NE: tl.constexpr, BIAS: tl.constexpr,
-    RETENTION: tl.constexpr, LQ_ROW: tl.constexpr, ACT: tl.constexpr, HAS_ALPHA: tl.constexpr,
-    HAS_DELTA: tl.constexpr, STORE_STATES: tl.constexpr, IS_VARLEN: tl.constexpr,
-):  # fmt: skip
-    i_n, i_h = tl.program_id(0), tl.program_id(1)
-    TANGENT: tl.constexpr = RETENTION == KL_TANGENT
-    if IS_VARLEN:
-        bos = tl.load(cu_ptr + i_n).to(tl.int64)
-        T = (tl.load(cu_ptr + i_n + 1) - bos).to(tl.int32)
-        first_chunk = tl.load(chunk_ptr + i_n).to(tl.int64)
-    else:
-        bos = tl.cast(i_n, tl.int64) * T
-        first_chunk = tl.cast(i_n, tl.int64) * tl.cdiv(T, BT)
-    s = H * D
-    base = bos * s + i_h * D
-    offs_d = tl.arange(0, BD)
-    head = (tl.cast(i_n, tl.int64) * H + i_h) * D * E
-    ws = ws_ptr + (tl.cast(i_n, tl.int64) * H + i_h) * N_SLOTS * BT * BW
-    i = tl.arange(0, BT)
-    causal = i[None, :] <= i[:, None]
-    lag = (i == 0)[:, None]
-    n_chunks = tl.cdiv(T, BT)
-    for it in range(n_chunks):
-        tl.debug_barrier()
-        if it == 0:
-            cur1, cur2 = w1_ptr + head, w2_ptr + head
-        else:
-            cur1 = _slot(hs1_ptr, i_n, i_h, it, first_chunk, H, D * E, STORE_STATES)
-            cur2 = _slot(hs2_ptr, i_n, i_h, it, first_chunk, H, D * E, STORE_STATES)
-        if it == n_chunks - 1:
-            nxt1, nxt2 = ht1_ptr + head, ht2_ptr + head
-        else:
-            nxt1 = _slot(hs1_ptr, i_n, i_h, it + 1, first_chunk, H, D * E, STORE_STATES)
-            nxt2 = _slot(hs2_ptr, i_n, i_h, it + 1, first_chunk, H, D * E, STORE_STATES)
-        rows = it * BT + i
-        q, k, v, eta, g, g_last, d = _chunk_inputs(
-            q_ptr + base, k_ptr + base, v_ptr + base, eta_ptr + base, la_ptr + base, d_ptr + base,
-            rows, offs_d, offs_d, T, D, D, s, s, HAS_ALPHA, HAS_DELTA, BT,
-        )  # fmt: skip
-        q0 = tl.where(lag, q, 0.0)
-        if RETENTION >= 4:
-            la0 = tl.sum(tl.where(lag, g, 0.0), 0)
-            _lag_step(
-                cur1, cur2, lag1_ptr + head, lag2_ptr + head, tl.where(lag, k, 0.0), tl.where(lag, v, 0.0),
-                tl.where(lag, d, 0.0), tl.where(lag, eta, 0.0), tl.exp(la0), offs_d, D, E, sharp, p, eps, ln_eps,
-                floor, scale1, scale2, BIAS, ACT, BT, BD, BET, NE, ws, BW,
-            )  # fmt: skip
-            cur1, cur2 = lag1_ptr + head, lag2_ptr + head
-            eta = tl.where(lag, 0.0, eta)
-            g = g - la0[None, :]
-            g_last = g_last - la0
-        c1, p1, p2, kc, N, rstd, R, P, g2, ek, eg2, read1s, eg, read1_eg, decay_last, tail = _chunk_start(
-            ws, cur1, cur2, q, k, v, d, eta, g, g_last, q0, offs_d, D, E, sharp, p, eps, q_exp, eps_q, ln_eps, scale1,
-            BIAS, LQ_ROW, RETENTION, ACT, BT, BD, BW, BET, NE,
-        )  # fmt: skip
-        S2 = tl.zeros([BT, BT], dtype=tl.float32)
-        M2 = tl.zeros([BT, BD], dtype=tl.float32)
-        N2 = tl.zeros([BT, BD], dtype=tl.float32)
-        cw2 = tl.zeros([BD], dtype=tl.float32)
-        hs = tl.zeros([BT], dtype=tl.float32)
-        H1s = tl.zeros([BT], dtype=tl.float32)
-        Yq = tl.zeros([BT, BD], dtype=tl.float32)
-        m = tl.zeros([BD], dtype=tl.float32) - 1e30
-        sm = tl.zeros([BD], dtype=tl.float32)
-        for t in range(NE):
-            W1, W2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
-            c2, power2 = _scale2(W2, p2, q_exp, eps_q, LQ_ROW, RETENTION, BET)
-            Z1, H1, a1, G, g1, z1, h, read2 = _chain(ws, W1, W2, c2, floor, scale1, ACT, TANGENT, BT, BD, BW)
-            S2 += dot(read2, tl.trans(H1))
-            M2 += dot(read2, W2)
-            if TANGENT:
-                tN2, tcw2, ths, tH1s = _tangent_sums(W2, read2, H1, floor)
-                N2, cw2, hs, H1s = N2 + tN2, cw2 + tcw2, hs + ths, H1s + tH1s
-            U1 = dot(_fetch_t(ws, EKT, BT, BD, BT, BW), g1)
-            U2 = dot(tl.trans(H1), _fetch(ws, EG2T, BT, BD, BT, BW))
-            if RETENTION >= 4:
-                Yq += dot(_act(dot(_fetch(ws, Q0, BT, BD, BT, BW), W1), ACT), W2)
-                W1n = _simplex(decay_last[:, None] * _log_floor(W1, floor) - U1, offs_d, D, cols, E, scale1)
-                W2n = _log_floor(W2, floor) * decay_last[None, :] - U2
-                m, sm = _online(W2n, cols, E, offs_d, D, m, sm)
-            else:
-                W1n = decay_last[:, None] * W1 - U1
-                W2n = W2 * decay_last[None, :] - U2
-            _put(nxt1, nxt2, W1n, W2n, cols, offs_d, D, E)
-        S2 = _read2_scores(S2, hs, H1s, causal, E, scale2, TANGENT)
-        z2 = _read2_retained(M2, N2, cw2, eg, scale2, TANGENT) - mix(S2, eg2, g, BT, BD)
-        o = q + _layer_norm(z2, offs_d, D, ln_eps)[0]
-        if RETENTION >= 4:
-            o = tl.where(lag, q0 + _layer_norm(Yq, offs_d, D, ln_eps)[0], o)
-            tl.debug_barrier()
-            _normalise(nxt2, m, sm, scale2, offs_d, D, E, BET, NE)
-        _store(o_ptr + base, o, rows, offs_d, T, D, s)
 
 
 @autotune(LAUNCH_CONFIGS, key=["BT", "BD", "BET", "BIAS", "RETENTION"])
@@ -1102,30 +1002,17 @@ def _weights(n: int, H: int, D: int, E: int, device) -> tuple[torch.Tensor, torc
     return torch.empty(n, H, D, E, **f32), torch.empty(n, H, E, D, **f32)
 
 
-SPLIT_RETENTIONS = ("none", "l2", "lq", "kl")
-"""Retentions whose forward runs split (:func:`_split_forward`): their chunk-end map is linear in the carried
-weights up to lq's scales, which the read forms again from the stored chunk-start state, and Memora's simplex
-carry, whose lag step the state pass takes and stores for the read."""
-
-
-def covers(spec: MemorySpec) -> bool:
-    """Whether the forward of the MLP memory ``spec`` (accepted by ``chunk.check_supported``) runs split."""
-    return spec.arch == "mlp" and spec.retention in SPLIT_RETENTIONS
-
-
-def launch_grids(spec: MemorySpec, n_sequences: int, n_chunks: int, heads: int) -> dict[str, tuple[int, int]]:
-    """The grid of each kernel for ``spec``: the serial ones run one program per (sequence, head) and walk their
-    chunks in order; the split forward's read runs one per (global chunk, head)."""
+def launch_grids(n_sequences: int, n_chunks: int, heads: int) -> dict[str, tuple[int, int]]:
+    """The grid of each kernel: the state pass and the backward run one program per (sequence, head) and walk their
+    chunks in order; the forward's read runs one per (global chunk, head)."""
     per_sequence = (n_sequences, heads)
-    if covers(spec):
-        return {"fwd_state": per_sequence, "fwd_output": (n_chunks, heads), "bwd": per_sequence}
-    return {"fwd": per_sequence, "bwd": per_sequence}
+    return {"fwd_state": per_sequence, "fwd_output": (n_chunks, heads), "bwd": per_sequence}
 
 
 def _split_forward(q, k, v, eta, log_alpha, delta, w1, w2, o, spec, meta, cu_seqlens, offsets, n_chunks):
-    """The forward of :func:`covers`'s retentions: the state pass stores every chunk-start state (Memora: and its
-    weights after the lag step) and, per token, ``g_1 [.., H, E]`` and ``eta g_2``; the read writes ``o`` from
-    them. Returns the states and the final state."""
+    """The forward: the state pass stores every chunk-start state (Memora: and its weights after the lag step) and,
+    per token, ``g_1 [.., H, E]`` and ``eta g_2``; the read writes ``o`` from them. Returns the states and the final
+    state. The read needs every chunk's state, so they are stored also where no gradient will be taken."""
     B, T, H, D = q.shape
     E = spec.expansion * D
     N = B if cu_seqlens is None else len(cu_seqlens) - 1
@@ -1139,7 +1026,7 @@ def _split_forward(q, k, v, eta, log_alpha, delta, w1, w2, o, spec, meta, cu_seq
         counts = (offsets[1:] - offsets[:-1]).long()
         chunk_seq = torch.repeat_interleave(torch.arange(N, device=q.device, dtype=torch.int32), counts)
     scalars = _scalars(spec, D)
-    grids = launch_grids(spec, N, n_chunks, H)
+    grids = launch_grids(N, n_chunks, H)
     _mlp_fwd_state_kernel[grids["fwd_state"]](
         k, v, eta, *_or_dummy(hs1, log_alpha, delta), w1, w2, hs1, hs2, hl1, hl2, ht1, ht2, g1, eg2,
         _workspace(N, H, meta, q.device), *_or_dummy(hs1, cu_seqlens, offsets), T, H, D, E, *scalars, **meta,
@@ -1153,40 +1040,19 @@ def _split_forward(q, k, v, eta, log_alpha, delta, w1, w2, o, spec, meta, cu_seq
     return hs1, hs2, ht1, ht2
 
 
-def _serial_forward(q, k, v, eta, log_alpha, delta, w1, w2, o, spec, meta, cu_seqlens, offsets, n_states, save):
-    """The one-program-per-(sequence, head) forward (Memora): every chunk-start state when ``save`` (for the
-    backward), else two per sequence in turn (``n_states``). Returns the states and the final state."""
-    B, T, H, D = q.shape
-    E = spec.expansion * D
-    N = B if cu_seqlens is None else len(cu_seqlens) - 1
-    hs1, hs2 = _weights(n_states, H, D, E, q.device)
-    ht1, ht2 = _weights(N, H, D, E, q.device)
-    lag1, lag2 = _weights(N, H, D, E, q.device) if spec.retention == "kl" else (hs1, hs2)
-    _mlp_fwd_kernel[launch_grids(spec, N, 0, H)["fwd"]](
-        q, k, v, eta, *_or_dummy(hs1, log_alpha, delta), w1, w2, o, hs1, hs2, ht1, ht2, lag1, lag2,
-        _workspace(N, H, meta, q.device), *_or_dummy(hs1, cu_seqlens, offsets), T, H, D, E, *_scalars(spec, D),
-        **meta, STORE_STATES=save,
-    )  # fmt: skip
-    return hs1, hs2, ht1, ht2
-
-
 class ChunkMirasMLPFunction(torch.autograd.Function):
     """Triton forward and backward of the 2-layer MLP memory (inputs ``[B, T, H, D]``, gates expanded)."""
 
     @staticmethod
     def forward(ctx, q, k, v, eta, log_alpha, delta, w1, w2, spec, chunk_size, cu_seqlens):
         B, T, H, D = q.shape
-        N = B if cu_seqlens is None else len(cu_seqlens) - 1
         offsets = None if cu_seqlens is None else _chunk_offsets(cu_seqlens, chunk_size)
         n_chunks = B * triton.cdiv(T, chunk_size) if offsets is None else int(offsets[-1])
-        save = any(ctx.needs_input_grad[:8])
         o = torch.empty(v.shape, device=v.device, dtype=q.dtype)
         meta = _meta(spec, chunk_size, D, log_alpha, delta, cu_seqlens)
-        inputs = (q, k, v, eta, log_alpha, delta, w1, w2, o, spec, meta, cu_seqlens, offsets)
-        if covers(spec):
-            hs1, hs2, ht1, ht2 = _split_forward(*inputs, n_chunks)
-        else:
-            hs1, hs2, ht1, ht2 = _serial_forward(*inputs, n_chunks if save else 2 * N, save)
+        hs1, hs2, ht1, ht2 = _split_forward(
+            q, k, v, eta, log_alpha, delta, w1, w2, o, spec, meta, cu_seqlens, offsets, n_chunks
+        )
         ctx.save_for_backward(q, k, v, eta, log_alpha, delta, w1, w2, hs1, hs2, ht1, ht2, cu_seqlens, offsets)
         ctx.spec, ctx.chunk_size = spec, chunk_size
         return o, ht1, ht2
@@ -1299,4 +1165,4 @@ def chunk_miras_mlp(
     return o, {"weights": final}
 
 
-__all__ = ["SPLIT_RETENTIONS", "ChunkMirasMLPFunction", "chunk_miras_mlp", "covers", "launch_grids", "tile_e"]
+__all__ = ["ChunkMirasMLPFunction", "chunk_miras_mlp", "launch_grids", "tile_e"]
