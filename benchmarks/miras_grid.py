@@ -5,9 +5,9 @@ chunks of its sequence in order. At fla's benchmark shape (``B = 4, T = 4096, H 
 (``B = 1, T = 32768``) that is far fewer programs than an H100 has streaming multiprocessors (132), each doing many
 serial steps: the gap a chunk-parallel kernel closes. The linear memory runs on such kernels
 (``kernels/miras/chunk_linear.py``): two state passes per (sequence, head, value block) and three kernels over
-every chunk, listed in a second table. The MLP memory's forward with retention ``none``, ``l2`` or ``lq`` runs split
-the same way (``kernels/miras/chunk_mlp.py``: a state pass and a read over every chunk; its backward stays on the
-first table's grid), in a third. Pure arithmetic on the kernels' own :func:`kernels.miras.chunk.program_grid`,
+every chunk, listed in a second table. The MLP memory's forward runs split the same way at every retention
+(``kernels/miras/chunk_mlp.py``: a state pass and a read over every chunk; its backward stays on the first table's
+grid), in a third. Pure arithmetic on the kernels' own :func:`kernels.miras.chunk.program_grid`,
 :func:`kernels.miras.chunk_linear.launch_grids` and :func:`kernels.miras.chunk_mlp.launch_grids`; writes
 ``reports/benchmarks/miras_launch_grid.{md,json}``.
 """
@@ -97,7 +97,7 @@ def mlp_rows(presets=("moneta", "yaad", "memora"), dims=(64, 128)):
     for name in presets:
         for D in dims:
             for B, T, H in SHAPES:
-                for kernel, grid in chunk_mlp.launch_grids(PRESETS[name], B, B * math.ceil(T / CHUNK), H).items():
+                for kernel, grid in chunk_mlp.launch_grids(B, B * math.ceil(T / CHUNK), H).items():
                     programs = math.prod(grid)
                     walks = 1 if kernel == "fwd_output" else math.ceil(T / CHUNK)
                     row = {"memory": name, "D": D, "B": B, "T": T, "H": H, "kernel": kernel, "grid": list(grid)}
@@ -111,8 +111,8 @@ def markdown(
     lines = [
         "# Miras chunk kernels: launch grid",
         "",
-        f"`python -m benchmarks.miras_grid` (git {git}). The MLP memory: forward and backward launch the same grid "
-        "(the forward with retention `none`, `l2` or `lq` runs split, third table; the linear memory runs on the "
+        f"`python -m benchmarks.miras_grid` (git {git}). The MLP memory's backward and its forward's state pass "
+        "launch this grid (the forward's read runs per chunk, third table; the linear memory runs on the "
         "chunk-parallel kernels of the second); decoding (`fused_recurrent_miras`) launches one program per "
         f"(sequence, head). Chunks of {CHUNK}; an H100 has {H100_SMS} SMs.",
         "",
@@ -158,9 +158,9 @@ def _mlp_markdown(table: list[dict]) -> list[str]:
         "",
         "## MLP memory (`kernels/miras/chunk_mlp.py`)",
         "",
-        "With retention `none`, `l2` or `lq` the forward runs a state pass (`fwd_state`, one program per (sequence, "
-        "head), walking the chunks in order) and a read per (chunk, head) (`fwd_output`); Memora's forward (`fwd`) "
-        "and every backward (`bwd`) walk whole sequences. Serial share of the multiply-adds: "
+        "The forward runs a state pass (`fwd_state`, one program per (sequence, head), walking the chunks in order; "
+        "Memora's takes each chunk's lag step there) and a read per (chunk, head) (`fwd_output`); the backward "
+        "(`bwd`) walks whole sequences. Serial share of the multiply-adds: "
         "[miras_mlp_split.md](miras_mlp_split.md).",
         "",
         "| memory | D | B x T x H | kernel | grid | programs | programs per SM | chunks walked per program |",

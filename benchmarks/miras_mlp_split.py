@@ -14,10 +14,10 @@ sorts them into three classes:
 - ``c``: the serial recurrence: the memory at the keys, its hand backprop ``g_1, g_2`` (``_keys``, ``_chain``),
   the end state ``W'`` and, in the backward, what feeds the carried ``dW`` chain.
 
-``forward`` counts ``_mlp_fwd_kernel`` (Memora's forward, and the others' before the split), ``forward (split)``
-its state pass and per-chunk read (``chunk_mlp.covers``), ``backward`` ``_mlp_bwd_kernel``. ``repeat`` marks a
-product formed again within the same chunk (each tile pass recomputes its ``[b, BET]`` intermediates;
-``kernels/miras/README.md``): storing ``[b, E]`` tensors per chunk would remove it.
+``forward`` counts the one-program forward the split replaced (``_mlp_fwd_kernel``, removed; kept to compare),
+``forward (split)`` the state pass and per-chunk read that run today, ``backward`` ``_mlp_bwd_kernel``.
+``repeat`` marks a product formed again within the same chunk (each tile pass recomputes its ``[b, BET]``
+intermediates; ``kernels/miras/README.md``): storing ``[b, E]`` tensors per chunk would remove it.
 Activations, LayerNorms, exponentials and the other ``[b, D]`` elementwise work are left out. Pure arithmetic;
 writes ``reports/benchmarks/miras_mlp_split.{md,json}``.
 """
@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kernels.miras import PRESETS
-from kernels.miras.chunk_mlp import covers
 from kernels.miras.common import KL_TANGENT, chunk_retention
 from kernels.miras.decay import BC
 from kernels.utils import git_tag, write_record
@@ -107,21 +106,26 @@ FORWARD = (
     Op("_mlp_fwd_kernel", "W' = e^{g_last} W - U (or its log-space carry), both weights", "c", DE=2),
     Op("_mlp_fwd_kernel", "z_2 -= mix(S_2, eta g_2, g)", "b", dec=1),
 )
-"""``_mlp_fwd_kernel`` per chunk (Memora's forward; the one-program forward of the others before the split)."""
+"""The one-program forward per chunk (``_mlp_fwd_kernel``, which the split forward replaced), for comparison."""
 SPLIT_FORWARD = (
+    *LAG_STEP,
     *START[:2],
     Op("_mlp_fwd_state_kernel", "Z_1 again", "c", bDE=1, repeat=True),
     Op("_mlp_fwd_state_kernel", "G = g_2 W_2^T, U_1, U_2", "c", bDE=3),
-    Op("_mlp_fwd_state_kernel", "W' = e^{g_last} W - U, both weights", "c", DE=2),
+    Op("_mlp_fwd_state_kernel", "W' = e^{g_last} W - U (or its log-space carry), both weights", "c", DE=2),
     Op("_mlp_fwd_output_kernel/_scales", "lq: ||W_1||_q^q, ||W_2||_q^q again", "b", DE=2, when="lq"),
     Op("_mlp_fwd_output_kernel", "A_1 = scores(q c_1, eta k, g)", "a", dec=1),
     Op("_mlp_fwd_output_kernel", "H_1 = act((k c_1) W_1) again", "b", bDE=1, repeat=True),
-    Op("_mlp_fwd_output_kernel", "z_1 = (q c_1 e^g) W_1 - A_1 g_1, S_2, M_2", "b", bDE=2, bbE=2),
+    Op("_mlp_fwd_output_kernel", "z_1 retained part: (q c_1 e^g) W_1", "b", bDE=1, when=_LIN),
+    Op("_mlp_fwd_output_kernel", "z_1 retained part: read W_1, (read fade) WL_1, fade WL_1", "b", bDE=3, when=_TAN),
+    Op("_mlp_fwd_output_kernel", "z_1 -= A_1 g_1, S_2, M_2", "b", bDE=1, bbE=2),
+    Op("_mlp_fwd_output_kernel/_tangent_sums", "N_2 = read_2 (W_2 log W_2)", "b", bDE=1, when=_TAN),
     Op("_mlp_fwd_output_kernel", "z_2 -= mix(S_2, eta g_2, g)", "b", dec=1),
 )
-"""The split forward of ``chunk_mlp.covers``'s retentions: ``_mlp_fwd_state_kernel`` (serial; it forms ``G`` with
-``Z_1`` in one tile pass) and ``_mlp_fwd_output_kernel`` (per chunk; it forms ``H_1`` again from the chunk-start
-weights)."""
+"""The split forward: ``_mlp_fwd_state_kernel`` (serial: Memora's lag step, then the memory at the keys, with ``G``
+formed with ``Z_1`` in one tile pass, and the end state) and ``_mlp_fwd_output_kernel`` (per chunk; it forms
+``H_1`` again from the chunk-start weights, Memora's from the stored lag weights, whose lag row is an ordinary row
+of the read)."""
 
 
 def _tile_back(name: str, first: bool) -> tuple[Op, ...]:
@@ -225,9 +229,7 @@ def rows(memories=MEMORIES, dims=DIMS, chunk=CHUNK, shape=SHAPE) -> list[dict]:
     out = []
     for name, spec in memories.items():
         for D in dims:
-            directions = [("forward", FORWARD), ("backward", BACKWARD)]
-            if covers(spec):
-                directions.insert(1, ("forward (split)", SPLIT_FORWARD))
+            directions = [("forward", FORWARD), ("forward (split)", SPLIT_FORWARD), ("backward", BACKWARD)]
             for direction, ops in directions:
                 counts = split(ops, spec, chunk, D)
                 total = counts["a"] + counts["b"] + counts["c"]
@@ -260,8 +262,9 @@ def markdown(table: list[dict], git: str) -> str:
         "# Miras MLP memory: what the chunk kernels must keep serial",
         "",
         f"`python -m benchmarks.miras_mlp_split` (git {git}). Multiply-adds per chunk of {CHUNK} tokens (millions), "
-        "counted from the products of `kernels/miras/chunk_mlp.py` (`_mlp_fwd_kernel`, `_mlp_bwd_kernel`; the "
-        "op list is in the module), `E = 4 D`. Classes: `a` independent of the weights (`A_1`), `b` the chunk-start "
+        "counted from the products of `kernels/miras/chunk_mlp.py` (`_mlp_fwd_state_kernel`, "
+        "`_mlp_fwd_output_kernel`, `_mlp_bwd_kernel`; `forward`: the one-program forward the split replaced; the op "
+        "list is in the module), `E = 4 D`. Classes: `a` independent of the weights (`A_1`), `b` the chunk-start "
         "weights and stored per-token tensors (chunk-parallel once a serial pass stores them; `b_dW` of them read the "
         "chunk-end `dW`, a second stored state), `c` the serial recurrence. `repeat`: products the kernel forms "
         "again within the chunk (each tile pass recomputes its `[b, BET]` intermediates). Per call: "
@@ -291,11 +294,12 @@ NOTES = [
     "`b D E`) unless the state pass stores it. The weight-independent part `A_1` is under 4% of the forward. In the "
     "backward about 40% stays serial; most of the rest is the read's recomputation and its VJP (`b`), and a quarter "
     "to a third of every class is repeats of products already formed in the chunk. Memora's lag token adds its own "
-    "serial step (six products with one nonzero row in each direction, sixteen more in the backward's lag VJP), and "
-    "its lag-row read is `b` only if the state pass stores the weights after the lag step. The split forward "
-    "(`forward (split)`: Moneta, Yaad) takes the reads out of the serial program but not the serial products: each "
-    "(sequence, head) still walks the same `c` per chunk, 58% (66%) of the one-program forward's work, and the "
-    "read kernel forms `H_1` once more.",
+    "serial step (six products with one nonzero row in each direction, sixteen more in the backward's lag VJP). "
+    "The split forward (`forward (split)`, every memory) takes the reads out of the serial program but not the "
+    "serial products: each (sequence, head) still walks the same `c` per chunk, 58% (66%) of the one-program "
+    "forward's work for Moneta and Yaad, 56% (60%) for Memora, and the read kernel forms `H_1` once more. Memora's "
+    "state pass stores the weights after each lag step, so the lag row becomes an ordinary row of the read and its "
+    "separate read (two `b D E` products) goes: its split forward does less work than the one-program one.",
 ]
 
 

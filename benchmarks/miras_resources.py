@@ -17,10 +17,9 @@ kernel's launch grid at ``B = 4, T = 4096, H = 16`` and ``B = 1, T = 32768`` (pu
 own grid functions, recomputed on every write) and the retentions ``chunk_miras`` / ``fused_recurrent_miras``
 run on it.
 
-A kernel is only compiled at the retentions it runs (``serves``), except ``mlp_fwd``, which still compiles at
-``none``, ``l2`` and ``lq`` for comparison with the MLP memory's split forward that replaced it there. Rows of
-kernels the code no longer has (the one-program-per-sequence linear kernels that ``chunk_linear.py`` replaced) are
-dropped on the next write.
+A kernel is only compiled at the retentions it runs (``serves``). Rows of kernels the code no longer has (the
+one-program-per-sequence linear kernels that ``chunk_linear.py`` replaced, the MLP memory's one-program forward
+that its split forward replaced) are dropped on the next write.
 """
 
 from __future__ import annotations
@@ -64,7 +63,7 @@ CHUNK_LINEAR = {
 """The chunk-parallel kernels of ``kernels/miras/chunk_linear.py``: report name -> name in ``launch_grids``."""
 CHUNK_MLP = {"mlp_state_fwd": "fwd_state", "mlp_output_fwd": "fwd_output"}
 """The MLP memory's split forward (``kernels/miras/chunk_mlp.py``): report name -> name in its ``launch_grids``."""
-KERNELS = (*CHUNK_LINEAR, "mlp_fwd", *CHUNK_MLP, "mlp_bwd", "linear_decode", "mlp_decode")
+KERNELS = (*CHUNK_LINEAR, *CHUNK_MLP, "mlp_bwd", "linear_decode", "mlp_decode")
 GROUPS = {"chunk_linear": tuple(CHUNK_LINEAR), "mlp_split": tuple(CHUNK_MLP)}
 """Names ``--kernels`` also accepts, for several kernels at once."""
 RETENTIONS = ("none", "l2", "lq", "elastic", "kl")
@@ -81,7 +80,6 @@ def _kernels():
         "linear_read_bwd": (chunk_linear._bwd_read_kernel, {}),
         "linear_state_bwd": (chunk_linear._bwd_state_kernel, {"HAS_H0": False, "HAS_DHT": False}),
         "linear_grads_bwd": (chunk_linear._bwd_grad_kernel, {}),
-        "mlp_fwd": (chunk_mlp._mlp_fwd_kernel, {"STORE_STATES": True}),
         "mlp_state_fwd": (chunk_mlp._mlp_fwd_state_kernel, {}),
         "mlp_output_fwd": (chunk_mlp._mlp_fwd_output_kernel, {}),
         "mlp_bwd": (chunk_mlp._mlp_bwd_kernel, {"HAS_DHT": False}),
@@ -98,30 +96,18 @@ def _spec(name: str, retention: str):
 
 def serves(name: str) -> tuple[str, ...]:
     """The retentions (l2 bias) whose memory runs on kernel ``name``: ``chunk_miras`` sends every linear memory to
-    ``chunk_linear.py`` and runs the MLP memory's forward with none, l2 or lq split; decoding takes every retention
-    the chunk kernels take."""
+    ``chunk_linear.py`` and every MLP memory to ``chunk_mlp.py``; decoding takes every retention the chunk kernels
+    take."""
     from kernels.miras.chunk import check_supported
-    from kernels.miras.chunk_mlp import covers as mlp_split
 
     out = []
     for retention in RETENTIONS:
-        spec = _spec(name, retention)
         try:
-            check_supported(spec)
+            check_supported(_spec(name, retention))
         except NotImplementedError:
-            continue
-        if (name == "mlp_fwd" and mlp_split(spec)) or (name in CHUNK_MLP and not mlp_split(spec)):
             continue
         out.append(retention)
     return tuple(out)
-
-
-def compiled_at(name: str, retention: str) -> bool:
-    """Whether a run compiles ``name`` at ``retention``: where it runs, and ``mlp_fwd`` where the MLP memory's
-    split forward took over, to compare with it."""
-    from kernels.miras.chunk_mlp import SPLIT_RETENTIONS
-
-    return retention in serves(name) or (name == "mlp_fwd" and retention in SPLIT_RETENTIONS)
 
 
 def launch_grid(name: str, head_dim: int, retention: str, B: int, T: int, H: int, chunk: int) -> tuple[int, ...]:
@@ -137,7 +123,7 @@ def launch_grid(name: str, head_dim: int, retention: str, B: int, T: int, H: int
     if name in CHUNK_LINEAR:
         return launch_grids(B, B * math.ceil(T / chunk), H, grid[-1])[CHUNK_LINEAR[name]]
     if name in CHUNK_MLP:
-        return chunk_mlp.launch_grids(spec, B, B * math.ceil(T / chunk), H)[CHUNK_MLP[name]]
+        return chunk_mlp.launch_grids(B, B * math.ceil(T / chunk), H)[CHUNK_MLP[name]]
     return grid
 
 
@@ -315,8 +301,8 @@ def to_markdown(record: dict) -> str:
         "`serves`: the retentions whose memory runs on the kernel today. `chunk_miras` sends every linear memory to "
         "the five chunk-parallel kernels of `kernels/miras/chunk_linear.py` (`linear_state_fwd`, "
         "`linear_output_fwd`, `linear_read_bwd`, `linear_state_bwd`, `linear_grads_bwd`). The MLP memory's forward "
-        "with none, l2 or lq runs split (`mlp_state_fwd`, `mlp_output_fwd`), so `mlp_fwd` serves only kl: its rows "
-        "at the others (marked *not run*) describe the kernel the split replaced. Grids: programs launched at "
+        "runs split at every retention (`mlp_state_fwd`, `mlp_output_fwd`; Memora's lag step in the state pass). "
+        "Grids: programs launched at "
         f"{shapes} (`chunk.program_grid`, `chunk_linear.launch_grids`, `chunk_mlp.launch_grids`; programs per SM "
         "and chunks walked per "
         "program in [miras_launch_grid.md](miras_launch_grid.md)).",
@@ -385,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in _names(args.kernels):
         for head_dim in args.head_dims:
             for retention in args.retentions:
-                if not compiled_at(name, retention):
+                if retention not in serves(name):
                     print(f"skip {name} at retention {retention}: not among {serves(name)}", flush=True)
                     continue
                 warps = args.num_warps or (DECODE_WARPS if name.endswith("_decode") else 4)

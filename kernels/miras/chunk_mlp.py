@@ -12,12 +12,13 @@ on the ``D`` axis (rows of ``W_1``, columns of ``W_2``) and ``c_1, c_2`` the lq 
     o = q + LN(z_2)                                                         the dual reads (Eq. 29)
     W_1' = e^{g_last} W_1 - (eta k e^{g_last - g})^T g_1,   W_2' = W_2 e^{g_last} - H_1^T (eta g_2 e^{g_last - g})
 
-With retention ``none``, ``l2`` or ``lq`` (:func:`covers`) the forward is split as ``chunk_linear`` splits the linear
-memory's: a serial state pass (``_mlp_fwd_state_kernel``) forms the memory at the keys, ``g_1, g_2`` and the end
-state and stores every chunk-start state and, per token, ``g_1 [T, E]`` and ``eta g_2 [T, D]``; then one program
-per (global chunk, head) (``_mlp_fwd_output_kernel``) forms both dual reads and ``o`` from them, ``H_1`` and the
-lq scales again from the stored chunk-start weights. What stays serial is the larger part of the forward's
-products (``benchmarks.miras_mlp_split``). Memora's forward and every backward walk the chunks in one program.
+The forward is split as ``chunk_linear`` splits the linear memory's: a serial state pass
+(``_mlp_fwd_state_kernel``) forms the memory at the keys, ``g_1, g_2`` and the end state and stores every
+chunk-start state and, per token, ``g_1 [T, E]`` and ``eta g_2 [T, D]``; then one program per (global chunk, head)
+(``_mlp_fwd_output_kernel``) forms both dual reads and ``o`` from them, ``H_1`` and the lq scales again from the
+stored chunk-start weights. Every chunk-start state is stored even when no gradient is needed. What stays serial
+is the larger part of the forward's products (``benchmarks.miras_mlp_split``). The backward walks the chunks in
+one program.
 
 The weights of a head (``W_1 [D, E]`` and ``W_2 [E, D]``: 128 KB in fp32 at ``D = 64, E = 256``) fit neither a
 program's registers nor, as ``tl.dot`` operands, its shared memory. They stay in global memory, in the
@@ -27,7 +28,9 @@ gradients flowing back to ``D``-sized tensors) accumulates over the tiles; a til
 intermediates are recomputed in each pass that needs them instead of being stored.
 
 Memora (``retention='kl'``) takes the exact step on the chunk's first token (the lag token, Eq. 30), runs the
-rest of the chunk from the weights after it, and carries ``c Softmax(e^{g_last} log W - U)`` (Eq. 27, 31-32).
+rest of the chunk from the weights after it, and carries ``c Softmax(e^{g_last} log W - U)`` (Eq. 27, 31-32). As in
+``chunk_linear`` the forward's state pass takes the lag step and stores the weights after it beside the
+chunk-start state; with ``eta_0 = 0`` and the decay counted from row 0 the lag row is an ordinary row of the read.
 With ``kl_read='tangent'`` both dual reads are the first-order softmax step (``kernels/miras/README.md``): the
 decay through ``W log W``, the writes with centred reads at the fan-in mean ``c / fan_in``.
 The softmax of ``W_2`` runs over ``E`` (its fan-in), across tiles: the logits are written, then normalised
@@ -46,7 +49,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.miras.chunk_linear import _gates, _sequence
+from kernels.miras.chunk_linear import _after_lag, _gates, _queries, _sequence
 from kernels.miras.common import (
     KL_TANGENT,
     LAUNCH_CONFIGS,
@@ -399,9 +402,9 @@ def _chunk_start(
     BIAS: tl.constexpr, LQ_ROW: tl.constexpr, RETENTION: tl.constexpr, ACT: tl.constexpr, BT: tl.constexpr,
     BD: tl.constexpr, BW: tl.constexpr, BET: tl.constexpr, NE: tl.constexpr,
 ):  # fmt: skip
-    """What the forward and the backward compute of a chunk before their tile loops: the lq scales, the memory at
-    the keys, the layer-1 scores ``A_1 = scores(read1s, eta k)`` and the decays; the row tensors the tiles multiply
-    with go to the workspace (:func:`_chain` reads them)."""
+    """What the backward computes of a chunk before its tile loops (the chunk's forward again): the lq scales, the
+    memory at the keys, the layer-1 scores ``A_1 = scores(read1s, eta k)`` and the decays; the row tensors the tiles
+    multiply with go to the workspace (:func:`_chain` reads them)."""
     c1, p1, p2 = _scales(cur1, cur2, offs_d, D, E, q_exp, eps_q, LQ_ROW, RETENTION, BD, BET, NE)
     kc, N, rstd, R, P, g2 = _keys(
         cur1, cur2, k, v, d, c1, p2, offs_d, D, E, sharp, p, eps, q_exp, eps_q, ln_eps, BIAS, LQ_ROW, RETENTION,
@@ -432,10 +435,10 @@ def _chunk_start(
 
 
 @triton.jit
-def _slot(base_ptr, i_n, i_h, it, first_chunk, H: tl.constexpr, size: tl.constexpr, STORE_STATES: tl.constexpr):
-    """Chunk ``it``'s start state in a state buffer: every chunk's own slot when they are kept (for the backward),
-    else two slots per sequence used in turn."""
-    if STORE_STATES:
+def _slot(base_ptr, i_n, i_h, it, first_chunk, H: tl.constexpr, size: tl.constexpr, PER_CHUNK: tl.constexpr):
+    """Chunk ``it``'s slot in a buffer of weight-sized tensors: every chunk's own (the states), else two per
+    sequence used in turn (the backward's carried gradients)."""
+    if PER_CHUNK:
         index = first_chunk + it
     else:
         index = tl.cast(i_n, tl.int64) * 2 + it % 2
@@ -444,115 +447,18 @@ def _slot(base_ptr, i_n, i_h, it, first_chunk, H: tl.constexpr, size: tl.constex
 
 @autotune(LAUNCH_CONFIGS, key=["BT", "BD", "BET", "BIAS", "RETENTION"])
 @triton.jit(do_not_specialize=["T"])
-def _mlp_fwd_kernel(
-    q_ptr, k_ptr, v_ptr, eta_ptr, la_ptr, d_ptr, w1_ptr, w2_ptr, o_ptr, hs1_ptr, hs2_ptr, ht1_ptr, ht2_ptr,
-    lag1_ptr, lag2_ptr, ws_ptr, cu_ptr, chunk_ptr, T, H: tl.constexpr, D: tl.constexpr, E: tl.constexpr,
-    sharp, p, eps, q_exp, eps_q, ln_eps, floor, scale1, scale2,
-    BT: tl.constexpr, BD: tl.constexpr, BW: tl.constexpr, BET: tl.constexpr, NE: tl.constexpr, BIAS: tl.constexpr,
-    RETENTION: tl.constexpr, LQ_ROW: tl.constexpr, ACT: tl.constexpr, HAS_ALPHA: tl.constexpr,
-    HAS_DELTA: tl.constexpr, STORE_STATES: tl.constexpr, IS_VARLEN: tl.constexpr,
-):  # fmt: skip
-    i_n, i_h = tl.program_id(0), tl.program_id(1)
-    TANGENT: tl.constexpr = RETENTION == KL_TANGENT
-    if IS_VARLEN:
-        bos = tl.load(cu_ptr + i_n).to(tl.int64)
-        T = (tl.load(cu_ptr + i_n + 1) - bos).to(tl.int32)
-        first_chunk = tl.load(chunk_ptr + i_n).to(tl.int64)
-    else:
-        bos = tl.cast(i_n, tl.int64) * T
-        first_chunk = tl.cast(i_n, tl.int64) * tl.cdiv(T, BT)
-    s = H * D
-    base = bos * s + i_h * D
-    offs_d = tl.arange(0, BD)
-    head = (tl.cast(i_n, tl.int64) * H + i_h) * D * E
-    ws = ws_ptr + (tl.cast(i_n, tl.int64) * H + i_h) * N_SLOTS * BT * BW
-    i = tl.arange(0, BT)
-    causal = i[None, :] <= i[:, None]
-    lag = (i == 0)[:, None]
-    n_chunks = tl.cdiv(T, BT)
-    for it in range(n_chunks):
-        tl.debug_barrier()
-        if it == 0:
-            cur1, cur2 = w1_ptr + head, w2_ptr + head
-        else:
-            cur1 = _slot(hs1_ptr, i_n, i_h, it, first_chunk, H, D * E, STORE_STATES)
-            cur2 = _slot(hs2_ptr, i_n, i_h, it, first_chunk, H, D * E, STORE_STATES)
-        if it == n_chunks - 1:
-            nxt1, nxt2 = ht1_ptr + head, ht2_ptr + head
-        else:
-            nxt1 = _slot(hs1_ptr, i_n, i_h, it + 1, first_chunk, H, D * E, STORE_STATES)
-            nxt2 = _slot(hs2_ptr, i_n, i_h, it + 1, first_chunk, H, D * E, STORE_STATES)
-        rows = it * BT + i
-        q, k, v, eta, g, g_last, d = _chunk_inputs(
-            q_ptr + base, k_ptr + base, v_ptr + base, eta_ptr + base, la_ptr + base, d_ptr + base,
-            rows, offs_d, offs_d, T, D, D, s, s, HAS_ALPHA, HAS_DELTA, BT,
-        )  # fmt: skip
-        q0 = tl.where(lag, q, 0.0)
-        if RETENTION >= 4:
-            la0 = tl.sum(tl.where(lag, g, 0.0), 0)
-            _lag_step(
-                cur1, cur2, lag1_ptr + head, lag2_ptr + head, tl.where(lag, k, 0.0), tl.where(lag, v, 0.0),
-                tl.where(lag, d, 0.0), tl.where(lag, eta, 0.0), tl.exp(la0), offs_d, D, E, sharp, p, eps, ln_eps,
-                floor, scale1, scale2, BIAS, ACT, BT, BD, BET, NE, ws, BW,
-            )  # fmt: skip
-            cur1, cur2 = lag1_ptr + head, lag2_ptr + head
-            eta = tl.where(lag, 0.0, eta)
-            g = g - la0[None, :]
-            g_last = g_last - la0
-        c1, p1, p2, kc, N, rstd, R, P, g2, ek, eg2, read1s, eg, read1_eg, decay_last, tail = _chunk_start(
-            ws, cur1, cur2, q, k, v, d, eta, g, g_last, q0, offs_d, D, E, sharp, p, eps, q_exp, eps_q, ln_eps, scale1,
-            BIAS, LQ_ROW, RETENTION, ACT, BT, BD, BW, BET, NE,
-        )  # fmt: skip
-        S2 = tl.zeros([BT, BT], dtype=tl.float32)
-        M2 = tl.zeros([BT, BD], dtype=tl.float32)
-        N2 = tl.zeros([BT, BD], dtype=tl.float32)
-        cw2 = tl.zeros([BD], dtype=tl.float32)
-        hs = tl.zeros([BT], dtype=tl.float32)
-        H1s = tl.zeros([BT], dtype=tl.float32)
-        Yq = tl.zeros([BT, BD], dtype=tl.float32)
-        m = tl.zeros([BD], dtype=tl.float32) - 1e30
-        sm = tl.zeros([BD], dtype=tl.float32)
-        for t in range(NE):
-            W1, W2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
-            c2, power2 = _scale2(W2, p2, q_exp, eps_q, LQ_ROW, RETENTION, BET)
-            Z1, H1, a1, G, g1, z1, h, read2 = _chain(ws, W1, W2, c2, floor, scale1, ACT, TANGENT, BT, BD, BW)
-            S2 += dot(read2, tl.trans(H1))
-            M2 += dot(read2, W2)
-            if TANGENT:
-                tN2, tcw2, ths, tH1s = _tangent_sums(W2, read2, H1, floor)
-                N2, cw2, hs, H1s = N2 + tN2, cw2 + tcw2, hs + ths, H1s + tH1s
-            U1 = dot(_fetch_t(ws, EKT, BT, BD, BT, BW), g1)
-            U2 = dot(tl.trans(H1), _fetch(ws, EG2T, BT, BD, BT, BW))
-            if RETENTION >= 4:
-                Yq += dot(_act(dot(_fetch(ws, Q0, BT, BD, BT, BW), W1), ACT), W2)
-                W1n = _simplex(decay_last[:, None] * _log_floor(W1, floor) - U1, offs_d, D, cols, E, scale1)
-                W2n = _log_floor(W2, floor) * decay_last[None, :] - U2
-                m, sm = _online(W2n, cols, E, offs_d, D, m, sm)
-            else:
-                W1n = decay_last[:, None] * W1 - U1
-                W2n = W2 * decay_last[None, :] - U2
-            _put(nxt1, nxt2, W1n, W2n, cols, offs_d, D, E)
-        S2 = _read2_scores(S2, hs, H1s, causal, E, scale2, TANGENT)
-        z2 = _read2_retained(M2, N2, cw2, eg, scale2, TANGENT) - mix(S2, eg2, g, BT, BD)
-        o = q + _layer_norm(z2, offs_d, D, ln_eps)[0]
-        if RETENTION >= 4:
-            o = tl.where(lag, q0 + _layer_norm(Yq, offs_d, D, ln_eps)[0], o)
-            tl.debug_barrier()
-            _normalise(nxt2, m, sm, scale2, offs_d, D, E, BET, NE)
-        _store(o_ptr + base, o, rows, offs_d, T, D, s)
-
-
-@autotune(LAUNCH_CONFIGS, key=["BT", "BD", "BET", "BIAS", "RETENTION"])
-@triton.jit(do_not_specialize=["T"])
 def _mlp_fwd_state_kernel(
-    k_ptr, v_ptr, eta_ptr, la_ptr, d_ptr, w1_ptr, w2_ptr, hs1_ptr, hs2_ptr, ht1_ptr, ht2_ptr, g1_ptr, eg2_ptr, ws_ptr,
-    cu_ptr, chunk_ptr, T, H: tl.constexpr, D: tl.constexpr, E: tl.constexpr, sharp, p, eps, q_exp, eps_q, ln_eps,
+    k_ptr, v_ptr, eta_ptr, la_ptr, d_ptr, w1_ptr, w2_ptr, hs1_ptr, hs2_ptr, hl1_ptr, hl2_ptr, ht1_ptr, ht2_ptr,
+    g1_ptr, eg2_ptr, ws_ptr, cu_ptr, chunk_ptr, T, H: tl.constexpr, D: tl.constexpr, E: tl.constexpr, sharp, p, eps,
+    q_exp, eps_q, ln_eps, floor, scale1, scale2,
     BT: tl.constexpr, BD: tl.constexpr, BW: tl.constexpr, BET: tl.constexpr, NE: tl.constexpr, BIAS: tl.constexpr,
     RETENTION: tl.constexpr, LQ_ROW: tl.constexpr, ACT: tl.constexpr, HAS_ALPHA: tl.constexpr,
     HAS_DELTA: tl.constexpr, IS_VARLEN: tl.constexpr,
 ):  # fmt: skip
     """The serial part of the split forward: per chunk the memory at the keys, ``g_1 [BT, E]`` and ``eta g_2``
-    (stored per token for :func:`_mlp_fwd_output_kernel`) and the end state; stores every chunk-start state."""
+    (stored per token for :func:`_mlp_fwd_output_kernel`) and the end state; stores every chunk-start state.
+    Memora first takes the lag step (Eq. 30) from the chunk-start state, stores its weights in ``hl`` and runs the
+    rest of the chunk from them (``g_1, g_2`` at the lag weights, ``eta_0 = 0``), ending with the simplex carry."""
     i_n, i_h = tl.program_id(0), tl.program_id(1)
     bos, T, first = _sequence(i_n, T, cu_ptr, chunk_ptr, BT, IS_VARLEN)
     s, sg = H * D, H * E
@@ -560,6 +466,7 @@ def _mlp_fwd_state_kernel(
     offs_d = tl.arange(0, BD)
     head = (tl.cast(i_n, tl.int64) * H + i_h) * D * E
     ws = ws_ptr + (tl.cast(i_n, tl.int64) * H + i_h) * N_SLOTS * BT * BW
+    lag = (tl.arange(0, BT) == 0)[:, None]
     n_chunks = tl.cdiv(T, BT)
     for it in range(n_chunks):
         tl.debug_barrier()
@@ -581,6 +488,17 @@ def _mlp_fwd_state_kernel(
         else:
             d = tl.zeros_like(v)
         eta, g, g_last = _gates(eta_ptr + base, la_ptr + base, rows, offs_d, T, D, s, HAS_ALPHA, 0, BT)
+        if RETENTION >= 4:
+            eta0 = tl.where(lag, eta, 0.0)
+            eta, g, g_last, la0 = _after_lag(eta, g, g_last, BT)
+            lag1 = _slot(hl1_ptr, i_n, i_h, it, first, H, D * E, True)
+            lag2 = _slot(hl2_ptr, i_n, i_h, it, first, H, D * E, True)
+            _lag_step(
+                cur1, cur2, lag1, lag2, tl.where(lag, k, 0.0), tl.where(lag, v, 0.0), tl.where(lag, d, 0.0), eta0,
+                tl.exp(la0), offs_d, D, E, sharp, p, eps, ln_eps, floor, scale1, scale2, BIAS, ACT, BT, BD, BET, NE,
+                ws, BW,
+            )  # fmt: skip
+            cur1, cur2 = lag1, lag2
         c1, p1, p2 = _scales(cur1, cur2, offs_d, D, E, q_exp, eps_q, LQ_ROW, RETENTION, BD, BET, NE)
         kc, N, rstd, R, P, g2 = _keys(
             cur1, cur2, k, v, d, c1, p2, offs_d, D, E, sharp, p, eps, q_exp, eps_q, ln_eps, BIAS, LQ_ROW, RETENTION,
@@ -595,6 +513,8 @@ def _mlp_fwd_state_kernel(
         _stash(ws, EKT, eta * k * tail, BT, BD, BT, BW)
         _stash(ws, EG2T, eg2 * tail, BT, BD, BT, BW)
         tl.debug_barrier()
+        m = tl.zeros([BD], dtype=tl.float32) - 1e30
+        sm = tl.zeros([BD], dtype=tl.float32)
         for t in range(NE):
             W1, W2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
             c2, power2 = _scale2(W2, p2, q_exp, eps_q, LQ_ROW, RETENTION, BET)
@@ -603,56 +523,85 @@ def _mlp_fwd_state_kernel(
             _store(g1_ptr + base_g, g1, rows, cols, T, E, sg)
             U1 = dot(_fetch_t(ws, EKT, BT, BD, BT, BW), g1)
             U2 = dot(tl.trans(_act(Z1, ACT)), _fetch(ws, EG2T, BT, BD, BT, BW))
-            _put(nxt1, nxt2, decay_last[:, None] * W1 - U1, W2 * decay_last[None, :] - U2, cols, offs_d, D, E)
+            if RETENTION >= 4:
+                W1n = _simplex(decay_last[:, None] * _log_floor(W1, floor) - U1, offs_d, D, cols, E, scale1)
+                W2n = _log_floor(W2, floor) * decay_last[None, :] - U2
+                m, sm = _online(W2n, cols, E, offs_d, D, m, sm)
+            else:
+                W1n = decay_last[:, None] * W1 - U1
+                W2n = W2 * decay_last[None, :] - U2
+            _put(nxt1, nxt2, W1n, W2n, cols, offs_d, D, E)
+        if RETENTION >= 4:
+            # the softmax of W_2 runs over E, across the tiles just written
+            tl.debug_barrier()
+            _normalise(nxt2, m, sm, scale2, offs_d, D, E, BET, NE)
 
 
 @autotune(LAUNCH_CONFIGS, key=["BT", "BD", "BET", "RETENTION"])
 @triton.jit(do_not_specialize=["T"])
 def _mlp_fwd_output_kernel(
-    q_ptr, k_ptr, eta_ptr, la_ptr, w1_ptr, w2_ptr, hs1_ptr, hs2_ptr, g1_ptr, eg2_ptr, o_ptr, cu_ptr, chunk_ptr,
-    seq_ptr, T, H: tl.constexpr, D: tl.constexpr, E: tl.constexpr, q_exp, eps_q, ln_eps, BT: tl.constexpr,
-    BD: tl.constexpr, BET: tl.constexpr, NE: tl.constexpr, RETENTION: tl.constexpr, LQ_ROW: tl.constexpr,
-    ACT: tl.constexpr, HAS_ALPHA: tl.constexpr, IS_VARLEN: tl.constexpr,
+    q_ptr, k_ptr, eta_ptr, la_ptr, w1_ptr, w2_ptr, hs1_ptr, hs2_ptr, hl1_ptr, hl2_ptr, g1_ptr, eg2_ptr, o_ptr,
+    cu_ptr, chunk_ptr, seq_ptr, T, H: tl.constexpr, D: tl.constexpr, E: tl.constexpr, q_exp, eps_q, ln_eps, floor,
+    scale1, scale2, BT: tl.constexpr, BD: tl.constexpr, BET: tl.constexpr, NE: tl.constexpr,
+    RETENTION: tl.constexpr, LQ_ROW: tl.constexpr, ACT: tl.constexpr, HAS_ALPHA: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
 ):  # fmt: skip
     """The chunk-parallel read of the split forward, one program per (global chunk, head): both dual reads
-    (Eq. 29) from the chunk-start weights and the stored ``g_1, eta g_2``, ``H_1`` formed again from the keys."""
+    (Eq. 29) from the chunk-start weights and the stored ``g_1, eta g_2``, ``H_1`` formed again from the keys.
+    Memora reads from its lag weights; its lag row is an ordinary row (``eta_0 = 0``, decay 1)."""
     i_c, i_h = tl.program_id(0), tl.program_id(1)
+    TANGENT: tl.constexpr = RETENTION == KL_TANGENT
     if IS_VARLEN:
         i_n = tl.load(seq_ptr + i_c)
     else:
         i_n = i_c // tl.cdiv(T, BT)
     bos, T, first = _sequence(i_n, T, cu_ptr, chunk_ptr, BT, IS_VARLEN)
-    if i_c == first:
+    chunk = (tl.cast(i_c, tl.int64) * H + i_h) * D * E
+    if RETENTION >= 4:
+        cur1, cur2 = hl1_ptr + chunk, hl2_ptr + chunk
+    elif i_c == first:
         cur1 = w1_ptr + (tl.cast(i_n, tl.int64) * H + i_h) * D * E
         cur2 = w2_ptr + (tl.cast(i_n, tl.int64) * H + i_h) * D * E
     else:
-        cur1 = hs1_ptr + (tl.cast(i_c, tl.int64) * H + i_h) * D * E
-        cur2 = hs2_ptr + (tl.cast(i_c, tl.int64) * H + i_h) * D * E
+        cur1, cur2 = hs1_ptr + chunk, hs2_ptr + chunk
     s, sg = H * D, H * E
     base, base_g = bos * s + i_h * D, bos * sg + i_h * E
     offs_d = tl.arange(0, BD)
     i = tl.arange(0, BT)
+    causal = i[None, :] <= i[:, None]
     rows = (i_c - first) * BT + i
     q = _rows(q_ptr + base, rows, offs_d, T, D, s)
     k = _rows(k_ptr + base, rows, offs_d, T, D, s)
-    eta, g, g_last = _gates(eta_ptr + base, la_ptr + base, rows, offs_d, T, D, s, HAS_ALPHA, 0, BT)
+    eta, g, g_last = _gates(eta_ptr + base, la_ptr + base, rows, offs_d, T, D, s, HAS_ALPHA, RETENTION, BT)
     c1, p1, p2 = _scales(cur1, cur2, offs_d, D, E, q_exp, eps_q, LQ_ROW, RETENTION, BD, BET, NE)
     kc, read1 = k * c1[None, :], q * c1[None, :]
     eg = tl.exp(g)
     read1_eg = read1 * eg
-    A1 = scores(read1, eta * k, g, BT, BD)
+    A1 = scores(_queries(q, c1, offs_d, D, scale1, RETENTION), eta * k, g, BT, BD)
     S2 = tl.zeros([BT, BT], dtype=tl.float32)
     M2 = tl.zeros([BT, BD], dtype=tl.float32)
+    N2 = tl.zeros([BT, BD], dtype=tl.float32)
+    cw2 = tl.zeros([BD], dtype=tl.float32)
+    hs = tl.zeros([BT], dtype=tl.float32)
+    H1s = tl.zeros([BT], dtype=tl.float32)
     for t in range(NE):
         W1, W2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
         c2, power2 = _scale2(W2, p2, q_exp, eps_q, LQ_ROW, RETENTION, BET)
         H1 = _act(dot(kc, W1), ACT)
         g1 = _rows(g1_ptr + base_g, rows, cols, T, E, sg)
-        read2 = _act(dot(read1_eg, W1) - dot(A1, g1), ACT) * c2[None, :]
+        if TANGENT:
+            z1 = _tangent_rows(read1, W1, eg - 1.0, floor, scale1)
+        else:
+            z1 = dot(read1_eg, W1)
+        read2 = _act(z1 - dot(A1, g1), ACT) * c2[None, :]
         S2 += dot(read2, tl.trans(H1))
         M2 += dot(read2, W2)
+        if TANGENT:
+            tN2, tcw2, ths, tH1s = _tangent_sums(W2, read2, H1, floor)
+            N2, cw2, hs, H1s = N2 + tN2, cw2 + tcw2, hs + ths, H1s + tH1s
     eg2 = _rows(eg2_ptr + base, rows, offs_d, T, D, s)
-    z2 = eg * M2 - mix(tl.where(i[None, :] <= i[:, None], S2, 0.0), eg2, g, BT, BD)
+    S2 = _read2_scores(S2, hs, H1s, causal, E, scale2, TANGENT)
+    z2 = _read2_retained(M2, N2, cw2, eg, scale2, TANGENT) - mix(S2, eg2, g, BT, BD)
     _store(o_ptr + base, q + _layer_norm(z2, offs_d, D, ln_eps)[0], rows, offs_d, T, D, s)
 
 
@@ -1053,69 +1002,40 @@ def _weights(n: int, H: int, D: int, E: int, device) -> tuple[torch.Tensor, torc
     return torch.empty(n, H, D, E, **f32), torch.empty(n, H, E, D, **f32)
 
 
-SPLIT_RETENTIONS = ("none", "l2", "lq")
-"""Retentions whose forward runs split (:func:`_split_forward`): their chunk-end map is linear in the carried
-weights up to lq's scales, which the read forms again from the stored chunk-start state. Memora's lag step and
-simplex carry keep the one-program forward."""
-
-
-def covers(spec: MemorySpec) -> bool:
-    """Whether the forward of the MLP memory ``spec`` (accepted by ``chunk.check_supported``) runs split."""
-    return spec.arch == "mlp" and spec.retention in SPLIT_RETENTIONS
-
-
-def launch_grids(spec: MemorySpec, n_sequences: int, n_chunks: int, heads: int) -> dict[str, tuple[int, int]]:
-    """The grid of each kernel for ``spec``: the serial ones run one program per (sequence, head) and walk their
-    chunks in order; the split forward's read runs one per (global chunk, head)."""
+def launch_grids(n_sequences: int, n_chunks: int, heads: int) -> dict[str, tuple[int, int]]:
+    """The grid of each kernel: the state pass and the backward run one program per (sequence, head) and walk their
+    chunks in order; the forward's read runs one per (global chunk, head)."""
     per_sequence = (n_sequences, heads)
-    if covers(spec):
-        return {"fwd_state": per_sequence, "fwd_output": (n_chunks, heads), "bwd": per_sequence}
-    return {"fwd": per_sequence, "bwd": per_sequence}
+    return {"fwd_state": per_sequence, "fwd_output": (n_chunks, heads), "bwd": per_sequence}
 
 
 def _split_forward(q, k, v, eta, log_alpha, delta, w1, w2, o, spec, meta, cu_seqlens, offsets, n_chunks):
-    """The forward of :func:`covers`'s retentions: the state pass stores every chunk-start state and, per token,
-    ``g_1 [.., H, E]`` and ``eta g_2``; the read writes ``o`` from them. Returns the states and the final state."""
+    """The forward: the state pass stores every chunk-start state (Memora: and its weights after the lag step) and,
+    per token, ``g_1 [.., H, E]`` and ``eta g_2``; the read writes ``o`` from them. Returns the states and the final
+    state. The read needs every chunk's state, so they are stored also where no gradient will be taken."""
     B, T, H, D = q.shape
     E = spec.expansion * D
     N = B if cu_seqlens is None else len(cu_seqlens) - 1
     f32 = dict(dtype=torch.float32, device=q.device)
     hs1, hs2 = _weights(n_chunks, H, D, E, q.device)
+    hl1, hl2 = _weights(n_chunks, H, D, E, q.device) if spec.retention == "kl" else (hs1, hs2)
     ht1, ht2 = _weights(N, H, D, E, q.device)
     g1, eg2 = torch.empty(B, T, H, E, **f32), torch.empty(q.shape, **f32)
     chunk_seq = None
     if cu_seqlens is not None:
         counts = (offsets[1:] - offsets[:-1]).long()
         chunk_seq = torch.repeat_interleave(torch.arange(N, device=q.device, dtype=torch.int32), counts)
-    sharp, p, eps, q_exp, eps_q, ln_eps = _scalars(spec, D)[:6]
-    grids = launch_grids(spec, N, n_chunks, H)
+    scalars = _scalars(spec, D)
+    grids = launch_grids(N, n_chunks, H)
     _mlp_fwd_state_kernel[grids["fwd_state"]](
-        k, v, eta, *_or_dummy(hs1, log_alpha, delta), w1, w2, hs1, hs2, ht1, ht2, g1, eg2,
-        _workspace(N, H, meta, q.device), *_or_dummy(hs1, cu_seqlens, offsets), T, H, D, E, sharp, p, eps, q_exp,
-        eps_q, ln_eps, **meta,
+        k, v, eta, *_or_dummy(hs1, log_alpha, delta), w1, w2, hs1, hs2, hl1, hl2, ht1, ht2, g1, eg2,
+        _workspace(N, H, meta, q.device), *_or_dummy(hs1, cu_seqlens, offsets), T, H, D, E, *scalars, **meta,
     )  # fmt: skip
     read = {name: meta[name] for name in ("BT", "BD", "BET", "NE", "RETENTION", "LQ_ROW", "ACT", "HAS_ALPHA")}
     _mlp_fwd_output_kernel[grids["fwd_output"]](
-        q, k, eta, _or_dummy(hs1, log_alpha)[0], w1, w2, hs1, hs2, g1, eg2, o,
-        *_or_dummy(hs1, cu_seqlens, offsets, chunk_seq), T, H, D, E, q_exp, eps_q, ln_eps, **read,
+        q, k, eta, _or_dummy(hs1, log_alpha)[0], w1, w2, hs1, hs2, hl1, hl2, g1, eg2, o,
+        *_or_dummy(hs1, cu_seqlens, offsets, chunk_seq), T, H, D, E, *scalars[3:], **read,
         IS_VARLEN=cu_seqlens is not None,
-    )  # fmt: skip
-    return hs1, hs2, ht1, ht2
-
-
-def _serial_forward(q, k, v, eta, log_alpha, delta, w1, w2, o, spec, meta, cu_seqlens, offsets, n_states, save):
-    """The one-program-per-(sequence, head) forward (Memora): every chunk-start state when ``save`` (for the
-    backward), else two per sequence in turn (``n_states``). Returns the states and the final state."""
-    B, T, H, D = q.shape
-    E = spec.expansion * D
-    N = B if cu_seqlens is None else len(cu_seqlens) - 1
-    hs1, hs2 = _weights(n_states, H, D, E, q.device)
-    ht1, ht2 = _weights(N, H, D, E, q.device)
-    lag1, lag2 = _weights(N, H, D, E, q.device) if spec.retention == "kl" else (hs1, hs2)
-    _mlp_fwd_kernel[launch_grids(spec, N, 0, H)["fwd"]](
-        q, k, v, eta, *_or_dummy(hs1, log_alpha, delta), w1, w2, o, hs1, hs2, ht1, ht2, lag1, lag2,
-        _workspace(N, H, meta, q.device), *_or_dummy(hs1, cu_seqlens, offsets), T, H, D, E, *_scalars(spec, D),
-        **meta, STORE_STATES=save,
     )  # fmt: skip
     return hs1, hs2, ht1, ht2
 
@@ -1126,17 +1046,13 @@ class ChunkMirasMLPFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, eta, log_alpha, delta, w1, w2, spec, chunk_size, cu_seqlens):
         B, T, H, D = q.shape
-        N = B if cu_seqlens is None else len(cu_seqlens) - 1
         offsets = None if cu_seqlens is None else _chunk_offsets(cu_seqlens, chunk_size)
         n_chunks = B * triton.cdiv(T, chunk_size) if offsets is None else int(offsets[-1])
-        save = any(ctx.needs_input_grad[:8])
         o = torch.empty(v.shape, device=v.device, dtype=q.dtype)
         meta = _meta(spec, chunk_size, D, log_alpha, delta, cu_seqlens)
-        inputs = (q, k, v, eta, log_alpha, delta, w1, w2, o, spec, meta, cu_seqlens, offsets)
-        if covers(spec):
-            hs1, hs2, ht1, ht2 = _split_forward(*inputs, n_chunks)
-        else:
-            hs1, hs2, ht1, ht2 = _serial_forward(*inputs, n_chunks if save else 2 * N, save)
+        hs1, hs2, ht1, ht2 = _split_forward(
+            q, k, v, eta, log_alpha, delta, w1, w2, o, spec, meta, cu_seqlens, offsets, n_chunks
+        )
         ctx.save_for_backward(q, k, v, eta, log_alpha, delta, w1, w2, hs1, hs2, ht1, ht2, cu_seqlens, offsets)
         ctx.spec, ctx.chunk_size = spec, chunk_size
         return o, ht1, ht2
@@ -1249,4 +1165,4 @@ def chunk_miras_mlp(
     return o, {"weights": final}
 
 
-__all__ = ["SPLIT_RETENTIONS", "ChunkMirasMLPFunction", "chunk_miras_mlp", "covers", "launch_grids", "tile_e"]
+__all__ = ["ChunkMirasMLPFunction", "chunk_miras_mlp", "launch_grids", "tile_e"]

@@ -20,8 +20,15 @@ def test_l2_forward_and_backward_counts():
     assert split_fwd["c"] == fwd["c"] and split_fwd["b"] == fwd["b"] + unit and split_fwd["b_repeat"] == unit
 
 
+def test_memora_split_forward_reads_the_lag_row_as_any_other():
+    b, D, E = 64, 64, 256
+    fwd, split_fwd = (split(ops, MEMORIES["memora"], b, D) for ops in (FORWARD, SPLIT_FORWARD))
+    assert split_fwd["c"] == fwd["c"] and split_fwd["a"] == fwd["a"]
+    assert split_fwd["b"] == fwd["b"] - b * D * E  # H_1 formed again, the lag row's two products gone
+
+
 def test_every_memory_and_direction_has_a_row():
     table = rows()
-    assert len(table) == 3 * 2 * 2 + 2 * 2 and all(0 < r["serial_share"] < 1 for r in table)
-    assert not any(r["memory"] == "memora" and r["direction"] == "forward (split)" for r in table)
+    assert len(table) == 3 * 3 * 2 and all(0 < r["serial_share"] < 1 for r in table)
+    assert any(r["memory"] == "memora" and r["direction"] == "forward (split)" for r in table)
     assert "| yaad | l2 | 64 | forward |" in markdown(table, "abc")

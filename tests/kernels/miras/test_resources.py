@@ -50,8 +50,8 @@ def test_chunk_linear_kernels_take_the_value_block_and_grids_of_chunk_linear():
 
 def test_serves_follows_the_dispatch():
     for name in resources.CHUNK_LINEAR:
-        assert resources.serves(name) == PARALLEL and resources.compiled_at(name, "kl")
-    assert "elastic" not in resources.serves("mlp_fwd") and not resources.compiled_at("mlp_bwd", "elastic")
+        assert resources.serves(name) == PARALLEL
+    assert "elastic" not in resources.serves("mlp_bwd") and "mlp_fwd" not in resources.KERNELS
 
 
 def test_every_kernel_passes_tritons_front_end():
@@ -74,6 +74,7 @@ def _row(kernel, head_dim, retention, shared, git=None):
 def test_a_partial_run_replaces_only_its_rows(tmp_path, monkeypatch):
     old = {"arch": "sm_90a", "triton": "3.9.0", "git": "old", "command": "python -m ...", "results": []}
     old["results"] = [_row("linear_bwd", 128, "l2", 180224), _row("mlp_fwd", 64, "l2", 65536)]
+    old["results"] += [_row("mlp_state_fwd", 64, "l2", 65536)]
     old["results"] += [_row("linear_grads_bwd", 128, "lq", 2048)]
     (tmp_path / "miras_resources_sm_90a.json").write_text(json.dumps(old))
     calls = []
@@ -88,10 +89,10 @@ def test_a_partial_run_replaces_only_its_rows(tmp_path, monkeypatch):
     assert ("mlp_bwd", 128, "elastic") not in calls and len(calls) == 1 + 2 * len(resources.CHUNK_LINEAR)
     record = json.loads((tmp_path / "miras_resources_sm_90a.json").read_text())
     rows = {(r["kernel"], r["head_dim"], r["retention"]): r for r in record["results"]}
-    assert rows["mlp_bwd", 128, "l2"]["shared_bytes"] == 999999 and rows["mlp_fwd", 64, "l2"]["git"] == "old"
+    assert rows["mlp_bwd", 128, "l2"]["shared_bytes"] == 999999 and rows["mlp_state_fwd", 64, "l2"]["git"] == "old"
     assert rows["mlp_bwd", 128, "l2"]["git"] == record["git"] != "old"
     assert rows["linear_grads_bwd", 128, "lq"]["git"] == "old"
-    assert ("linear_bwd", 128, "l2") not in rows  # a kernel the code no longer has
+    assert ("linear_bwd", 128, "l2") not in rows and ("mlp_fwd", 64, "l2") not in rows  # kernels the code lost
     assert [r["kernel"] for r in record["results"]][:2] == ["linear_state_fwd", "linear_state_fwd"]
     state = rows["linear_state_fwd", 128, "l2"]
     assert state["runs"] and state["grids"] == {"4x4096x16": [4, 16, 4], "1x32768x16": [1, 16, 4]}
@@ -102,9 +103,9 @@ def test_a_partial_run_replaces_only_its_rows(tmp_path, monkeypatch):
 
 def test_mlp_split_forward_follows_the_dispatch():
     assert set(resources.GROUPS["mlp_split"]) == set(resources.CHUNK_MLP)
-    assert resources.serves("mlp_fwd") == ("kl",) and resources.compiled_at("mlp_fwd", "l2")
     for name in resources.CHUNK_MLP:
-        assert resources.serves(name) == ("none", "l2", "lq") and not resources.compiled_at(name, "kl")
+        assert resources.serves(name) == ("none", "l2", "lq", "kl") == resources.serves("mlp_bwd")
     assert resources.launch_grid("mlp_output_fwd", 64, "l2", 4, 4096, 16, 64) == (256, 16)
     assert resources.launch_grid("mlp_state_fwd", 128, "lq", 1, 32768, 16, 64) == (1, 16)
     assert "BW" not in resources.constexprs("mlp_output_fwd", 64, 64, {})
+    assert resources.constexprs("mlp_state_fwd", 64, 64, {}, "kl")["RETENTION"] == 4
