@@ -1,9 +1,9 @@
 """Triton chunk forward and backward of the Miras MLP memory ``M(x) = x + LN(act(x W_1) W_2)`` (section 5.3-5.4).
 
 The transcription of ``naive_chunk_miras`` (``read='chunk'``) for a 2-layer memory with expansion ``E / D``.
-One program per (sequence, head) walks the chunks. Per chunk, with ``g`` the within-chunk cumulative log decay
-on the ``D`` axis (rows of ``W_1``, columns of ``W_2``) and ``c_1, c_2`` the lq scales (1 unless
-``retention='lq'``)::
+The forward's state pass and the backward run one program per (sequence, head) that walks the chunks. Per chunk,
+with ``g`` the within-chunk cumulative log decay on the ``D`` axis (rows of ``W_1``, columns of ``W_2``) and
+``c_1, c_2`` the lq scales (1 unless ``retention='lq'``)::
 
     Z_1 = (k c_1) W_1,  H_1 = act(Z_1),  y = k + LN(H_1 c_2 W_2)            the memory at the chunk start
     g_2 = LN'(psi(y - v)),  g_1 = (g_2 (c_2 W_2)^T) act'(Z_1)               its hand backprop (Eq. 28)
