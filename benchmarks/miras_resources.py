@@ -3,7 +3,6 @@
     python -m benchmarks.miras_resources                  # every kernel, D = 64 and 128, l2 and kl retention, sm_90a
     python -m benchmarks.miras_resources --kernels mlp_bwd --head-dims 128 --retentions lq --num-warps 8
     python -m benchmarks.miras_resources --kernels chunk_linear --retentions none l2   # the five chunk_linear kernels
-    python -m benchmarks.miras_resources --front-end      # seconds: every kernel through Triton's front end only
     python -m benchmarks.miras_resources --kernels mlp_split --retentions l2          # the MLP's split forward
 
 Needs no GPU: Triton compiles each kernel for ``--arch`` and ``ptxas -v`` (the one bundled with Triton) reports
@@ -39,6 +38,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from kernels.miras.fused_recurrent_mlp import DECODE_WARPS
+from kernels.utils import front_end as _front_end
 from kernels.utils import git_tag, write_record
 
 REPO = Path(__file__).resolve().parents[1]
@@ -225,26 +225,17 @@ def compile_kernel(
     return row | {"shared_bytes": shared, "fits": fits, **_ptxas(compiled.asm["ptx"], arch)}
 
 
-def front_end(name: str, head_dim: int, retention: str, chunk: int = 64, arch: str = "sm_90a"):
-    """Kernel ``name`` through Triton's front end alone (Python AST to Triton IR, a fraction of a second): it fails
-    where a GPU compile would on what the CPU interpreter lets pass (a global that is not a ``tl.constexpr``, a
-    type mismatch between branches). Returns the IR module."""
-    from triton._C.libtriton import ir
-    from triton.compiler.compiler import make_backend
+def front_end(name: str, head_dim: int, retention: str, chunk: int = 64, arch: str = "sm_90a", tangent=False):
+    """Kernel ``name`` at this specialisation (with ``tangent``, Memora's tangent read: ``kl_read='tangent'``)
+    through Triton's front end alone (``kernels.utils.front_end``)."""
+    from kernels.miras.common import KL_TANGENT
 
     kernel, extra = _kernels()[name]
-    fn = kernel if hasattr(kernel, "params") else kernel.fn
     consts = constexprs(name, head_dim, chunk, extra, retention)
+    if tangent:
+        consts["RETENTION"] = KL_TANGENT.value
     types = signature(name)
-    source = ASTSource(fn, signature=types, constexprs={n: consts[n] for n in types if n in consts})
-    target = GPUTarget("cuda", int(re.sub(r"\D", "", arch)), 32)
-    backend = make_backend(target)
-    options = backend.parse_options({"num_warps": 4, "num_stages": 1})
-    context = ir.context()
-    ir.load_dialects(context)
-    backend.load_dialects(context)
-    codegen = backend.get_codegen_implementation(options)
-    return source.make_ir(target, options, codegen, backend.get_module_map(), context)
+    return _front_end(kernel, types, {n: consts[n] for n in types if n in consts}, arch)
 
 
 ROW_KEY = ("kernel", "head_dim", "chunk", "retention", "num_warps", "num_stages")
@@ -345,17 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-stages", type=int, default=1)
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "benchmarks")
     parser.add_argument("--fresh", action="store_true", help="drop the rows of the record already there")
-    parser.add_argument(
-        "--front-end", action="store_true", help="only run each kernel through Triton's front end (seconds; no report)"
-    )
     args = parser.parse_args(argv)
-    if args.front_end:
-        for name in _names(args.kernels):
-            for head_dim in args.head_dims:
-                for retention in serves(name):
-                    front_end(name, head_dim, retention, args.chunk_size, args.arch)
-            print(f"{name}: front end passes at {', '.join(serves(name))}", flush=True)
-        return 0
     command = " ".join(sys.argv[1:] if argv is None else argv)
     git = git_tag(REPO)
     record = {

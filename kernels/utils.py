@@ -25,6 +25,32 @@ def autotune(configs: list, key: list[str], **kwargs):
     return triton.autotune(configs[:1] if is_interpreting() else configs, key=key, **kwargs)
 
 
+def front_end(kernel, signature: dict[str, str], constexprs: dict, arch: str = "sm_90a", num_warps: int = 4):
+    """``kernel`` (a ``triton.jit`` function, autotuned or not) through Triton's front end alone, Python AST to
+    Triton IR for a CUDA ``arch``: no GPU, a fraction of a second. It fails where a GPU compile would on what the
+    CPU interpreter lets pass (a plain global read in a kernel, branches of different types). Needs the compiled
+    kernels, so a process without ``TRITON_INTERPRET=1``. ``signature`` maps every non-constexpr argument to its
+    Triton type (``*bf16``, ``i32``, ...) and every constexpr one to ``"constexpr"``. Returns the IR module."""
+    import re
+
+    from triton._C.libtriton import ir
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from triton.compiler.compiler import make_backend
+
+    while not hasattr(kernel, "params"):  # the autotuner wraps the jit function
+        kernel = kernel.fn
+    source = ASTSource(kernel, signature=signature, constexprs=constexprs)
+    target = GPUTarget("cuda", int(re.sub(r"\D", "", arch)), 32)
+    backend = make_backend(target)
+    options = backend.parse_options({"num_warps": num_warps, "num_stages": 1})
+    context = ir.context()
+    ir.load_dialects(context)
+    backend.load_dialects(context)
+    codegen = backend.get_codegen_implementation(options)
+    return source.make_ir(target, options, codegen, backend.get_module_map(), context)
+
+
 def relative_rms(ref: torch.Tensor, out: torch.Tensor) -> float:
     """``rms(ref - out) / rms(ref)`` computed in fp64 (0 when both are zero)."""
     ref, out = ref.double(), out.double()
