@@ -40,32 +40,16 @@ def miras(arch: str) -> list[str]:
     return done
 
 
-def _hosa_signature(kernel) -> dict[str, str]:
-    import inspect
-
-    while hasattr(kernel, "fn"):
-        kernel = kernel.fn
-    types = {}
-    for param in inspect.signature(kernel).parameters.values():
-        if "constexpr" in str(param.annotation):
-            types[param.name] = "constexpr"
-        elif param.name.endswith("_ptr"):
-            types[param.name] = "*bf16" if param.name in BF16 else "*fp32"
-        else:
-            types[param.name] = "fp32" if param.name in ("scale", "ridge") else "i32"
-    return types
-
-
 def hosa(arch: str) -> list[str]:
     from kernels.hosa import parallel
-    from kernels.utils import front_end
+    from kernels.utils import front_end, signature
 
     done = []
     for kernel in (parallel._hosa_fwd_kernel, parallel._hosa_bwd_query_kernel, parallel._hosa_bwd_key_kernel):
         for head_dim in HEAD_DIMS:
             for precision in parallel.INPUT_PRECISIONS:
                 consts = {"BK": head_dim, "BV": head_dim, "PREC": precision, "BT": 64, "BS": 64}
-                front_end(kernel, _hosa_signature(kernel), consts, arch)
+                front_end(kernel, signature(kernel, BF16, i32=("T", "H", "K", "V", "cg_iters")), consts, arch)
         done.append(f"{kernel.__name__} at {', '.join(parallel.INPUT_PRECISIONS)}")
     return done
 

@@ -131,6 +131,20 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
+def _kernel_table(table: list[dict]) -> list[str]:
+    """The rows of a per-kernel grid table."""
+    lines = [
+        "| memory | D | B x T x H | kernel | grid | programs | programs per SM | chunks walked per program |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in table:
+        lines.append(
+            f"| {r['memory']} | {r['D']} | {r['B']} x {r['T']} x {r['H']} | `{r['kernel']}` | {tuple(r['grid'])} | "
+            f"{r['programs']} | {r['per_sm']:.2f} | {r['chunks_per_program']} |"
+        )
+    return lines
+
+
 def _chunk_parallel_markdown(table: list[dict]) -> list[str]:
     lines = [
         "",
@@ -142,15 +156,8 @@ def _chunk_parallel_markdown(table: list[dict]) -> list[str]:
         "five kernels: "
         "[miras_resources_sm_90a.md](miras_resources_sm_90a.md)).",
         "",
-        "| memory | D | B x T x H | kernel | grid | programs | programs per SM | chunks walked per program |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for r in table:
-        lines.append(
-            f"| {r['memory']} | {r['D']} | {r['B']} x {r['T']} x {r['H']} | `{r['kernel']}` | {tuple(r['grid'])} | "
-            f"{r['programs']} | {r['per_sm']:.2f} | {r['chunks_per_program']} |"
-        )
-    return lines
+    return lines + _kernel_table(table)
 
 
 def _mlp_markdown(table: list[dict]) -> list[str]:
@@ -163,15 +170,8 @@ def _mlp_markdown(table: list[dict]) -> list[str]:
         "(`bwd`) walks whole sequences. Serial share of the multiply-adds: "
         "[miras_mlp_split.md](miras_mlp_split.md).",
         "",
-        "| memory | D | B x T x H | kernel | grid | programs | programs per SM | chunks walked per program |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for r in table:
-        lines.append(
-            f"| {r['memory']} | {r['D']} | {r['B']} x {r['T']} x {r['H']} | `{r['kernel']}` | {tuple(r['grid'])} | "
-            f"{r['programs']} | {r['per_sm']:.2f} | {r['chunks_per_program']} |"
-        )
-    return lines
+    return lines + _kernel_table(table)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,6 @@ that its split forward replaced) are dropped on the next write.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import math
 import re
@@ -40,6 +39,7 @@ from triton.compiler import ASTSource
 from kernels.miras.fused_recurrent_mlp import DECODE_WARPS
 from kernels.utils import front_end as _front_end
 from kernels.utils import git_tag, write_record
+from kernels.utils import signature as kernel_signature
 
 REPO = Path(__file__).resolve().parents[1]
 BF16_POINTERS = ("q_ptr", "k_ptr", "v_ptr", "o_ptr", "do_ptr")
@@ -181,19 +181,7 @@ def _ptxas(ptx: str, arch: str) -> dict:
 def signature(name: str) -> dict[str, str]:
     """Triton's type of every argument of kernel ``name``: ``constexpr``, bf16 or fp32 pointers, i32 sizes, fp32
     scalars."""
-    kernel, _ = _kernels()[name]
-    while hasattr(kernel, "fn"):  # autotuner -> jit (or interpreted) function -> the Python function
-        kernel = kernel.fn
-    types = {}
-    for param in inspect.signature(kernel).parameters.values():
-        if "constexpr" in str(param.annotation):
-            types[param.name] = "constexpr"
-        elif param.name.endswith("_ptr"):
-            bf16, i32 = param.name in BF16_POINTERS, param.name in INT_POINTERS
-            types[param.name] = "*bf16" if bf16 else "*i32" if i32 else "*fp32"
-        else:
-            types[param.name] = "i32" if param.name in INT_ARGS else "fp32"
-    return types
+    return kernel_signature(_kernels()[name][0], BF16_POINTERS, INT_POINTERS, INT_ARGS)
 
 
 def compile_kernel(

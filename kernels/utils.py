@@ -25,6 +25,25 @@ def autotune(configs: list, key: list[str], **kwargs):
     return triton.autotune(configs[:1] if is_interpreting() else configs, key=key, **kwargs)
 
 
+def signature(kernel, bf16: tuple = (), i32_pointers: tuple = (), i32: tuple = ()) -> dict[str, str]:
+    """Triton's type of every argument of ``kernel`` for :func:`front_end`: ``constexpr`` where annotated so, a
+    pointer (``*_ptr``) to bf16 if named in ``bf16``, to int32 if in ``i32_pointers``, else to fp32; other scalars
+    int32 if named in ``i32``, else fp32."""
+    import inspect
+
+    while hasattr(kernel, "fn"):  # autotuner -> jit (or interpreted) function -> the Python function
+        kernel = kernel.fn
+    types = {}
+    for param in inspect.signature(kernel).parameters.values():
+        if "constexpr" in str(param.annotation):
+            types[param.name] = "constexpr"
+        elif param.name.endswith("_ptr"):
+            types[param.name] = "*bf16" if param.name in bf16 else "*i32" if param.name in i32_pointers else "*fp32"
+        else:
+            types[param.name] = "i32" if param.name in i32 else "fp32"
+    return types
+
+
 def front_end(kernel, signature: dict[str, str], constexprs: dict, arch: str = "sm_90a", num_warps: int = 4):
     """``kernel`` (a ``triton.jit`` function, autotuned or not) through Triton's front end alone, Python AST to
     Triton IR for a CUDA ``arch``: no GPU, a fraction of a second. It fails where a GPU compile would on what the
