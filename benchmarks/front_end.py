@@ -3,7 +3,7 @@
 The tests run the kernels under the CPU interpreter, which executes them as Python: a kernel that reads a plain
 global, or whose branches give a value two types, passes there and fails the first GPU compile. This runs each
 kernel at the specialisations it is launched with through ``kernels.utils.front_end``: the Miras kernels at every
-retention they serve and Memora's tangent read, higher-order attention at every input precision, both at D = 64
+retention they serve (Memora's tangent read included), higher-order attention at every input precision, both at D = 64
 and 128. Seconds, no GPU; run it where ``TRITON_INTERPRET`` is unset. A failure raises Triton's compilation error,
 which points at the kernel's line.
 """
@@ -18,13 +18,6 @@ BF16 = ("q_ptr", "k_ptr", "v_ptr", "y_ptr", "dy_ptr", "dq_ptr", "dk_ptr", "dv_pt
 """HOSA's inputs, output and their gradients in bf16, as in training; residuals are fp32."""
 
 
-def tangent(name: str) -> bool:
-    """Whether kernel ``name`` runs Memora's tangent read (the chunk kernels; decoding refuses it)."""
-    from benchmarks import miras_resources as resources
-
-    return "kl" in resources.serves(name) and not name.endswith("_decode")
-
-
 def miras(arch: str) -> list[str]:
     from benchmarks import miras_resources as resources
 
@@ -33,10 +26,7 @@ def miras(arch: str) -> list[str]:
         for head_dim in HEAD_DIMS:
             for retention in resources.serves(name):
                 resources.front_end(name, head_dim, retention, arch=arch)
-            if tangent(name):
-                resources.front_end(name, head_dim, "kl", arch=arch, tangent=True)
-        read = " and the tangent read" if tangent(name) else ""
-        done.append(f"{name} at {', '.join(resources.serves(name))}{read}")
+        done.append(f"{name} at {', '.join(resources.serves(name))}")
     return done
 
 

@@ -66,7 +66,9 @@ CHUNK_MLP = {"mlp_state_fwd": "fwd_state", "mlp_output_fwd": "fwd_output"}
 KERNELS = (*CHUNK_LINEAR, *CHUNK_MLP, "mlp_bwd", "linear_decode", "mlp_decode")
 GROUPS = {"chunk_linear": tuple(CHUNK_LINEAR), "mlp_split": tuple(CHUNK_MLP)}
 """Names ``--kernels`` also accepts, for several kernels at once."""
-RETENTIONS = ("none", "l2", "lq", "elastic", "kl")
+RETENTIONS = ("none", "l2", "lq", "elastic", "kl", "tangent")
+"""What ``--retentions`` takes: ``MemorySpec.retention``, and ``tangent`` for Memora's preset, ``kl`` with
+``kl_read='tangent'`` (``kl`` alone is the linear read)."""
 NOT_CONSTEXPR = {"linear_output_fwd": ("BIAS", "HAS_DELTA"), "mlp_output_fwd": ("BIAS", "HAS_DELTA", "BW")}
 """Keys of the shared specialisation a kernel has no constexpr for: the output kernels never form ``psi``."""
 
@@ -91,19 +93,22 @@ def _kernels():
 def _spec(name: str, retention: str):
     from kernels.miras.spec import MemorySpec
 
-    return MemorySpec(arch="mlp" if name.startswith("mlp") else "linear", retention=retention)
+    arch = "mlp" if name.startswith("mlp") else "linear"
+    if retention == "tangent":
+        return MemorySpec(arch=arch, retention="kl", kl_read="tangent")
+    return MemorySpec(arch=arch, retention=retention)
 
 
 def serves(name: str) -> tuple[str, ...]:
     """The retentions (l2 bias) whose memory runs on kernel ``name``: ``chunk_miras`` sends every linear memory to
     ``chunk_linear.py`` and every MLP memory to ``chunk_mlp.py``; decoding takes every retention the chunk kernels
-    take."""
+    take but Memora's tangent read."""
     from kernels.miras.chunk import check_supported
 
     out = []
     for retention in RETENTIONS:
         try:
-            check_supported(_spec(name, retention))
+            check_supported(_spec(name, retention), decoding=name.endswith("_decode"))
         except NotImplementedError:
             continue
         out.append(retention)
@@ -130,9 +135,9 @@ def launch_grid(name: str, head_dim: int, retention: str, B: int, T: int, H: int
 def constexprs(name: str, head_dim: int, chunk: int, extra: dict, retention: str = "l2") -> dict:
     """The specialisation compiled: l2 bias, channel-wise gates, no varlen, 16 heads, and ``retention``."""
     from kernels.miras.chunk_mlp import tile_e
-    from kernels.miras.common import RETENTION_CODES
+    from kernels.miras.common import chunk_retention
 
-    common = {"BT": chunk, "BIAS": 1, "RETENTION": RETENTION_CODES[retention], "LQ_ROW": False}
+    common = {"BT": chunk, "BIAS": 1, "RETENTION": chunk_retention(_spec(name, retention)), "LQ_ROW": False}
     common |= {"HAS_ALPHA": retention != "none", "HAS_DELTA": False, "IS_VARLEN": False, "H": 16, **extra}
     if name.startswith("linear"):
         from kernels.miras.chunk import value_block
@@ -213,15 +218,10 @@ def compile_kernel(
     return row | {"shared_bytes": shared, "fits": fits, **_ptxas(compiled.asm["ptx"], arch)}
 
 
-def front_end(name: str, head_dim: int, retention: str, chunk: int = 64, arch: str = "sm_90a", tangent=False):
-    """Kernel ``name`` at this specialisation (with ``tangent``, Memora's tangent read: ``kl_read='tangent'``)
-    through Triton's front end alone (``kernels.utils.front_end``)."""
-    from kernels.miras.common import KL_TANGENT
-
+def front_end(name: str, head_dim: int, retention: str, chunk: int = 64, arch: str = "sm_90a"):
+    """Kernel ``name`` at this specialisation through Triton's front end alone (``kernels.utils.front_end``)."""
     kernel, extra = _kernels()[name]
     consts = constexprs(name, head_dim, chunk, extra, retention)
-    if tangent:
-        consts["RETENTION"] = KL_TANGENT.value
     types = signature(name)
     return _front_end(kernel, types, {n: consts[n] for n in types if n in consts}, arch)
 
@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.miras_resources", description=__doc__)
     parser.add_argument("--kernels", nargs="+", choices=[*KERNELS, *GROUPS], default=list(KERNELS))
     parser.add_argument("--head-dims", nargs="+", type=int, default=[64, 128])
-    parser.add_argument("--retentions", nargs="+", choices=RETENTIONS, default=["l2", "kl"])
+    parser.add_argument("--retentions", nargs="+", choices=RETENTIONS, default=["l2", "kl", "tangent"])
     parser.add_argument("--chunk-size", type=int, default=64)
     parser.add_argument("--arch", default="sm_90a")
     parser.add_argument(

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks import front_end, miras_resources
+from benchmarks import miras_resources
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -19,7 +19,6 @@ def test_every_kernel_passes_tritons_front_end():
     out = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     for name in miras_resources.KERNELS:
-        read = " and the tangent read" if front_end.tangent(name) else ""
-        assert f"front end passes: {name} at {', '.join(miras_resources.serves(name))}{read}\n" in out.stdout
+        assert f"front end passes: {name} at {', '.join(miras_resources.serves(name))}\n" in out.stdout
     for name in ("_hosa_fwd_kernel", "_hosa_bwd_query_kernel", "_hosa_bwd_key_kernel"):
         assert f"front end passes: {name} at ieee, tf32x3, tf32\n" in out.stdout

@@ -47,8 +47,10 @@ def test_chunk_linear_kernels_take_the_value_block_and_grids_of_chunk_linear():
 
 def test_serves_follows_the_dispatch():
     for name in resources.CHUNK_LINEAR:
-        assert resources.serves(name) == PARALLEL
+        assert resources.serves(name) == (*PARALLEL, "tangent")
     assert "elastic" not in resources.serves("mlp_bwd") and "mlp_fwd" not in resources.KERNELS
+    assert "tangent" not in resources.serves("linear_decode")  # decoding reads linearly (check_supported)
+    assert resources.constexprs("linear_state_fwd", 64, 64, {}, "tangent")["RETENTION"] == 5
 
 
 def _row(kernel, head_dim, retention, shared, git=None):
@@ -83,14 +85,15 @@ def test_a_partial_run_replaces_only_its_rows(tmp_path, monkeypatch):
     state = rows["linear_state_fwd", 128, "l2"]
     assert state["runs"] and state["grids"] == {"4x4096x16": [4, 16, 4], "1x32768x16": [1, 16, 4]}
     md = (tmp_path / "miras_resources_sm_90a.md").read_text()
-    assert f"git {record['git']}" in md and "| linear_grads_bwd | 128 | 64 | lq | none, l2, lq, elastic, kl |" in md
+    assert f"git {record['git']}" in md
+    assert "| linear_grads_bwd | 128 | 64 | lq | none, l2, lq, elastic, kl, tangent |" in md
     assert "| **no** |" in md and "| (256, 16, 4) | (512, 16, 4) |" in md
 
 
 def test_mlp_split_forward_follows_the_dispatch():
     assert set(resources.GROUPS["mlp_split"]) == set(resources.CHUNK_MLP)
     for name in resources.CHUNK_MLP:
-        assert resources.serves(name) == ("none", "l2", "lq", "kl") == resources.serves("mlp_bwd")
+        assert resources.serves(name) == ("none", "l2", "lq", "kl", "tangent") == resources.serves("mlp_bwd")
     assert resources.launch_grid("mlp_output_fwd", 64, "l2", 4, 4096, 16, 64) == (256, 16)
     assert resources.launch_grid("mlp_state_fwd", 128, "lq", 1, 32768, 16, 64) == (1, 16)
     assert "BW" not in resources.constexprs("mlp_output_fwd", 64, 64, {})
