@@ -1,6 +1,6 @@
 """Registers, spills and shared memory of the Miras Triton kernels on a GPU target, compiled ahead of time.
 
-    python -m benchmarks.miras_resources                  # every kernel, D = 64 and 128, l2 and kl retention, sm_90a
+    python -m benchmarks.miras_resources                  # every kernel, D = 64 and 128, l2, kl and tangent, sm_90a
     python -m benchmarks.miras_resources --kernels mlp_bwd --head-dims 128 --retentions lq --num-warps 8
     python -m benchmarks.miras_resources --kernels chunk_linear --retentions none l2   # the five chunk_linear kernels
     python -m benchmarks.miras_resources --kernels mlp_split --retentions l2          # the MLP's split forward
