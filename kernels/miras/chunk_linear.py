@@ -194,12 +194,28 @@ def _carry(S, ek, g, g_last, P, offs_k, K, offs_v, V, floor, scale):
 
 
 @triton.jit
-def _lag_step(S, k0, v0, d0, eta0, la0, offs_k, K, offs_v, V, sharp, p, eps, floor, scale, BIAS: tl.constexpr):
-    """Memora's exact step on the lag token (rows other than 0 of ``k0, v0, d0, eta0`` are 0), and its residual."""
+def _values(v_ptr, d_ptr, rows, offs_v, T, V, sv, HAS_DELTA: tl.constexpr):
+    """A chunk's values and ``delta`` (0 when the bias reads none), ``[BT, BV]``."""
+    v = _rows(v_ptr, rows, offs_v, T, V, sv)
+    if HAS_DELTA:
+        d = _rows(d_ptr, rows, offs_v, T, V, sv)
+    else:
+        d = tl.zeros_like(v)
+    return v, d
+
+
+@triton.jit
+def _lag_residual(S, k0, v0, d0, V, sharp, p, eps, BIAS: tl.constexpr):
+    """The lag token's residual ``k_0 S - v_0`` and gradient ``psi`` (rows other than 0 of ``k0, v0, d0`` are 0)."""
     r0 = dot(k0, S) - v0
-    P0 = _psi(r0, v0, d0, V, sharp, p, eps, BIAS)
+    return r0, _psi(r0, v0, d0, V, sharp, p, eps, BIAS)
+
+
+@triton.jit
+def _lag_step(S, eta0, k0, P0, la0, offs_k, K, offs_v, V, floor, scale):
+    """Memora's exact step on the lag token from ``S`` (Eq. 30): ``c Softmax(e^{alpha_0} log S - eta_0 k_0^T P_0)``."""
     L = tl.exp(la0)[:, None] * _log_floor(S, floor) - dot(tl.trans(eta0 * k0), P0)
-    return _simplex(L, offs_k, K, offs_v, V, scale), r0, P0
+    return _simplex(L, offs_k, K, offs_v, V, scale)
 
 
 @autotune(LAUNCH_CONFIGS, key=["BT", "BK", "BV", "BIAS", "RETENTION"])
@@ -254,17 +270,13 @@ def _fwd_state_kernel(
         _store(hs_ptr + chunk, S, offs_k, offs_v, K, V, V)
         rows = it * BT + tl.arange(0, BT)
         k = _rows(k_ptr + base_k, rows, offs_k, T, K, sk)
-        v = _rows(v_ptr + base_v, rows, offs_v, T, V, sv)
-        if HAS_DELTA:
-            d = _rows(d_ptr + base_v, rows, offs_v, T, V, sv)
-        else:
-            d = tl.zeros_like(v)
+        v, d = _values(v_ptr + base_v, d_ptr + base_v, rows, offs_v, T, V, sv, HAS_DELTA)
         eta, g, g_last = _gates(eta_ptr + base_k, la_ptr + base_k, rows, offs_k, T, K, sk, HAS_ALPHA, 0, BT)
         if RETENTION >= KL:
-            eta0 = tl.where(lag, eta, 0.0)
+            eta0, k0 = tl.where(lag, eta, 0.0), tl.where(lag, k, 0.0)
             eta, g, g_last, la0 = _after_lag(eta, g, g_last, BT)
-            S, _, _ = _lag_step(S, tl.where(lag, k, 0.0), tl.where(lag, v, 0.0), tl.where(lag, d, 0.0), eta0, la0,
-                                offs_k, K, offs_v, V, sharp, p, eps, floor, scale, BIAS)  # fmt: skip
+            _, P0 = _lag_residual(S, k0, tl.where(lag, v, 0.0), tl.where(lag, d, 0.0), V, sharp, p, eps, BIAS)
+            S = _lag_step(S, eta0, k0, P0, la0, offs_k, K, offs_v, V, floor, scale)
             _store(hl_ptr + chunk, S, offs_k, offs_v, K, V, V)
         c, _ = _lq_scale(S, K, V, q_exp, eps_q, LQ_ROW, RETENTION, BK)
         P = _psi(dot(k * c[None, :], S) - v, v, d, V, sharp, p, eps, BIAS)
@@ -370,11 +382,7 @@ def _bwd_read_kernel(
         chunk = tl.cast(i_c, tl.int64) * H + i_h
         S = _rows(hs_ptr + chunk * K * V, offs_k, offs_v, K, V, V)
         c, _ = _lq_scale(S, K, V, q_exp, eps_q, LQ_ROW, RETENTION, BK)
-        v = _rows(v_ptr + base_v, rows, offs_v, T, V, sv)
-        if HAS_DELTA:
-            d = _rows(d_ptr + base_v, rows, offs_v, T, V, sv)
-        else:
-            d = tl.zeros_like(v)
+        v, d = _values(v_ptr + base_v, d_ptr + base_v, rows, offs_v, T, V, sv, HAS_DELTA)
         P = _psi(dot(k * c[None, :], S) - v, v, d, V, sharp, p, eps, BIAS)
         i = tl.arange(0, BT)
         dA = tl.where(i[None, :] <= i[:, None], -dot(do, tl.trans(P)), 0.0)
@@ -503,7 +511,7 @@ def _bwd_state_kernel(
             _store(dr_ptr + base_v, dr, rows, offs_v, T, V, sv)
         if RETENTION >= KL:
             # the lag token's exact step from the chunk start, S_lag = c Softmax(L)
-            _, r0, P0 = _lag_step(S, k0, v0, d0, eta0, la0, offs_k, K, offs_v, V, sharp, p, eps, floor, scale, BIAS)
+            r0, P0 = _lag_residual(S, k0, v0, d0, V, sharp, p, eps, BIAS)
             dL = _simplex_vjp(Sr, dSr, scale)
             dP0 = -dot(eta0 * k0, dL)
             dr0, dd0 = _psi_vjp(r0, d0, dP0, V, sharp, p, eps, BIAS)

@@ -49,7 +49,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.miras.chunk_linear import _after_lag, _gates, _queries, _sequence
+from kernels.miras.chunk_linear import _after_lag, _gates, _queries, _sequence, _values
 from kernels.miras.common import (
     KL_TANGENT,
     LAUNCH_CONFIGS,
@@ -482,11 +482,7 @@ def _mlp_fwd_state_kernel(
             nxt2 = _slot(hs2_ptr, i_n, i_h, it + 1, first, H, D * E, True)
         rows = it * BT + tl.arange(0, BT)
         k = _rows(k_ptr + base, rows, offs_d, T, D, s)
-        v = _rows(v_ptr + base, rows, offs_d, T, D, s)
-        if HAS_DELTA:
-            d = _rows(d_ptr + base, rows, offs_d, T, D, s)
-        else:
-            d = tl.zeros_like(v)
+        v, d = _values(v_ptr + base, d_ptr + base, rows, offs_d, T, D, s, HAS_DELTA)
         eta, g, g_last = _gates(eta_ptr + base, la_ptr + base, rows, offs_d, T, D, s, HAS_ALPHA, 0, BT)
         if RETENTION >= 4:
             eta0 = tl.where(lag, eta, 0.0)
