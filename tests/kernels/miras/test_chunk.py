@@ -1,4 +1,5 @@
-"""The Triton Miras kernels against ``naive_chunk_miras``: output, final state and every gradient; varlen; decoding."""
+"""The Triton Miras kernels against ``naive_chunk_miras``: output, final state and every gradient; decoding (the linear
+memory's varlen cases are in ``test_chunk_linear.py``)."""
 
 import pytest
 import torch
@@ -207,31 +208,6 @@ def test_value_blocks_add_up_to_the_whole_head(spec, monkeypatch):
     assert (
         chunk.value_block(PRESETS["yaad_linear"], 40, 40) == chunk.value_block(PRESETS["moneta_linear"], 40, 40) == 64
     )
-
-
-def test_varlen_matches_per_sequence():
-    """Packed sequences with ``cu_seqlens`` give each sequence's own run, outputs, states and gradients."""
-    spec = PRESETS["yaad_linear"]
-    lengths = [5, 35, 17]
-    inputs = make_inputs(sum(lengths), n=1)
-    key, (h0,) = make_state(spec, n=len(lengths))
-    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()])
-    o, final = chunk_miras(*inputs[:5], spec, inputs[5], {key: (h0,)}, True, cu, chunk_size=CHUNK)
-    parts, finals = [], []
-    for n, (a, b) in enumerate(zip(cu[:-1].tolist(), cu[1:].tolist(), strict=True)):
-        piece = [x[:, a:b] for x in inputs]
-        o_n, f_n = naive_chunk_miras(*piece[:5], spec, piece[5], {key: (h0[n : n + 1],)}, True, CHUNK)
-        parts.append(o_n)
-        finals.append(f_n["weights"][0])
-    ref_o, ref_w = torch.cat(parts, 1), torch.cat(finals, 0)
-    assert_close("o", ref_o, o, 2e-5)
-    assert_close("final state", ref_w, final["weights"][0], 2e-5)
-    do, dw = torch.randn_like(o), torch.randn_like(ref_w)
-    wrt = [*inputs, h0]
-    ref = torch.autograd.grad((ref_o * do).sum() + (ref_w * dw).sum(), wrt)
-    out = torch.autograd.grad((o * do).sum() + (final["weights"][0] * dw).sum(), wrt)
-    for name, r, x in zip(["dq", "dk", "dv", "deta", "dalpha", "ddelta", "dinitial"], ref, out, strict=True):
-        assert_close(name, r, x, 2e-5)
 
 
 def decode_in_pieces(spec, inputs, start, bounds, chunk_size=CHUNK):

@@ -130,8 +130,11 @@ def test_half_inputs():
     check(ref, out, 2e-3)
 
 
-@pytest.mark.parametrize("spec", [linear("lp"), PRESETS["moneta_linear"], PRESETS["memora_linear"]],
-                         ids=["lp-l2", "moneta-linear", "memora-linear"])  # fmt: skip
+@pytest.mark.parametrize(
+    "spec",
+    [linear("lp"), PRESETS["yaad_linear"], PRESETS["moneta_linear"], PRESETS["memora_linear"]],
+    ids=["lp-l2", "yaad-linear", "moneta-linear", "memora-linear"],
+)
 def test_varlen_matches_per_sequence(spec):
     """Packed sequences (one shorter than a chunk, one of several chunks, one partial) give each sequence's own
     outputs, final states and gradients: Moneta's scale and Memora's lag token restart with every sequence."""
