@@ -66,6 +66,9 @@ CHUNK_MLP = {"mlp_state_fwd": "fwd_state", "mlp_output_fwd": "fwd_output"}
 KERNELS = (*CHUNK_LINEAR, *CHUNK_MLP, "mlp_bwd", "linear_decode", "mlp_decode")
 GROUPS = {"chunk_linear": tuple(CHUNK_LINEAR), "mlp_split": tuple(CHUNK_MLP)}
 """Names ``--kernels`` also accepts, for several kernels at once."""
+BIASES = ("dot", "l2", "l1", "lp", "huber", "robust")
+"""What ``--bias`` takes (``MemorySpec.bias``; Huber in its default mode). The norm-based ones keep whole value
+rows in a program (``chunk_linear.whole_rows``)."""
 RETENTIONS = ("none", "l2", "lq", "elastic", "kl", "tangent")
 """What ``--retentions`` takes: ``MemorySpec.retention``, and ``tangent`` for Memora's preset, ``kl`` with
 ``kl_read='tangent'`` (``kl`` alone is the linear read)."""
@@ -90,13 +93,13 @@ def _kernels():
     }
 
 
-def _spec(name: str, retention: str):
+def _spec(name: str, retention: str, bias: str = "l2"):
     from kernels.miras.spec import MemorySpec
 
     arch = "mlp" if name.startswith("mlp") else "linear"
     if retention == "tangent":
-        return MemorySpec(arch=arch, retention="kl", kl_read="tangent")
-    return MemorySpec(arch=arch, retention=retention)
+        return MemorySpec(arch=arch, bias=bias, retention="kl", kl_read="tangent")
+    return MemorySpec(arch=arch, bias=bias, retention=retention)
 
 
 def serves(name: str) -> tuple[str, ...]:
@@ -132,17 +135,20 @@ def launch_grid(name: str, head_dim: int, retention: str, B: int, T: int, H: int
     return grid
 
 
-def constexprs(name: str, head_dim: int, chunk: int, extra: dict, retention: str = "l2") -> dict:
-    """The specialisation compiled: l2 bias, channel-wise gates, no varlen, 16 heads, and ``retention``."""
+def constexprs(name: str, head_dim: int, chunk: int, extra: dict, retention: str = "l2", bias: str = "l2") -> dict:
+    """The specialisation compiled: channel-wise gates, no varlen, 16 heads, ``retention`` and ``bias`` (with its
+    ``delta`` where it reads one)."""
     from kernels.miras.chunk_mlp import tile_e
-    from kernels.miras.common import chunk_retention
+    from kernels.miras.common import bias_code, chunk_retention
 
-    common = {"BT": chunk, "BIAS": 1, "RETENTION": chunk_retention(_spec(name, retention)), "LQ_ROW": False}
-    common |= {"HAS_ALPHA": retention != "none", "HAS_DELTA": False, "IS_VARLEN": False, "H": 16, **extra}
+    spec = _spec(name, retention, bias)
+    common = {"BT": chunk, "BIAS": bias_code(spec), "RETENTION": chunk_retention(spec), "LQ_ROW": False}
+    common |= {"HAS_ALPHA": retention != "none", "HAS_DELTA": spec.needs_delta, "IS_VARLEN": False, "H": 16}
+    common |= extra
     if name.startswith("linear"):
         from kernels.miras.chunk import value_block
 
-        BV = value_block(_spec(name, retention), head_dim, head_dim)
+        BV = value_block(spec, head_dim, head_dim)
         linear = common | {"K": head_dim, "V": head_dim, "BK": head_dim, "BV": BV}
         if name == "linear_decode":  # fused_recurrent_miras: one program per (sequence, head), whole value rows
             linear["BV"] = max(16, triton.next_power_of_2(head_dim))
@@ -197,11 +203,12 @@ def compile_kernel(
     num_warps: int,
     num_stages: int,
     retention: str = "l2",
+    bias: str = "l2",
 ) -> dict:
     """One row: shared memory from Triton, registers and spills from ptxas, and whether it fits ``arch``."""
     kernel, extra = _kernels()[name]
     fn = kernel if hasattr(kernel, "params") else kernel.fn
-    consts = constexprs(name, head_dim, chunk, extra, retention)
+    consts = constexprs(name, head_dim, chunk, extra, retention, bias)
     types = signature(name)
     missing = [n for n, kind in types.items() if kind == "constexpr" and n not in consts]
     if missing:
@@ -211,7 +218,7 @@ def compile_kernel(
     compiled = triton.compile(
         source, target=GPUTarget("cuda", capability, 32), options={"num_warps": num_warps, "num_stages": num_stages}
     )
-    row = {"kernel": name, "head_dim": head_dim, "chunk": chunk, "retention": retention}
+    row = {"kernel": name, "head_dim": head_dim, "chunk": chunk, "retention": retention, "bias": bias}
     row |= {"num_warps": num_warps, "num_stages": num_stages, "BV": consts.get("BV")}
     shared = compiled.metadata.shared
     fits = shared <= SHARED_LIMIT[arch] if arch in SHARED_LIMIT else None
@@ -226,13 +233,19 @@ def front_end(name: str, head_dim: int, retention: str, chunk: int = 64, arch: s
     return _front_end(kernel, types, {n: consts[n] for n in types if n in consts}, arch)
 
 
-ROW_KEY = ("kernel", "head_dim", "chunk", "retention", "num_warps", "num_stages")
+ROW_KEY = ("kernel", "head_dim", "chunk", "retention", "bias", "num_warps", "num_stages")
+
+
+def _key(row: dict) -> tuple:
+    """What a row was compiled at (rows from before the bias was recorded are l2)."""
+    return tuple(row.get(k, "l2") for k in ROW_KEY)
 
 
 def _order(row: dict) -> tuple:
     kernel = KERNELS.index(row["kernel"]) if row["kernel"] in KERNELS else len(KERNELS)
     retention = RETENTIONS.index(row["retention"]) if row["retention"] in RETENTIONS else len(RETENTIONS)
-    return (kernel, row["head_dim"], retention, row["chunk"], row["num_warps"], row["num_stages"])
+    bias = row.get("bias", "l2") != "l2"
+    return (kernel, row["head_dim"], retention, bias, row["chunk"], row["num_warps"], row["num_stages"])
 
 
 def annotate(row: dict) -> dict:
@@ -247,11 +260,11 @@ def annotate(row: dict) -> dict:
 def merge(previous: dict | None, record: dict) -> dict:
     """``record`` with the rows of ``previous`` (same arch) that it did not recompile; rows without their own git
     sha or Triton version take those of ``previous``. Sorted by kernel, D, retention."""
-    rows = {tuple(r[k] for k in ROW_KEY): r for r in record["results"]}
+    rows = {_key(r): r for r in record["results"]}
     kept, runs = [], []
     if previous is not None and previous.get("arch") == record["arch"]:
         for r in previous.get("results", []):
-            if tuple(r[k] for k in ROW_KEY) not in rows and r["kernel"] in KERNELS:
+            if _key(r) not in rows and r["kernel"] in KERNELS:
                 kept.append({"git": previous.get("git"), "triton": previous.get("triton")} | r)
         runs = previous.get("runs") or [{k: previous.get(k) for k in ("git", "triton", "command")}]
     this = {k: record[k] for k in ("git", "triton", "command")}
@@ -272,7 +285,8 @@ def to_markdown(record: dict) -> str:
         "into the rows already here; the git column names the commit each row was compiled at. Runs: "
         + "; ".join(f"`{run['command']}` at git {run['git']}" for run in runs)
         + ".",
-        "Specialisation: l2 bias, channel-wise gates, no varlen, 16 heads, bf16 q, k, v, o, do; fp32 states, "
+        "Specialisation: the bias column's attentional bias, channel-wise gates, no varlen, 16 heads, bf16 q, k, v, "
+        "o, do; fp32 states, "
         "products (tf32x3) and accumulation; BV: value columns per program (linear memory: `chunk.value_block`'s "
         "blocks in the chunk kernels, whole heads in decoding). "
         + (f"fits: shared memory within the {limit} B a block may use." if limit else ""),
@@ -288,7 +302,8 @@ def to_markdown(record: dict) -> str:
         "",
     ]
     columns = ["kernel", "D", "chunk", "retention", "serves", "warps", "stages", "BV", "registers", "spill stores B"]
-    columns += ["spill loads B", "stack B", "shared B", "fits", *(f"grid {B}x{T}x{H}" for B, T, H in SHAPES), "git"]
+    columns += ["spill loads B", "stack B", "shared B", "fits", *(f"grid {B}x{T}x{H}" for B, T, H in SHAPES), "bias"]
+    columns += ["git"]
     lines += ["| " + " | ".join(columns) + " |", "| " + " | ".join(["---"] * len(columns)) + " |"]
     keys = ("registers", "spill_stores_bytes", "spill_loads_bytes", "stack_bytes", "shared_bytes", "fits")
     for r in record["results"]:
@@ -297,7 +312,8 @@ def to_markdown(record: dict) -> str:
         head = [r["kernel"], r["head_dim"], r["chunk"], retention, ", ".join(r["serves"]), r["num_warps"]]
         head += [r["num_stages"], r.get("BV") or "-"]
         cells = [r.get(k, "-") for k in keys[:-1]] + [{True: "yes", False: "**no**", None: "-"}[r.get("fits")]]
-        cells += [tuple(r["grids"][f"{B}x{T}x{H}"]) for B, T, H in SHAPES] + [r.get("git", record["git"])]
+        cells += [tuple(r["grids"][f"{B}x{T}x{H}"]) for B, T, H in SHAPES]
+        cells += [r.get("bias", "l2"), r.get("git", record["git"])]
         lines.append("| " + " | ".join(str(c) for c in head + cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -316,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kernels", nargs="+", choices=[*KERNELS, *GROUPS], default=list(KERNELS))
     parser.add_argument("--head-dims", nargs="+", type=int, default=[64, 128])
     parser.add_argument("--retentions", nargs="+", choices=RETENTIONS, default=["l2", "kl", "tangent"])
+    parser.add_argument("--bias", choices=BIASES, default="l2", help="the attentional bias (MemorySpec.bias)")
     parser.add_argument("--chunk-size", type=int, default=64)
     parser.add_argument("--arch", default="sm_90a")
     parser.add_argument(
@@ -344,7 +361,9 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"skip {name} at retention {retention}: not among {serves(name)}", flush=True)
                     continue
                 warps = args.num_warps or (DECODE_WARPS if name.endswith("_decode") else 4)
-                row = compile_kernel(name, head_dim, args.chunk_size, args.arch, warps, args.num_stages, retention)
+                row = compile_kernel(
+                    name, head_dim, args.chunk_size, args.arch, warps, args.num_stages, retention, bias=args.bias
+                )
                 row |= {"git": git, "triton": triton.__version__}
                 record["results"].append(row)
                 print(json.dumps(row), flush=True)

@@ -51,6 +51,8 @@ def test_serves_follows_the_dispatch():
     assert "elastic" not in resources.serves("mlp_bwd") and "mlp_fwd" not in resources.KERNELS
     assert "tangent" not in resources.serves("linear_decode")  # decoding reads linearly (check_supported)
     assert resources.constexprs("linear_state_fwd", 64, 64, {}, "tangent")["RETENTION"] == 5
+    robust = resources.constexprs("linear_state_bwd", 128, 64, {}, "l2", bias="robust")
+    assert robust["BV"] == 128 and robust["BIAS"] == 8 and robust["HAS_DELTA"]  # whole rows, the radius read
 
 
 def _row(kernel, head_dim, retention, shared, git=None):
@@ -67,7 +69,7 @@ def test_a_partial_run_replaces_only_its_rows(tmp_path, monkeypatch):
     (tmp_path / "miras_resources_sm_90a.json").write_text(json.dumps(old))
     calls = []
 
-    def fake(name, head_dim, chunk, arch, warps, stages, retention):
+    def fake(name, head_dim, chunk, arch, warps, stages, retention, bias="l2"):
         calls.append((name, head_dim, retention))
         return _row(name, head_dim, retention, 1024 if name != "mlp_bwd" else 999999)
 
