@@ -71,8 +71,8 @@ def max_head_dim(spec: MemorySpec) -> int:
     """Widest head (padded to a power of two) whose programs fit the 227 KB of shared memory an sm_90 block may use,
     from the ahead-of-time compile in ``reports/benchmarks/miras_resources_sm_90a.md`` (chunk 64): 128 for every
     memory. The linear memory's five kernels need at most 192 KB at ``D = 128`` with whole 128-column value rows
-    (lq; the robust bias, the heaviest of the norm-based ones, also 192 KB), 96 KB in 32-column value blocks; the
-    MLP memories at most 192 KB with the 32-column tiles of ``chunk_mlp.tile_e``.
+    (lq; the robust bias, the heaviest of the norm-based ones, ``--bias robust``: also 192 KB), 96 KB in 32-column
+    value blocks; the MLP memories at most 192 KB with the 32-column tiles of ``chunk_mlp.tile_e``.
     """
     return 128
 
