@@ -249,19 +249,22 @@ def _keys(
 
 
 @triton.jit
-def _chain(ws, W1, W2, c2, floor, scale1, ACT: tl.constexpr, TANGENT: tl.constexpr, BT: tl.constexpr,
-           BD: tl.constexpr, BW: tl.constexpr):  # fmt: skip
+def _chain(ws, W1, W2, c2, floor, scale1, ACT: tl.constexpr, TANGENT: tl.constexpr, READ: tl.constexpr,
+           BT: tl.constexpr, BD: tl.constexpr, BW: tl.constexpr):  # fmt: skip
     """A tile's intermediates: at the keys ``Z_1, H_1, act'(Z_1), G = g_2 W_2^T, g_1``; of the read ``z_1, h`` and
-    ``h c_2`` (``kc, g_2, read_1 e^g, A_1`` from the workspace; the tangent read: ``read_1`` and ``e^g - 1``)."""
+    ``h c_2`` (``kc, g_2, read_1 e^g, A_1`` from the workspace; the tangent read: ``read_1`` and ``e^g - 1``),
+    zeros unless ``READ``."""
     Z1 = dot(_fetch(ws, KC, BT, BD, BT, BW), W1)
     a1 = _act_grad(Z1, ACT)
     G = dot(_fetch(ws, G2, BT, BD, BT, BW), tl.trans(W2))
     g1 = G * c2[None, :] * a1
-    if TANGENT:
-        z1 = _tangent_rows(_fetch(ws, R1, BT, BD, BT, BW), W1, _fetch(ws, FADE, BT, BD, BT, BW), floor, scale1)
-    else:
-        z1 = dot(_fetch(ws, R1EG, BT, BD, BT, BW), W1)
-    z1 -= dot(_fetch(ws, A1S, BT, BT, BT, BW), g1)
+    z1 = tl.zeros_like(Z1)
+    if READ:
+        if TANGENT:
+            z1 = _tangent_rows(_fetch(ws, R1, BT, BD, BT, BW), W1, _fetch(ws, FADE, BT, BD, BT, BW), floor, scale1)
+        else:
+            z1 = dot(_fetch(ws, R1EG, BT, BD, BT, BW), W1)
+        z1 -= dot(_fetch(ws, A1S, BT, BT, BT, BW), g1)
     h = _act(z1, ACT)
     return Z1, _act(Z1, ACT), a1, G, g1, z1, h, h * c2[None, :]
 
@@ -317,9 +320,16 @@ def _read2_grad(ws, W2, H1, dhs, cols, E, floor, TANGENT: tl.constexpr, BT: tl.c
 
 
 @triton.jit
-def _g1_grad(ws, dz1, dU1, BT: tl.constexpr, BD: tl.constexpr, BW: tl.constexpr):
-    """A tile's ``dg_1 = -A_1^T dz_1 - (eta k e^{g_last - g}) dU_1``: through the layer-1 read and the end state."""
-    return -dot(_fetch_t(ws, A1S, BT, BT, BT, BW), dz1) - dot(_fetch(ws, EKT, BT, BD, BT, BW), dU1)
+def _g1_grad(ws, dz1, dU1, READ: tl.constexpr, CARRY: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
+             BW: tl.constexpr):  # fmt: skip
+    """A tile's ``dg_1 = -A_1^T dz_1 - (eta k e^{g_last - g}) dU_1``: through the layer-1 read (``READ``) and the
+    end state (``CARRY``)."""
+    out = tl.zeros_like(dz1)
+    if READ:
+        out -= dot(_fetch_t(ws, A1S, BT, BT, BT, BW), dz1)
+    if CARRY:
+        out -= dot(_fetch(ws, EKT, BT, BD, BT, BW), dU1)
+    return out
 
 
 @triton.jit
@@ -399,12 +409,13 @@ def _lag_step(
 @triton.jit
 def _chunk_start(
     ws, cur1, cur2, q, k, v, d, eta, g, g_last, q0, offs_d, D, E, sharp, p, eps, q_exp, eps_q, ln_eps, scale1,
-    BIAS: tl.constexpr, LQ_ROW: tl.constexpr, RETENTION: tl.constexpr, ACT: tl.constexpr, BT: tl.constexpr,
-    BD: tl.constexpr, BW: tl.constexpr, BET: tl.constexpr, NE: tl.constexpr,
+    BIAS: tl.constexpr, LQ_ROW: tl.constexpr, RETENTION: tl.constexpr, ACT: tl.constexpr, READ: tl.constexpr,
+    BT: tl.constexpr, BD: tl.constexpr, BW: tl.constexpr, BET: tl.constexpr, NE: tl.constexpr,
 ):  # fmt: skip
     """What the backward computes of a chunk before its tile loops (the chunk's forward again): the lq scales, the
     memory at the keys, the layer-1 scores ``A_1 = scores(read1s, eta k)`` and the decays; the row tensors the tiles
-    multiply with go to the workspace (:func:`_chain` reads them)."""
+    multiply with go to the workspace (:func:`_chain` reads them): those of the reads if ``READ``, else those of the
+    writes."""
     c1, p1, p2 = _scales(cur1, cur2, offs_d, D, E, q_exp, eps_q, LQ_ROW, RETENTION, BD, BET, NE)
     kc, N, rstd, R, P, g2 = _keys(
         cur1, cur2, k, v, d, c1, p2, offs_d, D, E, sharp, p, eps, q_exp, eps_q, ln_eps, BIAS, LQ_ROW, RETENTION,
@@ -426,10 +437,12 @@ def _chunk_start(
     else:
         _stash(ws, R1EG, read1_eg, BT, BD, BT, BW)
         read1s = read1
-    _stash(ws, A1S, scores(read1s, ek, g, BT, BD), BT, BT, BT, BW)
-    _stash(ws, EKT, ek * tail, BT, BD, BT, BW)
-    _stash(ws, EG2T, eg2 * tail, BT, BD, BT, BW)
-    _stash(ws, Q0, q0, BT, BD, BT, BW)
+    if READ:
+        _stash(ws, A1S, scores(read1s, ek, g, BT, BD), BT, BT, BT, BW)
+        _stash(ws, Q0, q0, BT, BD, BT, BW)
+    else:
+        _stash(ws, EKT, ek * tail, BT, BD, BT, BW)
+        _stash(ws, EG2T, eg2 * tail, BT, BD, BT, BW)
     tl.debug_barrier()
     return c1, p1, p2, kc, N, rstd, R, P, g2, ek, eg2, read1s, eg, read1_eg, decay_last, tail
 
@@ -617,18 +630,23 @@ def _end_grads(end1, end2, dn1, dn2, t, n_valid, cs, offs_d, D, E, scale1, scale
 @triton.jit
 def _tile_back(
     ws, cur1, cur2, end1, end2, dn1, dn2, t, n_valid, cs, p2, dhs, offs_d, D, E, q_exp, eps_q, floor, scale1, scale2,
-    LQ_ROW: tl.constexpr, RETENTION: tl.constexpr, ACT: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
-    BW: tl.constexpr, BET: tl.constexpr,
+    LQ_ROW: tl.constexpr, RETENTION: tl.constexpr, ACT: tl.constexpr, READ: tl.constexpr, CARRY: tl.constexpr,
+    BT: tl.constexpr, BD: tl.constexpr, BW: tl.constexpr, BET: tl.constexpr,
 ):  # fmt: skip
     """Tile ``t`` as every backward pass starts it: its weights and forward intermediates (:func:`_chain`), the
-    gradient at the chunk's end (:func:`_end_grads`), that of the layer-2 read and ``dz_1``."""
+    gradient at the chunk's end (:func:`_end_grads`; zeros unless ``CARRY``), that of the layer-2 read and ``dz_1``
+    (zeros unless ``READ``)."""
     W1, W2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
     c2, power2 = _scale2(W2, p2, q_exp, eps_q, LQ_ROW, RETENTION, BET)
     TANGENT: tl.constexpr = RETENTION == KL_TANGENT
-    Z1, H1, a1, G, g1, z1, h, read2 = _chain(ws, W1, W2, c2, floor, scale1, ACT, TANGENT, BT, BD, BW)
-    dU1, dU2 = _end_grads(end1, end2, dn1, dn2, t, n_valid, cs, offs_d, D, E, scale1, scale2, RETENTION, BET)
-    dread2 = _read2_grad(ws, W2, H1, dhs, cols, E, floor, TANGENT, BT, BD, BW)
-    dz1 = dread2 * c2[None, :] * _act_grad(z1, ACT)
+    Z1, H1, a1, G, g1, z1, h, read2 = _chain(ws, W1, W2, c2, floor, scale1, ACT, TANGENT, READ, BT, BD, BW)
+    dU1, dU2 = tl.zeros_like(W1), tl.zeros_like(W2)
+    if CARRY:
+        dU1, dU2 = _end_grads(end1, end2, dn1, dn2, t, n_valid, cs, offs_d, D, E, scale1, scale2, RETENTION, BET)
+    dread2, dz1 = tl.zeros_like(Z1), tl.zeros_like(Z1)
+    if READ:
+        dread2 = _read2_grad(ws, W2, H1, dhs, cols, E, floor, TANGENT, BT, BD, BW)
+        dz1 = dread2 * c2[None, :] * _act_grad(z1, ACT)
     return W1, W2, cols, c2, power2, Z1, H1, a1, G, g1, h, read2, dU1, dU2, dread2, dz1
 
 
@@ -642,61 +660,89 @@ def _lag_tile(cur1, cur2, out1, out2, start1, start2, t, cs_lag, offs_d, D, E, s
     return L1, L2, _simplex_vjp(L1, dW1, scale1), L2 * (dW2 - cs_lag[None, :] / scale2), St1, St2, cols
 
 
-@autotune(LAUNCH_CONFIGS, key=["BT", "BD", "BET", "BIAS", "RETENTION"])
-@triton.jit(do_not_specialize=["T"])
+@autotune(
+    LAUNCH_CONFIGS,
+    key=["BT", "BD", "BET", "BIAS", "RETENTION", "READ"],
+    restore_value=["dk_ptr", "dv_ptr", "deta_ptr", "dla_ptr", "dd_ptr"],
+)
+@triton.jit(do_not_specialize=["T", "n_total"])
 def _mlp_bwd_kernel(
-    q_ptr, k_ptr, v_ptr, eta_ptr, la_ptr, d_ptr, w1_ptr, w2_ptr, hs1_ptr, hs2_ptr, ht1_ptr, ht2_ptr, do_ptr,
-    dht1_ptr, dht2_ptr, lag1_ptr, lag2_ptr, st1_ptr, st2_ptr, db1_ptr, db2_ptr, ws_ptr, cu_ptr, chunk_ptr,
-    dq_ptr, dk_ptr, dv_ptr, deta_ptr, dla_ptr, dd_ptr, dh1_ptr, dh2_ptr, T, H: tl.constexpr, D: tl.constexpr,
-    E: tl.constexpr, sharp, p, eps, q_exp, eps_q, ln_eps, floor, scale1, scale2,
-    BT: tl.constexpr, BD: tl.constexpr, BW: tl.constexpr, BET: tl.constexpr, NE: tl.constexpr, BIAS: tl.constexpr,
-    RETENTION: tl.constexpr, LQ_ROW: tl.constexpr, ACT: tl.constexpr, HAS_ALPHA: tl.constexpr,
-    HAS_DELTA: tl.constexpr, HAS_DHT: tl.constexpr, IS_VARLEN: tl.constexpr,
+    q_ptr, k_ptr, v_ptr, eta_ptr, la_ptr, d_ptr, w1_ptr, w2_ptr, hs1_ptr, hs2_ptr, hl1_ptr, hl2_ptr, ht1_ptr,
+    ht2_ptr, do_ptr, dht1_ptr, dht2_ptr, lag1_ptr, lag2_ptr, st1_ptr, st2_ptr, db1_ptr, db2_ptr, dr1_ptr, dr2_ptr,
+    ws_ptr, cu_ptr, chunk_ptr, seq_ptr, dq_ptr, dk_ptr, dv_ptr, deta_ptr, dla_ptr, dd_ptr, dh1_ptr, dh2_ptr, T,
+    n_total, H: tl.constexpr, D: tl.constexpr, E: tl.constexpr, sharp, p, eps, q_exp, eps_q, ln_eps, floor, scale1,
+    scale2, BT: tl.constexpr, BD: tl.constexpr, BW: tl.constexpr, BET: tl.constexpr, NE: tl.constexpr,
+    BIAS: tl.constexpr, RETENTION: tl.constexpr, LQ_ROW: tl.constexpr, ACT: tl.constexpr, HAS_ALPHA: tl.constexpr,
+    HAS_DELTA: tl.constexpr, HAS_DHT: tl.constexpr, IS_VARLEN: tl.constexpr, READ: tl.constexpr,
+    CARRY: tl.constexpr,
 ):  # fmt: skip
-    i_n, i_h = tl.program_id(0), tl.program_id(1)
+    """One part of the backward, which is linear in ``(do, dW')``; the host launches ``READ`` then ``CARRY``.
+
+    ``READ`` (chunk-parallel; programs stride over the global chunks): a chunk's gradient through its reads alone,
+    the gradient at its end state taken as 0. Writes the input gradients ``dq ... ddelta`` and the gradient at the
+    chunk's start weights (Memora: at its lag weights, read from ``hl``) to ``dr``.
+    ``CARRY`` (one program per (sequence, head) walking its chunks in reverse): the gradient through the writes
+    alone, carried from each chunk's end to its start, plus the chunk's ``dr``; adds its share to the input
+    gradients (not ``dq``: the writes do not read ``q``) and takes Memora's lag step back."""
+    i_p, i_h = tl.program_id(0), tl.program_id(1)
     TANGENT: tl.constexpr = RETENTION == KL_TANGENT
-    if IS_VARLEN:
-        bos = tl.load(cu_ptr + i_n).to(tl.int64)
-        T = (tl.load(cu_ptr + i_n + 1) - bos).to(tl.int32)
-        first_chunk = tl.load(chunk_ptr + i_n).to(tl.int64)
-    else:
-        bos = tl.cast(i_n, tl.int64) * T
-        first_chunk = tl.cast(i_n, tl.int64) * tl.cdiv(T, BT)
     s = H * D
-    base = bos * s + i_h * D
     offs_d = tl.arange(0, BD)
-    head = (tl.cast(i_n, tl.int64) * H + i_h) * D * E
-    ws = ws_ptr + (tl.cast(i_n, tl.int64) * H + i_h) * N_SLOTS * BT * BW
+    ws = ws_ptr + (tl.cast(i_p, tl.int64) * H + i_h) * N_SLOTS * BT * BW
     i = tl.arange(0, BT)
     causal = i[None, :] <= i[:, None]
     lag = (i == 0)[:, None]
-    n_chunks = tl.cdiv(T, BT)
-    for back in range(n_chunks):
-        it = n_chunks - 1 - back
+    if READ:
+        lo, hi, stride = i_p, n_total, tl.num_programs(0)
+    else:
+        bos, T_n, first_chunk = _sequence(i_p, T, cu_ptr, chunk_ptr, BT, IS_VARLEN)
+        lo, hi, stride = 0, tl.cdiv(T_n, BT), 1
+    for step in range(lo, hi, stride):
         tl.debug_barrier()
+        if READ:
+            if IS_VARLEN:
+                i_n = tl.load(seq_ptr + step)
+            else:
+                i_n = step // tl.cdiv(T, BT)
+        else:
+            i_n = i_p
+        bos, T_n, first_chunk = _sequence(i_n, T, cu_ptr, chunk_ptr, BT, IS_VARLEN)
+        n_chunks = tl.cdiv(T_n, BT)
+        if READ:
+            it = step - first_chunk
+        else:
+            it = n_chunks - 1 - step
+        base = bos * s + i_h * D
+        head = (tl.cast(i_n, tl.int64) * H + i_h) * D * E
+        chunk = ((first_chunk + it) * H + i_h) * D * E
         if it == 0:
             cur1, cur2 = w1_ptr + head, w2_ptr + head
-            dp1, dp2 = dh1_ptr + head, dh2_ptr + head
         else:
-            cur1 = _slot(hs1_ptr, i_n, i_h, it, first_chunk, H, D * E, True)
-            cur2 = _slot(hs2_ptr, i_n, i_h, it, first_chunk, H, D * E, True)
-            dp1 = _slot(db1_ptr, i_n, i_h, it, 0, H, D * E, False)
-            dp2 = _slot(db2_ptr, i_n, i_h, it, 0, H, D * E, False)
-        if it == n_chunks - 1:
-            end1, end2 = ht1_ptr + head, ht2_ptr + head
-            dn1, dn2 = dht1_ptr + head, dht2_ptr + head
+            cur1, cur2 = hs1_ptr + chunk, hs2_ptr + chunk
+        if CARRY:
+            if it == 0:
+                dp1, dp2 = dh1_ptr + head, dh2_ptr + head
+            else:
+                dp1 = _slot(db1_ptr, i_n, i_h, it, 0, H, D * E, False)
+                dp2 = _slot(db2_ptr, i_n, i_h, it, 0, H, D * E, False)
+            if it == n_chunks - 1:
+                end1, end2 = ht1_ptr + head, ht2_ptr + head
+                dn1, dn2 = dht1_ptr + head, dht2_ptr + head
+            else:
+                end1, end2 = hs1_ptr + chunk + H * D * E, hs2_ptr + chunk + H * D * E
+                dn1 = _slot(db1_ptr, i_n, i_h, it + 1, 0, H, D * E, False)
+                dn2 = _slot(db2_ptr, i_n, i_h, it + 1, 0, H, D * E, False)
+            n_valid = tl.where(it == n_chunks - 1, D if HAS_DHT else 0, D)
         else:
-            end1 = _slot(hs1_ptr, i_n, i_h, it + 1, first_chunk, H, D * E, True)
-            end2 = _slot(hs2_ptr, i_n, i_h, it + 1, first_chunk, H, D * E, True)
-            dn1 = _slot(db1_ptr, i_n, i_h, it + 1, 0, H, D * E, False)
-            dn2 = _slot(db2_ptr, i_n, i_h, it + 1, 0, H, D * E, False)
-        n_valid = tl.where(it == n_chunks - 1, D if HAS_DHT else 0, D)
+            end1, end2, dn1, dn2, n_valid = cur1, cur2, cur1, cur2, 0
         rows = it * BT + i
         q, k, v, eta, g, g_last, d = _chunk_inputs(
             q_ptr + base, k_ptr + base, v_ptr + base, eta_ptr + base, la_ptr + base, d_ptr + base,
-            rows, offs_d, offs_d, T, D, D, s, s, HAS_ALPHA, HAS_DELTA, BT,
+            rows, offs_d, offs_d, T_n, D, D, s, s, HAS_ALPHA, HAS_DELTA, BT,
         )  # fmt: skip
-        do = _rows(do_ptr + base, rows, offs_d, T, D, s)
+        do = tl.zeros([BT, BD], dtype=tl.float32)
+        if READ:
+            do = _rows(do_ptr + base, rows, offs_d, T_n, D, s)
         q0 = tl.where(lag, q, 0.0)
         do_lag = tl.zeros([BT, BD], dtype=tl.float32)
         k0, v0, d0, eta0 = tl.where(lag, k, 0.0), tl.where(lag, v, 0.0), tl.where(lag, d, 0.0), tl.where(lag, eta, 0.0)
@@ -704,11 +750,14 @@ def _mlp_bwd_kernel(
         a0 = tl.exp(la0)
         start1, start2 = cur1, cur2
         if RETENTION >= 4:
-            N0, rstd0, R0, P0, g20 = _lag_step(
-                cur1, cur2, lag1_ptr + head, lag2_ptr + head, k0, v0, d0, eta0, a0, offs_d, D, E, sharp, p, eps,
-                ln_eps, floor, scale1, scale2, BIAS, ACT, BT, BD, BET, NE, ws, BW,
-            )  # fmt: skip
-            cur1, cur2 = lag1_ptr + head, lag2_ptr + head
+            if READ:
+                cur1, cur2 = hl1_ptr + chunk, hl2_ptr + chunk
+            else:
+                N0, rstd0, R0, P0, g20 = _lag_step(
+                    cur1, cur2, lag1_ptr + head, lag2_ptr + head, k0, v0, d0, eta0, a0, offs_d, D, E, sharp, p,
+                    eps, ln_eps, floor, scale1, scale2, BIAS, ACT, BT, BD, BET, NE, ws, BW,
+                )  # fmt: skip
+                cur1, cur2 = lag1_ptr + head, lag2_ptr + head
             eta = tl.where(lag, 0.0, eta)
             g = g - la0[None, :]
             g_last = g_last - la0
@@ -718,59 +767,65 @@ def _mlp_bwd_kernel(
         # the chunk's forward again, from its start state
         c1, p1, p2, kc, N, rstd, R, P, g2, ek, eg2, read1s, eg, read1_eg, decay_last, tail = _chunk_start(
             ws, cur1, cur2, q, k, v, d, eta, g, g_last, q0, offs_d, D, E, sharp, p, eps, q_exp, eps_q, ln_eps, scale1,
-            BIAS, LQ_ROW, RETENTION, ACT, BT, BD, BW, BET, NE,
+            BIAS, LQ_ROW, RETENTION, ACT, READ, BT, BD, BW, BET, NE,
         )  # fmt: skip
         ekt, eg2t = ek * tail, eg2 * tail
-        S2 = tl.zeros([BT, BT], dtype=tl.float32)
-        M2 = tl.zeros([BT, BD], dtype=tl.float32)
-        N2 = tl.zeros([BT, BD], dtype=tl.float32)
-        cw2 = tl.zeros([BD], dtype=tl.float32)
-        hs = tl.zeros([BT], dtype=tl.float32)
-        H1s = tl.zeros([BT], dtype=tl.float32)
-        Yq = tl.zeros([BT, BD], dtype=tl.float32)
+        dg = tl.zeros([BT, BD], dtype=tl.float32)
+        deg2 = tl.zeros([BT, BD], dtype=tl.float32)
+        dhs = tl.zeros([BT], dtype=tl.float32)
+        dH1s = tl.zeros([BT], dtype=tl.float32)
+        dcw2 = tl.zeros([BD], dtype=tl.float32)
         cs = tl.zeros([BD], dtype=tl.float32)
-        for t in range(NE):
-            W1, W2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
-            c2, power2 = _scale2(W2, p2, q_exp, eps_q, LQ_ROW, RETENTION, BET)
-            Z1, H1, a1, G, g1, z1, h, read2 = _chain(ws, W1, W2, c2, floor, scale1, ACT, TANGENT, BT, BD, BW)
-            S2 += dot(read2, tl.trans(H1))
-            M2 += dot(read2, W2)
+        if READ:
+            S2 = tl.zeros([BT, BT], dtype=tl.float32)
+            M2 = tl.zeros([BT, BD], dtype=tl.float32)
+            N2 = tl.zeros([BT, BD], dtype=tl.float32)
+            cw2 = tl.zeros([BD], dtype=tl.float32)
+            hs = tl.zeros([BT], dtype=tl.float32)
+            H1s = tl.zeros([BT], dtype=tl.float32)
+            Yq = tl.zeros([BT, BD], dtype=tl.float32)
+            for t in range(NE):
+                W1, W2, cols = _tile(cur1, cur2, t, offs_d, D, E, BET)
+                c2, power2 = _scale2(W2, p2, q_exp, eps_q, LQ_ROW, RETENTION, BET)
+                Z1, H1, a1, G, g1, z1, h, read2 = _chain(ws, W1, W2, c2, floor, scale1, ACT, TANGENT, READ, BT, BD, BW)
+                S2 += dot(read2, tl.trans(H1))
+                M2 += dot(read2, W2)
+                if TANGENT:
+                    tN2, tcw2, ths, tH1s = _tangent_sums(W2, read2, H1, floor)
+                    N2, cw2, hs, H1s = N2 + tN2, cw2 + tcw2, hs + ths, H1s + tH1s
+                if RETENTION >= 4:
+                    Yq += dot(_act(dot(_fetch(ws, Q0, BT, BD, BT, BW), W1), ACT), W2)
+            S2 = _read2_scores(S2, hs, H1s, causal, E, scale2, TANGENT)
+            mS2 = mix(S2, eg2, g, BT, BD)
+            n_out, rstd_out = _layer_norm(_read2_retained(M2, N2, cw2, eg, scale2, TANGENT) - mS2, offs_d, D, ln_eps)
+
+            # the read of layer 2, o = q + LN(z_2), and its decay-weighted sums
+            dz2 = _ln_vjp(do, n_out, rstd_out, offs_d, D)
+            dS2 = -scores(dz2, eg2, g, BT, BD)
             if TANGENT:
-                tN2, tcw2, ths, tH1s = _tangent_sums(W2, read2, H1, floor)
-                N2, cw2, hs, H1s = N2 + tN2, cw2 + tcw2, hs + ths, H1s + tH1s
+                dM2, dN2, dcw2, dg = _read2_retained_vjp(dz2, M2, N2, cw2, eg, scale2)
+                dS2 = dS2 * (scale2 / E)
+                dhs = -tl.sum(dS2 * H1s[None, :], 1) / E
+                dH1s = -tl.sum(dS2 * hs[:, None], 0) / E
+                _stash(ws, DN2, dN2, BT, BD, BT, BW)
+            else:
+                dM2 = dz2 * eg
+                dg = dM2 * M2
+            mS2_t = mix_t(S2, dz2, g, BT, BD)
+            deg2 = -mS2_t
+            dg += eg2 * mS2_t - dz2 * mS2
             if RETENTION >= 4:
-                Yq += dot(_act(dot(_fetch(ws, Q0, BT, BD, BT, BW), W1), ACT), W2)
+                nq, rq = _layer_norm(Yq, offs_d, D, ln_eps)
+                _stash(ws, DZQ2, _ln_vjp(do_lag, nq, rq, offs_d, D), BT, BD, BT, BW)
+            _stash(ws, DM2, dM2, BT, BD, BT, BW)
+            _stash(ws, DS2, dS2, BT, BT, BT, BW)
+            tl.debug_barrier()
+        elif RETENTION >= 4:
+            # Memora's end state is a simplex: its VJP needs sum_e W_2' dW_2' over all tiles
+            for t in range(NE):
                 Wn1, Wn2, cols = _tile(end1, end2, t, offs_d, D, E, BET)
                 dWn1, dWn2, cols = _tile(dn1, dn2, t, offs_d, n_valid, E, BET)
                 cs += tl.sum(Wn2 * dWn2, 0)
-        S2 = _read2_scores(S2, hs, H1s, causal, E, scale2, TANGENT)
-        mS2 = mix(S2, eg2, g, BT, BD)
-        n_out, rstd_out = _layer_norm(_read2_retained(M2, N2, cw2, eg, scale2, TANGENT) - mS2, offs_d, D, ln_eps)
-
-        # the read of layer 2, o = q + LN(z_2), and its decay-weighted sums
-        dz2 = _ln_vjp(do, n_out, rstd_out, offs_d, D)
-        dS2 = -scores(dz2, eg2, g, BT, BD)
-        if TANGENT:
-            dM2, dN2, dcw2, dg = _read2_retained_vjp(dz2, M2, N2, cw2, eg, scale2)
-            dS2 = dS2 * (scale2 / E)
-            dhs = -tl.sum(dS2 * H1s[None, :], 1) / E
-            dH1s = -tl.sum(dS2 * hs[:, None], 0) / E
-            _stash(ws, DN2, dN2, BT, BD, BT, BW)
-        else:
-            dM2 = dz2 * eg
-            dg = dM2 * M2
-            dcw2 = tl.zeros([BD], dtype=tl.float32)
-            dhs = tl.zeros([BT], dtype=tl.float32)
-            dH1s = dhs
-        mS2_t = mix_t(S2, dz2, g, BT, BD)
-        deg2 = -mS2_t
-        dg += eg2 * mS2_t - dz2 * mS2
-        if RETENTION >= 4:
-            nq, rq = _layer_norm(Yq, offs_d, D, ln_eps)
-            _stash(ws, DZQ2, _ln_vjp(do_lag, nq, rq, offs_d, D), BT, BD, BT, BW)
-        _stash(ws, DM2, dM2, BT, BD, BT, BW)
-        _stash(ws, DS2, dS2, BT, BT, BT, BW)
-        tl.debug_barrier()
 
         # pass 1: what sums over E in the reads and the end state
         dreg = tl.zeros([BT, BD], dtype=tl.float32)
@@ -782,52 +837,64 @@ def _mlp_bwd_kernel(
         for t in range(NE):
             W1, W2, cols, c2, power2, Z1, H1, a1, G, g1, h, read2, dU1, dU2, dread2, dz1 = _tile_back(
                 ws, cur1, cur2, end1, end2, dn1, dn2, t, n_valid, cs, p2, dhs, offs_d, D, E, q_exp, eps_q, floor,
-                scale1, scale2, LQ_ROW, RETENTION, ACT, BT, BD, BW, BET,
+                scale1, scale2, LQ_ROW, RETENTION, ACT, READ, CARRY, BT, BD, BW, BET,
             )  # fmt: skip
+            if READ:
+                if TANGENT:
+                    tread, tfade = _tangent_rows_vjp(
+                        dz1, _fetch(ws, R1, BT, BD, BT, BW), W1, _fetch(ws, FADE, BT, BD, BT, BW), floor, scale1
+                    )
+                    dreg, dfade = dreg + tread, dfade + tfade
+                else:
+                    dreg += dot(dz1, tl.trans(W1))
+                dA1 -= dot(dz1, tl.trans(g1))
+            if CARRY:
+                dekt -= dot(g1, tl.trans(dU1))
+                deg2t -= dot(H1, dU2)
+                if RETENTION >= 4:
+                    dgl += tl.sum(_log_floor(W1, floor) * dU1, 1) + tl.sum(_log_floor(W2, floor) * dU2, 0)
+                else:
+                    dgl += tl.sum(W1 * dU1, 1) + tl.sum(W2 * dU2, 0)
+        dq = do + do_lag
+        dc1 = tl.zeros([BD], dtype=tl.float32)
+        if READ:
+            dA1 = tl.where(causal, dA1, 0.0)
+            mA1, mA1_t = mix(dA1, ek, g, BT, BD), mix_t(dA1, read1s, g, BT, BD)
+            dek = mA1_t
+            dg += read1s * mA1 - ek * mA1_t
             if TANGENT:
-                tread, tfade = _tangent_rows_vjp(
-                    dz1, _fetch(ws, R1, BT, BD, BT, BW), W1, _fetch(ws, FADE, BT, BD, BT, BW), floor, scale1
-                )
-                dreg, dfade = dreg + tread, dfade + tfade
+                dg += dfade * eg
+                dread1 = dreg + _centre(mA1, offs_d, D) * (scale1 / D)
             else:
-                dreg += dot(dz1, tl.trans(W1))
-            dA1 -= dot(dz1, tl.trans(g1))
-            dekt -= dot(g1, tl.trans(dU1))
-            deg2t -= dot(H1, dU2)
-            if RETENTION >= 4:
-                dgl += tl.sum(_log_floor(W1, floor) * dU1, 1) + tl.sum(_log_floor(W2, floor) * dU2, 0)
-            else:
-                dgl += tl.sum(W1 * dU1, 1) + tl.sum(W2 * dU2, 0)
-        dA1 = tl.where(causal, dA1, 0.0)
-        mA1, mA1_t = mix(dA1, ek, g, BT, BD), mix_t(dA1, read1s, g, BT, BD)
-        dek = dekt * tail + mA1_t
-        deg2 += deg2t * tail
-        dg += read1s * mA1 - ek * mA1_t - dekt * ekt - deg2t * eg2t
-        dg_last = decay_last * dgl + tl.sum(dekt * ekt, 0) + tl.sum(deg2t * eg2t, 0)
-        if TANGENT:
-            dg += dfade * eg
-            dread1 = dreg + _centre(mA1, offs_d, D) * (scale1 / D)
+                dg += dreg * read1_eg
+                dread1 = dreg * eg + mA1
+            dq += dread1 * c1[None, :]
+            dc1 += tl.sum(dread1 * q, 0)
+            dg_last = tl.zeros([BD], dtype=tl.float32)
         else:
-            dg += dreg * read1_eg
-            dread1 = dreg * eg + mA1
-        dq = do + dread1 * c1[None, :] + do_lag
-        dc1 = tl.sum(dread1 * q, 0)
+            dek = dekt * tail
+            deg2 += deg2t * tail
+            dg -= dekt * ekt + deg2t * eg2t
+            dg_last = decay_last * dgl + tl.sum(dekt * ekt, 0) + tl.sum(deg2t * eg2t, 0)
 
         # pass 2: the gradient of g_2 through g_1 = (g_2 W_2^T) c_2 act'(Z_1)
         dg2 = deg2 * eta
         for t in range(NE):
             W1, W2, cols, c2, power2, Z1, H1, a1, G, g1, h, read2, dU1, dU2, dread2, dz1 = _tile_back(
                 ws, cur1, cur2, end1, end2, dn1, dn2, t, n_valid, cs, p2, dhs, offs_d, D, E, q_exp, eps_q, floor,
-                scale1, scale2, LQ_ROW, RETENTION, ACT, BT, BD, BW, BET,
+                scale1, scale2, LQ_ROW, RETENTION, ACT, READ, CARRY, BT, BD, BW, BET,
             )  # fmt: skip
-            dg1 = _g1_grad(ws, dz1, dU1, BT, BD, BW)
+            dg1 = _g1_grad(ws, dz1, dU1, READ, CARRY, BT, BD, BW)
             dg2 += dot(dg1 * c2[None, :] * a1, W2)
         dR, dv, dd, dZ2 = _keys_rows_vjp(dg2, d, N, rstd, R, P, g2, offs_d, D, sharp, p, eps, BIAS)
         _stash(ws, DZ2, dZ2, BT, BD, BT, BW)
         tl.debug_barrier()
 
         # pass 3: the weight gradients at the chunk start (staged when a further pass adjusts them)
-        if RETENTION == 2 or RETENTION >= 4:
+        if READ:
+            out1, out2 = dr1_ptr + chunk, dr2_ptr + chunk
+            dp1, dp2 = out1, out2
+        elif RETENTION == 2 or RETENTION >= 4:
             out1, out2 = st1_ptr + head, st2_ptr + head
         else:
             out1, out2 = dp1, dp2
@@ -837,49 +904,62 @@ def _mlp_bwd_kernel(
         for t in range(NE):
             W1, W2, cols, c2, power2, Z1, H1, a1, G, g1, h, read2, dU1, dU2, dread2, dz1 = _tile_back(
                 ws, cur1, cur2, end1, end2, dn1, dn2, t, n_valid, cs, p2, dhs, offs_d, D, E, q_exp, eps_q, floor,
-                scale1, scale2, LQ_ROW, RETENTION, ACT, BT, BD, BW, BET,
+                scale1, scale2, LQ_ROW, RETENTION, ACT, READ, CARRY, BT, BD, BW, BET,
             )  # fmt: skip
-            dg1 = _g1_grad(ws, dz1, dU1, BT, BD, BW)
+            dg1 = _g1_grad(ws, dz1, dU1, READ, CARRY, BT, BD, BW)
             dG = dg1 * c2[None, :] * a1
-            dH1 = dot(_fetch_t(ws, DS2, BT, BT, BT, BW), read2)
-            dH1 -= dot(_fetch(ws, EG2T, BT, BD, BT, BW), tl.trans(dU2))
-            if TANGENT:
-                dH1 += tl.where((cols < E)[None, :], dH1s[:, None], 0.0)
             dH1c = dot(_fetch(ws, DZ2, BT, BD, BT, BW), tl.trans(W2))
+            if READ:
+                dH1 = dot(_fetch_t(ws, DS2, BT, BT, BT, BW), read2)
+                if TANGENT:
+                    dH1 += tl.where((cols < E)[None, :], dH1s[:, None], 0.0)
+            else:
+                dH1 = -dot(_fetch(ws, EG2T, BT, BD, BT, BW), tl.trans(dU2))
             dZ1 = dg1 * G * c2[None, :] * _act_grad2(Z1, ACT) + (dH1 + dH1c * c2[None, :]) * a1
             dkc += dot(dZ1, tl.trans(W1))
-            if RETENTION >= 4:
-                dW1 = tl.where(W1 > floor, decay_last[:, None] * dU1 / tl.maximum(W1, floor), 0.0)
-                dW2 = tl.where(W2 > floor, dU2 * decay_last[None, :] / tl.maximum(W2, floor), 0.0)
+            if READ:
+                dW1 = tl.zeros_like(W1)
+                dW2 = tl.zeros_like(W2)
+                if TANGENT:
+                    dW1 += _tangent_rows_dw(
+                        dz1, _fetch(ws, R1, BT, BD, BT, BW), W1, _fetch(ws, FADE, BT, BD, BT, BW), floor, scale1
+                    )
+                    dWL2 = dot(tl.trans(read2), _fetch(ws, DN2, BT, BD, BT, BW)) + dcw2[None, :]
+                    dW2 += dWL2 * (_log_floor(W2, floor) + tl.where(W2 > floor, 1.0, 0.0))
+                else:
+                    dW1 += dot(_fetch_t(ws, R1EG, BT, BD, BT, BW), dz1)
+                dW2 += dot(tl.trans(read2), _fetch(ws, DM2, BT, BD, BT, BW))
             else:
-                dW1 = decay_last[:, None] * dU1
-                dW2 = dU2 * decay_last[None, :]
-            if TANGENT:
-                dW1 += _tangent_rows_dw(
-                    dz1, _fetch(ws, R1, BT, BD, BT, BW), W1, _fetch(ws, FADE, BT, BD, BT, BW), floor, scale1
-                )
-                dWL2 = dot(tl.trans(read2), _fetch(ws, DN2, BT, BD, BT, BW)) + dcw2[None, :]
-                dW2 += dWL2 * (_log_floor(W2, floor) + tl.where(W2 > floor, 1.0, 0.0))
-            else:
-                dW1 += dot(_fetch_t(ws, R1EG, BT, BD, BT, BW), dz1)
+                if RETENTION >= 4:
+                    dW1 = tl.where(W1 > floor, decay_last[:, None] * dU1 / tl.maximum(W1, floor), 0.0)
+                    dW2 = tl.where(W2 > floor, dU2 * decay_last[None, :] / tl.maximum(W2, floor), 0.0)
+                else:
+                    dW1 = decay_last[:, None] * dU1
+                    dW2 = dU2 * decay_last[None, :]
+                dr1, dr2, cols = _tile(dr1_ptr + chunk, dr2_ptr + chunk, t, offs_d, D, E, BET)
+                dW1 += dr1
+                dW2 += dr2
             dW1 += dot(_fetch_t(ws, KC, BT, BD, BT, BW), dZ1)
-            dW2 += dot(tl.trans(read2), _fetch(ws, DM2, BT, BD, BT, BW))
             dW2 += dot(tl.trans(dG), _fetch(ws, G2, BT, BD, BT, BW))
             dW2 += dot(tl.trans(H1 * c2[None, :]), _fetch(ws, DZ2, BT, BD, BT, BW))
             if RETENTION == 2:
-                dc2 = tl.sum(dread2 * h, 0) + tl.sum(dg1 * G * a1, 0) + tl.sum(dH1c * H1, 0)
+                dc2 = tl.sum(dg1 * G * a1, 0) + tl.sum(dH1c * H1, 0)
+                if READ:
+                    dc2 += tl.sum(dread2 * h, 0)
                 if LQ_ROW:
                     dW2 += _lq_grad(W2, c2, power2, dc2, q_exp, eps_q, True, BET)
                 else:
                     dc2_sum += tl.sum(dc2, 0)
             if RETENTION >= 4:
-                # the read of the lag token from the weights after its step
-                zq1 = dot(_fetch(ws, Q0, BT, BD, BT, BW), W1)
-                dzq1 = dot(_fetch(ws, DZQ2, BT, BD, BT, BW), tl.trans(W2)) * _act_grad(zq1, ACT)
-                dW1 += dot(_fetch_t(ws, Q0, BT, BD, BT, BW), dzq1)
-                dW2 += dot(tl.trans(_act(zq1, ACT)), _fetch(ws, DZQ2, BT, BD, BT, BW))
-                dq += dot(dzq1, tl.trans(W1))
-                cs_lag += tl.sum(W2 * dW2, 0)
+                if READ:
+                    # the read of the lag token from the weights after its step
+                    zq1 = dot(_fetch(ws, Q0, BT, BD, BT, BW), W1)
+                    dzq1 = dot(_fetch(ws, DZQ2, BT, BD, BT, BW), tl.trans(W2)) * _act_grad(zq1, ACT)
+                    dW1 += dot(_fetch_t(ws, Q0, BT, BD, BT, BW), dzq1)
+                    dW2 += dot(tl.trans(_act(zq1, ACT)), _fetch(ws, DZQ2, BT, BD, BT, BW))
+                    dq += dot(dzq1, tl.trans(W1))
+                else:
+                    cs_lag += tl.sum(W2 * dW2, 0)
             _put(out1, out2, dW1, dW2, cols, offs_d, D, E)
         dk = dR + dkc * c1[None, :] + dek * eta
         dc1 += tl.sum(dkc * k, 0)
@@ -900,64 +980,78 @@ def _mlp_bwd_kernel(
                 _put(dp1, dp2, dW1, dW2, cols, offs_d, D, E)
 
         if RETENTION >= 4:
-            # the lag token's exact step from the chunk start (Eq. 30), through its simplex
-            tl.debug_barrier()
-            dla0 = tl.zeros([BD], dtype=tl.float32)
-            dek0 = tl.zeros([BT, BD], dtype=tl.float32)
-            deg20 = tl.zeros([BT, BD], dtype=tl.float32)
-            for t in range(NE):
-                L1, L2, dL1, dL2, St1, St2, cols = _lag_tile(
-                    cur1, cur2, out1, out2, start1, start2, t, cs_lag, offs_d, D, E, scale1, scale2, BET
-                )
-                dla0 += tl.sum(dL1 * _log_floor(St1, floor), 1) + tl.sum(dL2 * _log_floor(St2, floor), 0)
-                Z10 = dot(_fetch(ws, K0, BT, BD, BT, BW), St1)
-                g10 = dot(_fetch(ws, G20, BT, BD, BT, BW), tl.trans(St2)) * _act_grad(Z10, ACT)
-                dek0 -= dot(g10, tl.trans(dL1))
-                deg20 -= dot(_act(Z10, ACT), dL2)
-            dg20 = deg20 * eta0
-            for t in range(NE):
-                L1, L2, dL1, dL2, St1, St2, cols = _lag_tile(
-                    cur1, cur2, out1, out2, start1, start2, t, cs_lag, offs_d, D, E, scale1, scale2, BET
-                )
-                dg10 = -dot(_fetch(ws, EK0, BT, BD, BT, BW), dL1)
-                dg20 += dot(dg10 * _act_grad(dot(_fetch(ws, K0, BT, BD, BT, BW), St1), ACT), St2)
-            dR0, dv0, dd0, dZ20 = _keys_rows_vjp(dg20, d0, N0, rstd0, R0, P0, g20, offs_d, D, sharp, p, eps, BIAS)
-            _stash(ws, DZ20, dZ20, BT, BD, BT, BW)
-            tl.debug_barrier()
-            dkc0 = tl.zeros([BT, BD], dtype=tl.float32)
-            for t in range(NE):
-                L1, L2, dL1, dL2, St1, St2, cols = _lag_tile(
-                    cur1, cur2, out1, out2, start1, start2, t, cs_lag, offs_d, D, E, scale1, scale2, BET
-                )
-                Z10 = dot(_fetch(ws, K0, BT, BD, BT, BW), St1)
-                a10 = _act_grad(Z10, ACT)
-                G0 = dot(_fetch(ws, G20, BT, BD, BT, BW), tl.trans(St2))
-                dg10 = -dot(_fetch(ws, EK0, BT, BD, BT, BW), dL1)
-                dG0 = dg10 * a10
-                dH10 = -dot(_fetch(ws, EG20, BT, BD, BT, BW), tl.trans(dL2))
-                dH10 += dot(_fetch(ws, DZ20, BT, BD, BT, BW), tl.trans(St2))
-                dZ10 = dg10 * G0 * _act_grad2(Z10, ACT) + dH10 * a10
-                dkc0 += dot(dZ10, tl.trans(St1))
-                dSt1 = tl.where(St1 > floor, a0[:, None] * dL1 / tl.maximum(St1, floor), 0.0)
-                dSt1 += dot(_fetch_t(ws, K0, BT, BD, BT, BW), dZ10)
-                dSt2 = tl.where(St2 > floor, dL2 * a0[None, :] / tl.maximum(St2, floor), 0.0)
-                dSt2 += dot(tl.trans(dG0), _fetch(ws, G20, BT, BD, BT, BW))
-                dSt2 += dot(tl.trans(_act(Z10, ACT)), _fetch(ws, DZ20, BT, BD, BT, BW))
-                _put(dp1, dp2, dSt1, dSt2, cols, offs_d, D, E)
-            dk += dR0 + dkc0 + dek0 * eta0
-            dv += dv0
-            dd += dd0
-            deta = tl.where(lag, dek0 * k0 + deg20 * g20, deta)
-            dla = tl.where(lag, (a0 * dla0)[None, :], dla)
+            if READ:
+                # the lag row's gate gradients come from its step, taken back by the CARRY part
+                deta = tl.where(lag, 0.0, deta)
+                dla = tl.where(lag, 0.0, dla)
+            else:
+                # the lag token's exact step from the chunk start (Eq. 30), through its simplex
+                tl.debug_barrier()
+                dla0 = tl.zeros([BD], dtype=tl.float32)
+                dek0 = tl.zeros([BT, BD], dtype=tl.float32)
+                deg20 = tl.zeros([BT, BD], dtype=tl.float32)
+                for t in range(NE):
+                    L1, L2, dL1, dL2, St1, St2, cols = _lag_tile(
+                        cur1, cur2, out1, out2, start1, start2, t, cs_lag, offs_d, D, E, scale1, scale2, BET
+                    )
+                    dla0 += tl.sum(dL1 * _log_floor(St1, floor), 1) + tl.sum(dL2 * _log_floor(St2, floor), 0)
+                    Z10 = dot(_fetch(ws, K0, BT, BD, BT, BW), St1)
+                    g10 = dot(_fetch(ws, G20, BT, BD, BT, BW), tl.trans(St2)) * _act_grad(Z10, ACT)
+                    dek0 -= dot(g10, tl.trans(dL1))
+                    deg20 -= dot(_act(Z10, ACT), dL2)
+                dg20 = deg20 * eta0
+                for t in range(NE):
+                    L1, L2, dL1, dL2, St1, St2, cols = _lag_tile(
+                        cur1, cur2, out1, out2, start1, start2, t, cs_lag, offs_d, D, E, scale1, scale2, BET
+                    )
+                    dg10 = -dot(_fetch(ws, EK0, BT, BD, BT, BW), dL1)
+                    dg20 += dot(dg10 * _act_grad(dot(_fetch(ws, K0, BT, BD, BT, BW), St1), ACT), St2)
+                dR0, dv0, dd0, dZ20 = _keys_rows_vjp(dg20, d0, N0, rstd0, R0, P0, g20, offs_d, D, sharp, p, eps, BIAS)
+                _stash(ws, DZ20, dZ20, BT, BD, BT, BW)
+                tl.debug_barrier()
+                dkc0 = tl.zeros([BT, BD], dtype=tl.float32)
+                for t in range(NE):
+                    L1, L2, dL1, dL2, St1, St2, cols = _lag_tile(
+                        cur1, cur2, out1, out2, start1, start2, t, cs_lag, offs_d, D, E, scale1, scale2, BET
+                    )
+                    Z10 = dot(_fetch(ws, K0, BT, BD, BT, BW), St1)
+                    a10 = _act_grad(Z10, ACT)
+                    G0 = dot(_fetch(ws, G20, BT, BD, BT, BW), tl.trans(St2))
+                    dg10 = -dot(_fetch(ws, EK0, BT, BD, BT, BW), dL1)
+                    dG0 = dg10 * a10
+                    dH10 = -dot(_fetch(ws, EG20, BT, BD, BT, BW), tl.trans(dL2))
+                    dH10 += dot(_fetch(ws, DZ20, BT, BD, BT, BW), tl.trans(St2))
+                    dZ10 = dg10 * G0 * _act_grad2(Z10, ACT) + dH10 * a10
+                    dkc0 += dot(dZ10, tl.trans(St1))
+                    dSt1 = tl.where(St1 > floor, a0[:, None] * dL1 / tl.maximum(St1, floor), 0.0)
+                    dSt1 += dot(_fetch_t(ws, K0, BT, BD, BT, BW), dZ10)
+                    dSt2 = tl.where(St2 > floor, dL2 * a0[None, :] / tl.maximum(St2, floor), 0.0)
+                    dSt2 += dot(tl.trans(dG0), _fetch(ws, G20, BT, BD, BT, BW))
+                    dSt2 += dot(tl.trans(_act(Z10, ACT)), _fetch(ws, DZ20, BT, BD, BT, BW))
+                    _put(dp1, dp2, dSt1, dSt2, cols, offs_d, D, E)
+                dk += dR0 + dkc0 + dek0 * eta0
+                dv += dv0
+                dd += dd0
+                deta = tl.where(lag, dek0 * k0 + deg20 * g20, deta)
+                dla = tl.where(lag, (a0 * dla0)[None, :], dla)
 
-        _store(dq_ptr + base, dq, rows, offs_d, T, D, s)
-        _store(dk_ptr + base, dk, rows, offs_d, T, D, s)
-        _store(dv_ptr + base, dv, rows, offs_d, T, D, s)
-        _store(deta_ptr + base, deta, rows, offs_d, T, D, s)
+        if READ:
+            _store(dq_ptr + base, dq, rows, offs_d, T_n, D, s)
+        else:
+            dk += _rows(dk_ptr + base, rows, offs_d, T_n, D, s)
+            dv += _rows(dv_ptr + base, rows, offs_d, T_n, D, s)
+            deta += _rows(deta_ptr + base, rows, offs_d, T_n, D, s)
+            if HAS_ALPHA:
+                dla += _rows(dla_ptr + base, rows, offs_d, T_n, D, s)
+            if HAS_DELTA:
+                dd += _rows(dd_ptr + base, rows, offs_d, T_n, D, s)
+        _store(dk_ptr + base, dk, rows, offs_d, T_n, D, s)
+        _store(dv_ptr + base, dv, rows, offs_d, T_n, D, s)
+        _store(deta_ptr + base, deta, rows, offs_d, T_n, D, s)
         if HAS_ALPHA:
-            _store(dla_ptr + base, dla, rows, offs_d, T, D, s)
+            _store(dla_ptr + base, dla, rows, offs_d, T_n, D, s)
         if HAS_DELTA:
-            _store(dd_ptr + base, dd, rows, offs_d, T, D, s)
+            _store(dd_ptr + base, dd, rows, offs_d, T_n, D, s)
 
 
 def _meta(spec: MemorySpec, chunk_size: int, D: int, log_alpha, delta, cu_seqlens) -> dict:
@@ -998,17 +1092,32 @@ def _weights(n: int, H: int, D: int, E: int, device) -> tuple[torch.Tensor, torc
     return torch.empty(n, H, D, E, **f32), torch.empty(n, H, E, D, **f32)
 
 
+BWD_READ_PROGRAMS = 1024
+"""At most this many programs (all heads together) run the backward's ``READ`` part; each has its own workspace of
+``N_SLOTS`` ``[BT, BW]`` fp32 tensors (304 KB at ``BT = BD = 64``: 311 MB for 1024), and past this count they
+stride over the chunks. Chosen to bound that memory; on an H100 the kernel runs one program per SM at a time."""
+
+
 def launch_grids(n_sequences: int, n_chunks: int, heads: int) -> dict[str, tuple[int, int]]:
-    """The grid of each kernel: the state pass and the backward run one program per (sequence, head) and walk their
-    chunks in order; the forward's read runs one per (global chunk, head)."""
+    """The grid of each kernel: the forward's state pass and the backward's ``CARRY`` part run one program per
+    (sequence, head) and walk their chunks in order; the forward's read runs one per (global chunk, head), the
+    backward's ``READ`` part one per (global chunk, head) up to :data:`BWD_READ_PROGRAMS` programs."""
     per_sequence = (n_sequences, heads)
-    return {"fwd_state": per_sequence, "fwd_output": (n_chunks, heads), "bwd": per_sequence}
+    read = (min(n_chunks, max(1, BWD_READ_PROGRAMS // heads)), heads)
+    return {"fwd_state": per_sequence, "fwd_output": (n_chunks, heads), "bwd_read": read, "bwd_carry": per_sequence}
+
+
+def _chunk_sequences(offsets: torch.Tensor, N: int) -> torch.Tensor:
+    """The sequence of every global chunk of a packed batch, from the first chunk of each (``[N + 1]``)."""
+    counts = (offsets[1:] - offsets[:-1]).long()
+    return torch.repeat_interleave(torch.arange(N, device=offsets.device, dtype=torch.int32), counts)
 
 
 def _split_forward(q, k, v, eta, log_alpha, delta, w1, w2, o, spec, meta, cu_seqlens, offsets, n_chunks):
     """The forward: the state pass stores every chunk-start state (Memora: and its weights after the lag step) and,
-    per token, ``g_1 [.., H, E]`` and ``eta g_2``; the read writes ``o`` from them. Returns the states and the final
-    state. The read needs every chunk's state, so they are stored also where no gradient will be taken."""
+    per token, ``g_1 [.., H, E]`` and ``eta g_2``; the read writes ``o`` from them. Returns the chunk-start states,
+    Memora's lag weights (else the states again) and the final state. The read needs every chunk's state, so they
+    are stored also where no gradient will be taken."""
     B, T, H, D = q.shape
     E = spec.expansion * D
     N = B if cu_seqlens is None else len(cu_seqlens) - 1
@@ -1017,10 +1126,7 @@ def _split_forward(q, k, v, eta, log_alpha, delta, w1, w2, o, spec, meta, cu_seq
     hl1, hl2 = _weights(n_chunks, H, D, E, q.device) if spec.retention == "kl" else (hs1, hs2)
     ht1, ht2 = _weights(N, H, D, E, q.device)
     g1, eg2 = torch.empty(B, T, H, E, **f32), torch.empty(q.shape, **f32)
-    chunk_seq = None
-    if cu_seqlens is not None:
-        counts = (offsets[1:] - offsets[:-1]).long()
-        chunk_seq = torch.repeat_interleave(torch.arange(N, device=q.device, dtype=torch.int32), counts)
+    chunk_seq = None if cu_seqlens is None else _chunk_sequences(offsets, N)
     scalars = _scalars(spec, D)
     grids = launch_grids(N, n_chunks, H)
     _mlp_fwd_state_kernel[grids["fwd_state"]](
@@ -1033,7 +1139,7 @@ def _split_forward(q, k, v, eta, log_alpha, delta, w1, w2, o, spec, meta, cu_seq
         *_or_dummy(hs1, cu_seqlens, offsets, chunk_seq), T, H, D, E, *scalars[3:], **read,
         IS_VARLEN=cu_seqlens is not None,
     )  # fmt: skip
-    return hs1, hs2, ht1, ht2
+    return hs1, hs2, hl1, hl2, ht1, ht2
 
 
 class ChunkMirasMLPFunction(torch.autograd.Function):
@@ -1046,17 +1152,15 @@ class ChunkMirasMLPFunction(torch.autograd.Function):
         n_chunks = B * triton.cdiv(T, chunk_size) if offsets is None else int(offsets[-1])
         o = torch.empty(v.shape, device=v.device, dtype=q.dtype)
         meta = _meta(spec, chunk_size, D, log_alpha, delta, cu_seqlens)
-        hs1, hs2, ht1, ht2 = _split_forward(
-            q, k, v, eta, log_alpha, delta, w1, w2, o, spec, meta, cu_seqlens, offsets, n_chunks
-        )
-        ctx.save_for_backward(q, k, v, eta, log_alpha, delta, w1, w2, hs1, hs2, ht1, ht2, cu_seqlens, offsets)
-        ctx.spec, ctx.chunk_size = spec, chunk_size
-        return o, ht1, ht2
+        states = _split_forward(q, k, v, eta, log_alpha, delta, w1, w2, o, spec, meta, cu_seqlens, offsets, n_chunks)
+        ctx.save_for_backward(q, k, v, eta, log_alpha, delta, w1, w2, *states, cu_seqlens, offsets)
+        ctx.spec, ctx.chunk_size, ctx.n_chunks = spec, chunk_size, n_chunks
+        return o, *states[4:]
 
     @staticmethod
     def backward(ctx, do, dht1, dht2):
-        q, k, v, eta, log_alpha, delta, w1, w2, hs1, hs2, ht1, ht2, cu_seqlens, offsets = ctx.saved_tensors
-        spec = ctx.spec
+        q, k, v, eta, log_alpha, delta, w1, w2, hs1, hs2, hl1, hl2, ht1, ht2, cu_seqlens, offsets = ctx.saved_tensors
+        spec, n_chunks = ctx.spec, ctx.n_chunks
         B, T, H, D = q.shape
         E = spec.expansion * D
         N = B if cu_seqlens is None else len(cu_seqlens) - 1
@@ -1066,6 +1170,7 @@ class ChunkMirasMLPFunction(torch.autograd.Function):
         dd = torch.empty(q.shape, **f32) if delta is not None else None
         dh1, dh2 = _weights(N, H, D, E, q.device)
         db1, db2 = _weights(2 * N, H, D, E, q.device)
+        dr1, dr2 = _weights(n_chunks, H, D, E, q.device)
         staged = spec.retention in ("lq", "kl")
         st1, st2 = _weights(N, H, D, E, q.device) if staged else (hs1, hs2)
         lag1, lag2 = _weights(N, H, D, E, q.device) if spec.retention == "kl" else (hs1, hs2)
@@ -1074,43 +1179,18 @@ class ChunkMirasMLPFunction(torch.autograd.Function):
             dht1 = torch.zeros_like(dh1) if dht1 is None else dht1.float().contiguous()
             dht2 = torch.zeros_like(dh2) if dht2 is None else dht2.float().contiguous()
         meta = _meta(spec, ctx.chunk_size, D, log_alpha, delta, cu_seqlens)
-        _mlp_bwd_kernel[(N, H)](
-            q,
-            k,
-            v,
-            eta,
-            *_or_dummy(hs1, log_alpha, delta),
-            w1,
-            w2,
-            hs1,
-            hs2,
-            ht1,
-            ht2,
-            do.contiguous(),
-            *_or_dummy(hs1, dht1, dht2),
-            lag1,
-            lag2,
-            st1,
-            st2,
-            db1,
-            db2,
-            _workspace(N, H, meta, q.device),
-            *_or_dummy(hs1, cu_seqlens, offsets),
-            dq,
-            dk,
-            dv,
-            deta,
-            *_or_dummy(hs1, dla, dd),
-            dh1,
-            dh2,
-            T,
-            H,
-            D,
-            E,
-            *_scalars(spec, D),
-            **meta,
-            HAS_DHT=has_dht,
-        )
+        grids = launch_grids(N, n_chunks, H)
+        chunk_seq = None if cu_seqlens is None else _chunk_sequences(offsets, N)
+        args = (
+            q, k, v, eta, *_or_dummy(hs1, log_alpha, delta), w1, w2, hs1, hs2, hl1, hl2, ht1, ht2, do.contiguous(),
+            *_or_dummy(hs1, dht1, dht2), lag1, lag2, st1, st2, db1, db2, dr1, dr2,
+            _workspace(max(grids["bwd_read"][0], N), H, meta, q.device),
+            *_or_dummy(hs1, cu_seqlens, offsets, chunk_seq), dq, dk, dv, deta, *_or_dummy(hs1, dla, dd), dh1, dh2, T,
+            n_chunks, H, D, E, *_scalars(spec, D),
+        )  # fmt: skip
+        # the reads of every chunk first: the carried part adds the gradient they leave at each chunk start
+        _mlp_bwd_kernel[grids["bwd_read"]](*args, **meta, HAS_DHT=has_dht, READ=True, CARRY=False)
+        _mlp_bwd_kernel[grids["bwd_carry"]](*args, **meta, HAS_DHT=has_dht, READ=False, CARRY=True)
 
         def cast(grad, like):
             return None if grad is None or like is None else grad.to(like.dtype)

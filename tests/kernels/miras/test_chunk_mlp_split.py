@@ -69,8 +69,11 @@ def test_split_forward_without_gradients(name):
     assert all(torch.equal(w, w_ng) for w, w_ng in zip(final["weights"], final_ng["weights"], strict=True))
 
 
-@pytest.mark.parametrize("name", ["yaad", "memora-tangent"])
-def test_split_varlen_matches_separate_sequences(name):
+@pytest.mark.parametrize(("name", "read_programs"), [("yaad", None), ("memora-tangent", None), ("moneta", 1)])
+def test_split_varlen_matches_separate_sequences(name, read_programs, monkeypatch):
+    """``read_programs = 1``: one backward ``READ`` program per head walks the chunks of both packed sequences."""
+    if read_programs is not None:
+        monkeypatch.setattr(chunk_mlp, "BWD_READ_PROGRAMS", read_programs)
     spec = SPECS[name]
     inputs = make_inputs(37, n=1, eta_max=0.1 if spec.retention == "kl" else 0.5)
     key, h0 = make_state(spec, n=2)
@@ -97,6 +100,18 @@ def test_split_varlen_matches_separate_sequences(name):
             assert_close(name, r, x, 1e-5)
 
 
-def test_launch_grids():
+@pytest.mark.parametrize("name", ["moneta", "memora-tangent"])
+def test_backward_read_programs_stride_over_chunks(name, monkeypatch):
+    """With one ``READ`` program per head, each walks every chunk of the batch: the same gradients as the naive
+    path (``test_split_varlen_matches_separate_sequences`` strides over packed sequences)."""
+    monkeypatch.setattr(chunk_mlp, "BWD_READ_PROGRAMS", 1)
+    spec = SPECS[name]
+    compare(spec, T=37, with_state=True, chunk_size=16, d=12, ratio=MLP_RATIOS["memora"] if name != "moneta" else 2e-4)
+
+
+def test_launch_grids(monkeypatch):
     grids = chunk_mlp.launch_grids(n_sequences=4, n_chunks=4 * 64, heads=16)
-    assert grids == {"fwd_state": (4, 16), "fwd_output": (256, 16), "bwd": (4, 16)}
+    assert grids == {"fwd_state": (4, 16), "fwd_output": (256, 16), "bwd_read": (64, 16), "bwd_carry": (4, 16)}
+    assert chunk_mlp.launch_grids(n_sequences=1, n_chunks=3, heads=16)["bwd_read"] == (3, 16)
+    monkeypatch.setattr(chunk_mlp, "BWD_READ_PROGRAMS", 8)
+    assert chunk_mlp.launch_grids(n_sequences=1, n_chunks=3, heads=16)["bwd_read"] == (1, 16)
