@@ -46,7 +46,7 @@ BF16_POINTERS = ("q_ptr", "k_ptr", "v_ptr", "o_ptr", "do_ptr")
 """Inputs and output in bf16, as in training; gates, states and gradients are fp32."""
 INT_POINTERS = ("cu_ptr", "offsets_ptr", "seq_ptr")
 """The varlen indices (int32; unread here, where ``IS_VARLEN`` is off)."""
-INT_ARGS = ("T", "position", "chunk_size", "key_block")
+INT_ARGS = ("T", "n_total", "position", "chunk_size", "key_block")
 SHARED_LIMIT = {"sm_90a": 232448, "sm_90": 232448, "sm_80": 166912}
 """Largest shared memory one block may use (bytes): H100/H200 227 KB, A100 163 KB."""
 SHAPES = ((4, 4096, 16), (1, 32768, 16))
@@ -61,9 +61,14 @@ CHUNK_LINEAR = {
     "linear_grads_bwd": "bwd_grads",
 }
 """The chunk-parallel kernels of ``kernels/miras/chunk_linear.py``: report name -> name in ``launch_grids``."""
-CHUNK_MLP = {"mlp_state_fwd": "fwd_state", "mlp_output_fwd": "fwd_output"}
-"""The MLP memory's split forward (``kernels/miras/chunk_mlp.py``): report name -> name in its ``launch_grids``."""
-KERNELS = (*CHUNK_LINEAR, *CHUNK_MLP, "mlp_bwd", "linear_decode", "mlp_decode")
+CHUNK_MLP = {
+    "mlp_state_fwd": "fwd_state",
+    "mlp_output_fwd": "fwd_output",
+    "mlp_read_bwd": "bwd_read",
+    "mlp_carry_bwd": "bwd_carry",
+}
+"""The MLP memory's split kernels (``kernels/miras/chunk_mlp.py``): report name -> name in its ``launch_grids``."""
+KERNELS = (*CHUNK_LINEAR, *CHUNK_MLP, "linear_decode", "mlp_decode")
 GROUPS = {"chunk_linear": tuple(CHUNK_LINEAR), "mlp_split": tuple(CHUNK_MLP)}
 """Names ``--kernels`` also accepts, for several kernels at once."""
 BIASES = ("dot", "l2", "l1", "lp", "huber", "robust")
@@ -87,7 +92,8 @@ def _kernels():
         "linear_grads_bwd": (chunk_linear._bwd_grad_kernel, {}),
         "mlp_state_fwd": (chunk_mlp._mlp_fwd_state_kernel, {}),
         "mlp_output_fwd": (chunk_mlp._mlp_fwd_output_kernel, {}),
-        "mlp_bwd": (chunk_mlp._mlp_bwd_kernel, {"HAS_DHT": False}),
+        "mlp_read_bwd": (chunk_mlp._mlp_bwd_kernel, {"HAS_DHT": False, "READ": True, "CARRY": False}),
+        "mlp_carry_bwd": (chunk_mlp._mlp_bwd_kernel, {"HAS_DHT": False, "READ": False, "CARRY": True}),
         "linear_decode": (fused_recurrent._fused_recurrent_kernel, {}),
         "mlp_decode": (fused_recurrent_mlp._mlp_recurrent_kernel, {}),
     }
