@@ -5,9 +5,10 @@ chunks of its sequence in order. At fla's benchmark shape (``B = 4, T = 4096, H 
 (``B = 1, T = 32768``) that is far fewer programs than an H100 has streaming multiprocessors (132), each doing many
 serial steps: the gap a chunk-parallel kernel closes. The linear memory runs on such kernels
 (``kernels/miras/chunk_linear.py``): two state passes per (sequence, head, value block) and three kernels over
-every chunk, listed in a second table. The MLP memory's forward runs split the same way at every retention
-(``kernels/miras/chunk_mlp.py``: a state pass and a read over every chunk; its backward stays on the first table's
-grid), in a third. Pure arithmetic on the kernels' own :func:`kernels.miras.chunk.program_grid`,
+every chunk, listed in a second table. The MLP memory runs split the same way at every retention
+(``kernels/miras/chunk_mlp.py``: in the forward a state pass and a read over every chunk, in the backward a
+chunk-parallel part through the reads and a serial part through the writes), in a third. Pure arithmetic on
+the kernels' own :func:`kernels.miras.chunk.program_grid`,
 :func:`kernels.miras.chunk_linear.launch_grids` and :func:`kernels.miras.chunk_mlp.launch_grids`; writes
 ``reports/benchmarks/miras_launch_grid.{md,json}``.
 """
@@ -99,7 +100,8 @@ def mlp_rows(presets=("moneta", "yaad", "memora"), dims=(64, 128)):
             for B, T, H in SHAPES:
                 for kernel, grid in chunk_mlp.launch_grids(B, B * math.ceil(T / CHUNK), H).items():
                     programs = math.prod(grid)
-                    walks = 1 if kernel == "fwd_output" else math.ceil(T / CHUNK)
+                    walks = {"fwd_output": 1, "bwd_read": math.ceil(B * math.ceil(T / CHUNK) / grid[0])}
+                    walks = walks.get(kernel, math.ceil(T / CHUNK))
                     row = {"memory": name, "D": D, "B": B, "T": T, "H": H, "kernel": kernel, "grid": list(grid)}
                     out.append(row | {"programs": programs, "per_sm": programs / H100_SMS, "chunks_per_program": walks})
     return out
@@ -111,10 +113,10 @@ def markdown(
     lines = [
         "# Miras chunk kernels: launch grid",
         "",
-        f"`python -m benchmarks.miras_grid` (git {git}). The MLP memory's backward and its forward's state pass "
-        "launch this grid (the forward's read runs per chunk, third table; the linear memory runs on the "
-        "chunk-parallel kernels of the second); decoding (`fused_recurrent_miras`) launches one program per "
-        f"(sequence, head). Chunks of {CHUNK}; an H100 has {H100_SMS} SMs.",
+        f"`python -m benchmarks.miras_grid` (git {git}). The MLP memory's state passes (forward `fwd_state`, "
+        "backward `bwd_carry`) launch this grid (its other kernels run per chunk, third table; the linear memory "
+        "runs on the chunk-parallel kernels of the second); decoding (`fused_recurrent_miras`) launches one "
+        f"program per (sequence, head). Chunks of {CHUNK}; an H100 has {H100_SMS} SMs.",
         "",
         "| preset | D | B x T x H | grid | programs | programs per SM | chunks walked per program | decode programs |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -166,9 +168,12 @@ def _mlp_markdown(table: list[dict]) -> list[str]:
         "## MLP memory (`kernels/miras/chunk_mlp.py`)",
         "",
         "The forward runs a state pass (`fwd_state`, one program per (sequence, head), walking the chunks in order; "
-        "Memora's takes each chunk's lag step there) and a read per (chunk, head) (`fwd_output`); the backward "
-        "(`bwd`) walks whole sequences. Serial share of the multiply-adds: "
-        "[miras_mlp_split.md](miras_mlp_split.md).",
+        "Memora's takes each chunk's lag step there) and a read per (chunk, head) (`fwd_output`). The backward is "
+        "linear in the gradients of the outputs and of the end state, so it runs in two parts: `bwd_read`, per "
+        "(chunk, head), each chunk's gradient through its reads, up to `chunk_mlp.BWD_READ_PROGRAMS` programs that "
+        "stride over the chunks past that; then `bwd_carry`, per (sequence, head), carries the weight gradient "
+        "through the writes, walking the chunks in reverse (Memora's lag step there). Serial share of the "
+        "multiply-adds: [miras_mlp_split.md](miras_mlp_split.md).",
         "",
     ]
     return lines + _kernel_table(table)

@@ -36,3 +36,12 @@ def test_mlp_split_forward_reads_every_chunk():
     assert read["grid"] == [512, 16] and read["chunks_per_program"] == 1
     assert table["memora", 64, 4, "fwd_output"]["grid"] == [256, 16] and ("memora", 64, 4, "fwd") not in table
     assert "## MLP memory" in markdown(rows(), "abc", None, mlp_rows())
+
+
+def test_mlp_backward_read_strides_over_the_chunks():
+    table = {(r["memory"], r["D"], r["B"], r["kernel"]): r for r in mlp_rows()}
+    read = table["moneta", 64, 4, "bwd_read"]
+    assert read["grid"] == [64, 16] and read["programs"] == 1024 and read["chunks_per_program"] == 4
+    assert table["memora", 64, 1, "bwd_read"]["chunks_per_program"] == 8
+    assert table["memora", 64, 1, "bwd_carry"]["grid"] == [1, 16]
+    assert table["memora", 64, 1, "bwd_carry"]["chunks_per_program"] == 512
