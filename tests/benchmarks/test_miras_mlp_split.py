@@ -1,6 +1,16 @@
 """The MLP split count adds up the products of the chunk kernels as the module lists them."""
 
-from benchmarks.miras_mlp_split import BACKWARD, FORWARD, MEMORIES, SPLIT_FORWARD, decay_product, markdown, rows, split
+from benchmarks.miras_mlp_split import (
+    BACKWARD,
+    FORWARD,
+    MEMORIES,
+    SPLIT_BACKWARD,
+    SPLIT_FORWARD,
+    decay_product,
+    markdown,
+    rows,
+    split,
+)
 
 
 def test_decay_products_halve_down_to_blocks():
@@ -18,6 +28,9 @@ def test_l2_forward_and_backward_counts():
     assert bwd["b"] == 26 * unit + 5 * 2560 * D + 2 * D * E
     split_fwd = split(SPLIT_FORWARD, MEMORIES["yaad"], b, D)
     assert split_fwd["c"] == fwd["c"] and split_fwd["b"] == fwd["b"] + unit and split_fwd["b_repeat"] == unit
+    split_bwd = split(SPLIT_BACKWARD, MEMORIES["yaad"], b, D)
+    assert split_bwd["c"] == 19 * unit + 6 * D * E and split_bwd["a"] == fwd["a"] and split_bwd["b_dW"] == 0
+    assert split_bwd["b"] == 39 * unit + 5 * 2560 * D
 
 
 def test_memora_split_forward_reads_the_lag_row_as_any_other():
@@ -29,6 +42,6 @@ def test_memora_split_forward_reads_the_lag_row_as_any_other():
 
 def test_every_memory_and_direction_has_a_row():
     table = rows()
-    assert len(table) == 3 * 3 * 2 and all(0 < r["serial_share"] < 1 for r in table)
+    assert len(table) == 3 * 4 * 2 and all(0 < r["serial_share"] < 1 for r in table)
     assert any(r["memory"] == "memora" and r["direction"] == "forward (split)" for r in table)
     assert "| yaad | l2 | 64 | forward |" in markdown(table, "abc")
