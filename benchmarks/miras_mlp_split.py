@@ -344,8 +344,8 @@ def markdown(table: list[dict], git: str) -> str:
         "replaced; `backward (split)`: its chunk-parallel `READ` part as `a` and `b`, its serial `CARRY` part as "
         "`c`; the op list is in the module), `E = 4 D`. Classes: `a` independent of the weights (`A_1`), `b` the "
         "chunk-start weights and stored per-token tensors (chunk-parallel once a serial pass stores them; `b_dW` "
-        "of them read the chunk-end `dW`, a second stored state), `c` the serial recurrence. `repeat`: products the kernel forms "
-        "again within the chunk (each tile pass recomputes its `[b, BET]` intermediates). Per call: "
+        "of them read the chunk-end `dW`, a second stored state), `c` the serial recurrence. `repeat`: products "
+        "the kernel forms again within the chunk (each tile pass recomputes its `[b, BET]` intermediates). Per call: "
         f"B x T x H = {B} x {T} x {H}, {B * H * T // CHUNK} chunks; serial per program: what one (sequence, head) "
         f"program walks through {T // CHUNK} chunks.",
         "",
@@ -385,8 +385,8 @@ NOTES = [
     "left at each chunk start. The serial program now walks the `c` column of that row per chunk instead of the "
     "whole one-program backward: 20.1 against 47.3 million multiply-adds per chunk for Moneta at D = 64 "
     "(2.4x shorter), 43.4 against 100.0 for Memora (2.3x). The price is the work both parts repeat (the memory "
-    "at the keys, `Z_1` and `G` in every pass, the key-side terms linear in both parts' gradients): 31% more multiply-adds for Moneta, 15% for "
-    "Memora, and one more state-sized buffer per chunk (`READ`'s weight gradient).",
+    "at the keys, `Z_1` and `G` in every pass, the key-side terms linear in both parts' gradients): 31% more "
+    "multiply-adds for Moneta, 15% for Memora, and one more state-sized buffer per chunk (`READ`'s weight gradient).",
 ]
 
 
