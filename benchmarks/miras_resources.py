@@ -1,9 +1,9 @@
 """Registers, spills and shared memory of the Miras Triton kernels on a GPU target, compiled ahead of time.
 
     python -m benchmarks.miras_resources                  # every kernel, D = 64 and 128, l2, kl and tangent, sm_90a
-    python -m benchmarks.miras_resources --kernels mlp_bwd --head-dims 128 --retentions lq --num-warps 8
+    python -m benchmarks.miras_resources --kernels mlp_carry_bwd --head-dims 128 --retentions lq --num-warps 8
     python -m benchmarks.miras_resources --kernels chunk_linear --retentions none l2   # the five chunk_linear kernels
-    python -m benchmarks.miras_resources --kernels mlp_split --retentions l2          # the MLP's split forward
+    python -m benchmarks.miras_resources --kernels mlp_split --retentions l2       # the MLP memory's split kernels
 
 Needs no GPU: Triton compiles each kernel for ``--arch`` and ``ptxas -v`` (the one bundled with Triton) reports
 what one program uses. A kernel whose shared memory exceeds the device's per-block limit does not launch at all
