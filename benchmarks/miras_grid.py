@@ -1,7 +1,7 @@
 """``python -m benchmarks.miras_grid``: how many programs each Miras chunk kernel launches, and how long each walks.
 
-The MLP memory's chunk kernels run one program per (sequence, head), and every program walks all ``T / chunk``
-chunks of its sequence in order. At fla's benchmark shape (``B = 4, T = 4096, H = 16``) and at one long sequence
+A kernel with one program per (sequence, head) walks all ``T / chunk`` chunks of its sequence in order (the MLP
+memory's state passes, first table). At fla's benchmark shape (``B = 4, T = 4096, H = 16``) and at one long sequence
 (``B = 1, T = 32768``) that is far fewer programs than an H100 has streaming multiprocessors (132), each doing many
 serial steps: the gap a chunk-parallel kernel closes. The linear memory runs on such kernels
 (``kernels/miras/chunk_linear.py``): two state passes per (sequence, head, value block) and three kernels over

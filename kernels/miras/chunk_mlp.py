@@ -1,9 +1,9 @@
 """Triton chunk forward and backward of the Miras MLP memory ``M(x) = x + LN(act(x W_1) W_2)`` (section 5.3-5.4).
 
 The transcription of ``naive_chunk_miras`` (``read='chunk'``) for a 2-layer memory with expansion ``E / D``.
-The forward's state pass and the backward run one program per (sequence, head) that walks the chunks. Per chunk,
-with ``g`` the within-chunk cumulative log decay on the ``D`` axis (rows of ``W_1``, columns of ``W_2``) and
-``c_1, c_2`` the lq scales (1 unless ``retention='lq'``)::
+The forward's state pass and the backward's ``CARRY`` part run one program per (sequence, head) that walks the
+chunks. Per chunk, with ``g`` the within-chunk cumulative log decay on the ``D`` axis (rows of ``W_1``, columns of
+``W_2``) and ``c_1, c_2`` the lq scales (1 unless ``retention='lq'``)::
 
     Z_1 = (k c_1) W_1,  H_1 = act(Z_1),  y = k + LN(H_1 c_2 W_2)            the memory at the chunk start
     g_2 = LN'(psi(y - v)),  g_1 = (g_2 (c_2 W_2)^T) act'(Z_1)               its hand backprop (Eq. 28)
@@ -17,8 +17,11 @@ The forward is split as ``chunk_linear`` splits the linear memory's: a serial st
 chunk-start state and, per token, ``g_1 [T, E]`` and ``eta g_2 [T, D]``; then one program per (global chunk, head)
 (``_mlp_fwd_output_kernel``) forms both dual reads and ``o`` from them, ``H_1`` and the lq scales again from the
 stored chunk-start weights. Every chunk-start state is stored even when no gradient is needed. What stays serial
-is the larger part of the forward's products (``benchmarks.miras_mlp_split``). The backward walks the chunks in
-one program.
+is the larger part of the forward's products (``benchmarks.miras_mlp_split``). The backward is linear in the
+gradients of ``o`` and of the final state, and runs as two launches of ``_mlp_bwd_kernel``: ``READ``, over the
+chunks, each chunk's reads taken back from its start weights with no gradient at its end, which leaves the input
+gradients and a per-chunk weight gradient ``dr``; then ``CARRY``, per (sequence, head), the carried ``dW``
+through the writes alone, plus ``dr`` at each chunk start.
 
 The weights of a head (``W_1 [D, E]`` and ``W_2 [E, D]``: 128 KB in fp32 at ``D = 64, E = 256``) fit neither a
 program's registers nor, as ``tl.dot`` operands, its shared memory. They stay in global memory, in the
@@ -34,8 +37,8 @@ chunk-start state; with ``eta_0 = 0`` and the decay counted from row 0 the lag r
 With ``kl_read='tangent'`` both dual reads are the first-order softmax step (``kernels/miras/README.md``): the
 decay through ``W log W``, the writes with centred reads at the fan-in mean ``c / fan_in``.
 The softmax of ``W_2`` runs over ``E`` (its fan-in), across tiles: the logits are written, then normalised
-in a second pass with the running column maximum and sum. The forward keeps every chunk-start state; the
-backward walks the chunks in reverse, recomputes each chunk from its start state and carries
+in a second pass with the running column maximum and sum. The forward keeps every chunk-start state; each
+backward part recomputes a chunk from its start state, and ``CARRY`` walks the chunks in reverse and carries
 ``(dW_1, dW_2)`` in a pair of buffers. Through the hand backprop this needs second derivatives: ``act''`` and
 the VJP of the LayerNorm's own VJP (``kernels/miras/README.md``). A program rereads buffers that other threads
 of it wrote, so every such hand-over passes a ``tl.debug_barrier``.
