@@ -238,7 +238,7 @@ SPLIT_BACKWARD = (
     Op("READ pass 3", "dW_1 += (k c_1)^T dZ_1, dW_2 += read_2^T dM_2 + dG^T g_2 + (H_1 c_2)^T dZ_2", "b", bDE=4),
     Op("READ pass 3", "lag row's read backward (q_0 W_1 again, dzq_1, dW, dq)", "b", bDE=5, when=_LAG),
     Op("READ lq pass", "lq: dc . dc/dW, both weights", "b", DE=2, when="lq"),
-    *(Op(f"CARRY/{op.where}", op.what, "c", op.bDE, op.bbE, op.dec, op.DE, op.when, op.repeat) for op in LAG_STEP),
+    Op("CARRY/_lag_keys", "lag row at the keys: Z_1 = k W_1, H_1 W_2 (the lag weights: stored)", "c", bDE=2, when=_LAG),
     Op("CARRY/_scales", "lq: ||W_1||_q^q, ||W_2||_q^q", "c", DE=2, when="lq"),
     Op("CARRY/_keys", "Z_1 = (k c_1) W_1, Y = (H_1 c_2) W_2", "c", bDE=2, repeat=True),
     Op("CARRY", "Memora: sum_e W_2' dW_2'", "c", DE=1, when=_LAG),
@@ -265,7 +265,8 @@ SPLIT_BACKWARD = (
 )  # fmt: skip
 """The split backward per chunk: the ``READ`` part (chunk-parallel, so every product is class ``b`` or ``a``: the
 chunk's reads taken back from its start weights, Memora's from the stored lag weights) and the ``CARRY`` part
-(serial, class ``c``: the carried ``dW`` through the writes, Memora's lag step and its VJP). Both form the memory
+(serial, class ``c``: the carried ``dW`` through the writes, Memora's lag step's VJP, from the lag weights the
+forward stored). Both form the memory
 at the keys and ``Z_1, G`` in each pass; the products linear in both parts' gradients (``dg_2``'s, ``dZ_1``'s,
 ``dk``'s and ``dW``'s key-side terms) run in each."""
 
@@ -384,9 +385,9 @@ NOTES = [
     "end; `CARRY`, per (sequence, head), carries the weight gradient through the writes alone and adds what `READ` "
     "left at each chunk start. The serial program now walks the `c` column of that row per chunk instead of the "
     "whole one-program backward: 20.1 against 47.3 million multiply-adds per chunk for Moneta at D = 64 "
-    "(2.4x shorter), 43.4 against 100.0 for Memora (2.3x). The price is the work both parts repeat (the memory "
+    "(2.4x shorter), 39.2 against 100.0 for Memora (2.6x). The price is the work both parts repeat (the memory "
     "at the keys, `Z_1` and `G` in every pass, the key-side terms linear in both parts' gradients): 31% more "
-    "multiply-adds for Moneta, 15% for Memora, and one more state-sized buffer per chunk (`READ`'s weight gradient).",
+    "multiply-adds for Moneta, 11% for Memora, and one more state-sized buffer per chunk (`READ`'s weight gradient).",
 ]
 
 

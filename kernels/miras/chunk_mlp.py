@@ -380,18 +380,10 @@ def _lag_step(
     NE: tl.constexpr, ws, BW: tl.constexpr,
 ):  # fmt: skip
     """Memora's lag token (Eq. 30): the exact step ``W = c Softmax(alpha log W - eta grad)`` of the chunk's first
-    token (the one nonzero row of ``k0, v0, d0, eta0``) from the weights at ``w``, written to ``lag``. Returns the
-    key-side tensors of the step, which its VJP needs."""
-    ones = tl.zeros([BD], dtype=tl.float32) + 1.0
-    kc0, N0, rstd0, R0, P0, g20 = _keys(
-        w1_ptr, w2_ptr, k0, v0, d0, ones, 0.0, offs_d, D, E, sharp, p, eps, 1.0, 1.0, ln_eps, BIAS, False, 4, ACT,
-        BT, BD, BET, NE,
+    token (the one nonzero row of ``k0, v0, d0, eta0``) from the weights at ``w``, written to ``lag``."""
+    _lag_keys(
+        w1_ptr, w2_ptr, k0, v0, d0, eta0, offs_d, D, E, sharp, p, eps, ln_eps, BIAS, ACT, BT, BD, BET, NE, ws, BW
     )  # fmt: skip
-    _stash(ws, K0, k0, BT, BD, BT, BW)
-    _stash(ws, G20, g20, BT, BD, BT, BW)
-    _stash(ws, EK0, eta0 * k0, BT, BD, BT, BW)
-    _stash(ws, EG20, eta0 * g20, BT, BD, BT, BW)
-    tl.debug_barrier()
     m = tl.zeros([BD], dtype=tl.float32) - 1e30
     s = tl.zeros([BD], dtype=tl.float32)
     for t in range(NE):
@@ -405,6 +397,25 @@ def _lag_step(
         _store(lag2_ptr, L2, cols, offs_d, E, D, D)
     tl.debug_barrier()
     _normalise(lag2_ptr, m, s, scale2, offs_d, D, E, BET, NE)
+    tl.debug_barrier()
+
+
+@triton.jit
+def _lag_keys(
+    w1_ptr, w2_ptr, k0, v0, d0, eta0, offs_d, D, E, sharp, p, eps, ln_eps, BIAS: tl.constexpr, ACT: tl.constexpr,
+    BT: tl.constexpr, BD: tl.constexpr, BET: tl.constexpr, NE: tl.constexpr, ws, BW: tl.constexpr,
+):  # fmt: skip
+    """The lag token's memory at its key from the weights at ``w`` (:func:`_keys`, no lq), its row tensors stashed
+    for the step and its VJP; returns the key-side tensors the VJP needs."""
+    ones = tl.zeros([BD], dtype=tl.float32) + 1.0
+    kc0, N0, rstd0, R0, P0, g20 = _keys(
+        w1_ptr, w2_ptr, k0, v0, d0, ones, 0.0, offs_d, D, E, sharp, p, eps, 1.0, 1.0, ln_eps, BIAS, False, 4, ACT,
+        BT, BD, BET, NE,
+    )  # fmt: skip
+    _stash(ws, K0, k0, BT, BD, BT, BW)
+    _stash(ws, G20, g20, BT, BD, BT, BW)
+    _stash(ws, EK0, eta0 * k0, BT, BD, BT, BW)
+    _stash(ws, EG20, eta0 * g20, BT, BD, BT, BW)
     tl.debug_barrier()
     return N0, rstd0, R0, P0, g20
 
@@ -671,7 +682,7 @@ def _lag_tile(cur1, cur2, out1, out2, start1, start2, t, cs_lag, offs_d, D, E, s
 @triton.jit(do_not_specialize=["T", "n_total"])
 def _mlp_bwd_kernel(
     q_ptr, k_ptr, v_ptr, eta_ptr, la_ptr, d_ptr, w1_ptr, w2_ptr, hs1_ptr, hs2_ptr, hl1_ptr, hl2_ptr, ht1_ptr,
-    ht2_ptr, do_ptr, dht1_ptr, dht2_ptr, lag1_ptr, lag2_ptr, st1_ptr, st2_ptr, db1_ptr, db2_ptr, dr1_ptr, dr2_ptr,
+    ht2_ptr, do_ptr, dht1_ptr, dht2_ptr, st1_ptr, st2_ptr, db1_ptr, db2_ptr, dr1_ptr, dr2_ptr,
     ws_ptr, cu_ptr, chunk_ptr, seq_ptr, dq_ptr, dk_ptr, dv_ptr, deta_ptr, dla_ptr, dd_ptr, dh1_ptr, dh2_ptr, T,
     n_total, H: tl.constexpr, D: tl.constexpr, E: tl.constexpr, sharp, p, eps, q_exp, eps_q, ln_eps, floor, scale1,
     scale2, BT: tl.constexpr, BD: tl.constexpr, BW: tl.constexpr, BET: tl.constexpr, NE: tl.constexpr,
@@ -753,14 +764,12 @@ def _mlp_bwd_kernel(
         a0 = tl.exp(la0)
         start1, start2 = cur1, cur2
         if RETENTION >= 4:
-            if READ:
-                cur1, cur2 = hl1_ptr + chunk, hl2_ptr + chunk
-            else:
-                N0, rstd0, R0, P0, g20 = _lag_step(
-                    cur1, cur2, lag1_ptr + head, lag2_ptr + head, k0, v0, d0, eta0, a0, offs_d, D, E, sharp, p,
-                    eps, ln_eps, floor, scale1, scale2, BIAS, ACT, BT, BD, BET, NE, ws, BW,
+            if CARRY:
+                N0, rstd0, R0, P0, g20 = _lag_keys(
+                    cur1, cur2, k0, v0, d0, eta0, offs_d, D, E, sharp, p, eps, ln_eps, BIAS, ACT, BT, BD, BET, NE,
+                    ws, BW,
                 )  # fmt: skip
-                cur1, cur2 = lag1_ptr + head, lag2_ptr + head
+            cur1, cur2 = hl1_ptr + chunk, hl2_ptr + chunk
             eta = tl.where(lag, 0.0, eta)
             g = g - la0[None, :]
             g_last = g_last - la0
@@ -1176,7 +1185,6 @@ class ChunkMirasMLPFunction(torch.autograd.Function):
         dr1, dr2 = _weights(n_chunks, H, D, E, q.device)
         staged = spec.retention in ("lq", "kl")
         st1, st2 = _weights(N, H, D, E, q.device) if staged else (hs1, hs2)
-        lag1, lag2 = _weights(N, H, D, E, q.device) if spec.retention == "kl" else (hs1, hs2)
         has_dht = dht1 is not None or dht2 is not None
         if has_dht:
             dht1 = torch.zeros_like(dh1) if dht1 is None else dht1.float().contiguous()
@@ -1186,7 +1194,7 @@ class ChunkMirasMLPFunction(torch.autograd.Function):
         chunk_seq = None if cu_seqlens is None else _chunk_sequences(offsets, N)
         args = (
             q, k, v, eta, *_or_dummy(hs1, log_alpha, delta), w1, w2, hs1, hs2, hl1, hl2, ht1, ht2, do.contiguous(),
-            *_or_dummy(hs1, dht1, dht2), lag1, lag2, st1, st2, db1, db2, dr1, dr2,
+            *_or_dummy(hs1, dht1, dht2), st1, st2, db1, db2, dr1, dr2,
             _workspace(max(grids["bwd_read"][0], N), H, meta, q.device),
             *_or_dummy(hs1, cu_seqlens, offsets, chunk_seq), dq, dk, dv, deta, *_or_dummy(hs1, dla, dd), dh1, dh2, T,
             n_chunks, H, D, E, *_scalars(spec, D),
