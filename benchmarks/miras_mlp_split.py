@@ -210,7 +210,7 @@ SPLIT_BACKWARD = (
     Op("READ", "mix(S_2, eta g_2), scores(dz_2, eta g_2), mix_t(S_2, dz_2)", "b", dec=3),
     *(
         Op(f"READ {name}/_chain", what, "b", **counts, repeat=True)
-        for name in ("pass 1", "pass 2", "pass 3")
+        for name in ("pass 1", "pass 2")
         for what, counts in (
             ("Z_1, G again", dict(bDE=2)),
             ("z_1 again (linear read)", dict(bDE=1, when=_LIN)),
@@ -224,19 +224,17 @@ SPLIT_BACKWARD = (
     Op("READ pass 1/_tangent_rows_vjp", "dread_1, dfade (tangent read)", "b", bDE=5, when=_TAN),
     Op("READ pass 1", "dA_1 = -dz_1 g_1^T", "b", bbE=1),
     Op("READ", "mix(dA_1, eta k), mix_t(dA_1, q c_1)", "b", dec=2),
+    Op("READ pass 1/_g1_grad", "-A_1^T dz_1", "b", bbE=1),
+    Op("READ pass 1", "dg_2 += (dg_1 c_2 act'(Z_1)) W_2", "b", bDE=1),
     Op("READ pass 2/_read2_grad", "d(h c_2) again", "b", bDE=1, bbE=1, repeat=True),
     Op("READ pass 2/_read2_grad", "+ dN_2 (W_2 log W_2)^T again", "b", bDE=1, when=_TAN, repeat=True),
-    Op("READ pass 2/_g1_grad", "-A_1^T dz_1", "b", bbE=1),
-    Op("READ pass 2", "dg_2 += (dg_1 c_2 act'(Z_1)) W_2", "b", bDE=1),
-    Op("READ pass 3/_read2_grad", "d(h c_2) again", "b", bDE=1, bbE=1, repeat=True),
-    Op("READ pass 3/_read2_grad", "+ dN_2 (W_2 log W_2)^T again", "b", bDE=1, when=_TAN, repeat=True),
-    Op("READ pass 3/_g1_grad", "-A_1^T dz_1 again", "b", bbE=1, repeat=True),
-    Op("READ pass 3", "dH_1 = dS_2^T read_2, dZ_2 W_2^T, dk += dZ_1 W_1^T", "b", bDE=2, bbE=1),
-    Op("READ pass 3", "dW_1 += (q c_1 e^g)^T dz_1 (linear read)", "b", bDE=1, when=_LIN),
-    Op("READ pass 3/_tangent_rows_dw", "dW_1 of the tangent read", "b", bDE=5, DE=1, when=_TAN),
-    Op("READ pass 3", "dW_2 += (read_2^T dN_2) (log W_2 + 1)", "b", bDE=1, DE=1, when=_TAN),
-    Op("READ pass 3", "dW_1 += (k c_1)^T dZ_1, dW_2 += read_2^T dM_2 + dG^T g_2 + (H_1 c_2)^T dZ_2", "b", bDE=4),
-    Op("READ pass 3", "lag row's read backward (q_0 W_1 again, dzq_1, dW, dq)", "b", bDE=5, when=_LAG),
+    Op("READ pass 2/_g1_grad", "-A_1^T dz_1 again", "b", bbE=1, repeat=True),
+    Op("READ pass 2", "dH_1 = dS_2^T read_2, dZ_2 W_2^T, dk += dZ_1 W_1^T", "b", bDE=2, bbE=1),
+    Op("READ pass 2", "dW_1 += (q c_1 e^g)^T dz_1 (linear read)", "b", bDE=1, when=_LIN),
+    Op("READ pass 2/_tangent_rows_dw", "dW_1 of the tangent read", "b", bDE=5, DE=1, when=_TAN),
+    Op("READ pass 2", "dW_2 += (read_2^T dN_2) (log W_2 + 1)", "b", bDE=1, DE=1, when=_TAN),
+    Op("READ pass 2", "dW_1 += (k c_1)^T dZ_1, dW_2 += read_2^T dM_2 + dG^T g_2 + (H_1 c_2)^T dZ_2", "b", bDE=4),
+    Op("READ pass 2", "lag row's read backward (q_0 W_1 again, dzq_1, dW, dq)", "b", bDE=5, when=_LAG),
     Op("READ lq pass", "lq: dc . dc/dW, both weights", "b", DE=2, when="lq"),
     Op("CARRY/_lag_keys", "lag row at the keys: Z_1 = k W_1, H_1 W_2 (the lag weights: stored)", "c", bDE=2, when=_LAG),
     Op("CARRY/_scales", "lq: ||W_1||_q^q, ||W_2||_q^q", "c", DE=2, when="lq"),
@@ -244,7 +242,7 @@ SPLIT_BACKWARD = (
     Op("CARRY", "Memora: sum_e W_2' dW_2'", "c", DE=1, when=_LAG),
     *(
         Op(f"CARRY {name}/{where}", what, "c", **counts, repeat=repeat)
-        for name in ("pass 1", "pass 2", "pass 3")
+        for name in ("pass 1", "pass 2")
         for where, what, counts, repeat in (
             ("_chain", "Z_1, G again", dict(bDE=2), True),
             ("_end_grads", "Memora: dU through the end simplex", dict(DE=2, when=_LAG), name != "pass 1"),
@@ -252,13 +250,13 @@ SPLIT_BACKWARD = (
     ),
     Op("CARRY pass 1", "-g_1 dU_1^T, -H_1 dU_2", "c", bDE=2),
     Op("CARRY pass 1", "dg_last: sum W dU over both weights", "c", DE=2),
-    Op("CARRY pass 2/_g1_grad", "-(eta k e^{g_last-g}) dU_1", "c", bDE=1),
-    Op("CARRY pass 2", "dg_2 += (dg_1 c_2 act'(Z_1)) W_2", "c", bDE=1),
-    Op("CARRY pass 3/_g1_grad", "-(eta k e^{g_last-g}) dU_1 again", "c", bDE=1, repeat=True),
-    Op("CARRY pass 3", "dH_1 = -(eta g_2 e^{g_last-g}) dU_2^T, dZ_2 W_2^T, dk += dZ_1 W_1^T", "c", bDE=3),
-    Op("CARRY pass 3", "dW = e^{g_last} dU (Memora: / W) + the READ part's dW, both weights", "c", DE=4),
-    Op("CARRY pass 3", "dW_1 += (k c_1)^T dZ_1, dW_2 += dG^T g_2 + (H_1 c_2)^T dZ_2", "c", bDE=3),
-    Op("CARRY pass 3", "Memora: sum_e W_2 dW_2", "c", DE=1, when=_LAG),
+    Op("CARRY pass 1/_g1_grad", "-(eta k e^{g_last-g}) dU_1", "c", bDE=1),
+    Op("CARRY pass 1", "dg_2 += (dg_1 c_2 act'(Z_1)) W_2", "c", bDE=1),
+    Op("CARRY pass 2/_g1_grad", "-(eta k e^{g_last-g}) dU_1 again", "c", bDE=1, repeat=True),
+    Op("CARRY pass 2", "dH_1 = -(eta g_2 e^{g_last-g}) dU_2^T, dZ_2 W_2^T, dk += dZ_1 W_1^T", "c", bDE=3),
+    Op("CARRY pass 2", "dW = e^{g_last} dU (Memora: / W) + the READ part's dW, both weights", "c", DE=4),
+    Op("CARRY pass 2", "dW_1 += (k c_1)^T dZ_1, dW_2 += dG^T g_2 + (H_1 c_2)^T dZ_2", "c", bDE=3),
+    Op("CARRY pass 2", "Memora: sum_e W_2 dW_2", "c", DE=1, when=_LAG),
     Op("CARRY lq pass", "lq: dc . dc/dW, both weights", "c", DE=2, when="lq"),
     *(Op(f"CARRY/{op.where}", op.what, "c", op.bDE, op.bbE, op.dec, op.DE, op.when, op.repeat) for op in BACKWARD
       if op.where.startswith("lag loop")),
@@ -384,10 +382,12 @@ NOTES = [
     "of the outputs and of the end state: `READ`, per chunk, takes the reads back with no gradient at the chunk's "
     "end; `CARRY`, per (sequence, head), carries the weight gradient through the writes alone and adds what `READ` "
     "left at each chunk start. The serial program now walks the `c` column of that row per chunk instead of the "
-    "whole one-program backward: 20.1 against 47.3 million multiply-adds per chunk for Moneta at D = 64 "
-    "(2.4x shorter), 39.2 against 100.0 for Memora (2.6x). The price is the work both parts repeat (the memory "
-    "at the keys, `Z_1` and `G` in every pass, the key-side terms linear in both parts' gradients): 31% more "
-    "multiply-adds for Moneta, 11% for Memora, and one more state-sized buffer per chunk (`READ`'s weight gradient).",
+    "whole one-program backward: 18.0 against 47.3 million multiply-adds per chunk for Moneta at D = 64 "
+    "(2.6x shorter), 37.1 against 100.0 for Memora (2.7x). Both parts form the memory at the keys, `Z_1` and `G` "
+    "in each pass and the key-side terms linear in both parts' gradients, but each runs two tile passes where the "
+    "one-program backward ran three (the gradient of `g_2` joins the first), and `CARRY` reads Memora's lag "
+    "weights instead of taking the step again: in all 13% more multiply-adds than the one-program backward for "
+    "Moneta, 1% fewer for Memora, and one more state-sized buffer per chunk (`READ`'s weight gradient).",
 ]
 
 

@@ -839,13 +839,15 @@ def _mlp_bwd_kernel(
                 dWn1, dWn2, cols = _tile(dn1, dn2, t, offs_d, n_valid, E, BET)
                 cs += tl.sum(Wn2 * dWn2, 0)
 
-        # pass 1: what sums over E in the reads and the end state
+        # pass 1: what sums over E in the reads and the end state, and the gradient of g_2 through
+        # g_1 = (g_2 W_2^T) c_2 act'(Z_1), whose tile terms need only the tile's dz_1 and dU_1
         dreg = tl.zeros([BT, BD], dtype=tl.float32)
         dfade = tl.zeros([BT, BD], dtype=tl.float32)
         dA1 = tl.zeros([BT, BT], dtype=tl.float32)
         dekt = tl.zeros([BT, BD], dtype=tl.float32)
         deg2t = tl.zeros([BT, BD], dtype=tl.float32)
         dgl = tl.zeros([BD], dtype=tl.float32)
+        dg2 = tl.zeros([BT, BD], dtype=tl.float32)
         for t in range(NE):
             W1, W2, cols, c2, power2, Z1, H1, a1, G, g1, h, read2, dU1, dU2, dread2, dz1 = _tile_back(
                 ws, cur1, cur2, end1, end2, dn1, dn2, t, n_valid, cs, p2, dhs, offs_d, D, E, q_exp, eps_q, floor,
@@ -867,6 +869,8 @@ def _mlp_bwd_kernel(
                     dgl += tl.sum(_log_floor(W1, floor) * dU1, 1) + tl.sum(_log_floor(W2, floor) * dU2, 0)
                 else:
                     dgl += tl.sum(W1 * dU1, 1) + tl.sum(W2 * dU2, 0)
+            dg1 = _g1_grad(ws, dz1, dU1, READ, CARRY, BT, BD, BW)
+            dg2 += dot(dg1 * c2[None, :] * a1, W2)
         dq = do + do_lag
         dc1 = tl.zeros([BD], dtype=tl.float32)
         if READ:
@@ -888,21 +892,12 @@ def _mlp_bwd_kernel(
             deg2 += deg2t * tail
             dg -= dekt * ekt + deg2t * eg2t
             dg_last = decay_last * dgl + tl.sum(dekt * ekt, 0) + tl.sum(deg2t * eg2t, 0)
-
-        # pass 2: the gradient of g_2 through g_1 = (g_2 W_2^T) c_2 act'(Z_1)
-        dg2 = deg2 * eta
-        for t in range(NE):
-            W1, W2, cols, c2, power2, Z1, H1, a1, G, g1, h, read2, dU1, dU2, dread2, dz1 = _tile_back(
-                ws, cur1, cur2, end1, end2, dn1, dn2, t, n_valid, cs, p2, dhs, offs_d, D, E, q_exp, eps_q, floor,
-                scale1, scale2, LQ_ROW, RETENTION, ACT, READ, CARRY, BT, BD, BW, BET,
-            )  # fmt: skip
-            dg1 = _g1_grad(ws, dz1, dU1, READ, CARRY, BT, BD, BW)
-            dg2 += dot(dg1 * c2[None, :] * a1, W2)
+        dg2 += deg2 * eta
         dR, dv, dd, dZ2 = _keys_rows_vjp(dg2, d, N, rstd, R, P, g2, offs_d, D, sharp, p, eps, BIAS)
         _stash(ws, DZ2, dZ2, BT, BD, BT, BW)
         tl.debug_barrier()
 
-        # pass 3: the weight gradients at the chunk start (staged when a further pass adjusts them)
+        # pass 2: the weight gradients at the chunk start (staged when a further pass adjusts them)
         if READ:
             out1, out2 = dr1_ptr + chunk, dr2_ptr + chunk
             dp1, dp2 = out1, out2

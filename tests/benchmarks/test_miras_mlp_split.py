@@ -29,8 +29,8 @@ def test_l2_forward_and_backward_counts():
     split_fwd = split(SPLIT_FORWARD, MEMORIES["yaad"], b, D)
     assert split_fwd["c"] == fwd["c"] and split_fwd["b"] == fwd["b"] + unit and split_fwd["b_repeat"] == unit
     split_bwd = split(SPLIT_BACKWARD, MEMORIES["yaad"], b, D)
-    assert split_bwd["c"] == 19 * unit + 6 * D * E and split_bwd["a"] == fwd["a"] and split_bwd["b_dW"] == 0
-    assert split_bwd["b"] == 39 * unit + 5 * 2560 * D
+    assert split_bwd["c"] == 17 * unit + 6 * D * E and split_bwd["a"] == fwd["a"] and split_bwd["b_dW"] == 0
+    assert split_bwd["b"] == 33 * unit + 5 * 2560 * D
 
 
 def test_memora_split_forward_reads_the_lag_row_as_any_other():
