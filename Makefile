@@ -8,6 +8,7 @@ EXP ?= experiments/miras/table2.py
 RUN ?= transformer-340m
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+LOGDIR ?= runs/gpu_check
 CLUSTER ?= local
 # a cluster runs the paper's scale unless SCALE=... is given, as `make submit` does
 ifeq ($(CLUSTER)$(origin SCALE),slurmfile)
@@ -15,7 +16,7 @@ SCALE := paper
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install corpus test test-gpu test-all lint train dry-run reproduce-table2 reproduce-table3 reproduce-table4 reproduce-iclr-ablation reproduce-fig3 reproduce-fig4 reproduce-mqar reproduce-all eval reproduce-ttr-fig2 reproduce-ttr-fig3 submit test-slurm harvest report tensorboard bench recall clean
+.PHONY: help install corpus test test-gpu test-all lint train dry-run reproduce-table2 reproduce-table3 reproduce-table4 reproduce-iclr-ablation reproduce-fig3 reproduce-fig4 reproduce-mqar reproduce-all eval reproduce-ttr-fig2 reproduce-ttr-fig3 submit test-slurm harvest report tensorboard bench gpu-wheels gpu-check recall clean
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -134,6 +135,12 @@ tensorboard: ## serve runs/ on localhost:6006
 
 bench: ## Miras kernel benchmark (python -m benchmarks.speed; on a GPU)
 	$(PY) -m benchmarks.speed $(BENCH_ARGS)
+
+gpu-wheels: ## download the pure-Python wheels the GPU check's peers need (fla, titans-pytorch) into .whl/
+	bash benchmarks/gpu_check.sh wheels .whl
+
+gpu-check: ## on a GPU without network: gpu tests + benchmark under time limits; logs and record in LOGDIR
+	PYTHON=$(if $(wildcard $(PY)),$(PY),python3) bash benchmarks/gpu_check.sh run $(LOGDIR)
 
 recall: ## how well each Miras memory stores associations (CPU, ~3 min) -> reports/miras/recall.{md,json}
 	$(PY) -m benchmarks.recall

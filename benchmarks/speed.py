@@ -29,8 +29,9 @@ compile for the shape). ``targets`` checks the performance targets at ``T = 4096
 ``--decoders`` times one decoding step at each shape's ``B x H x D``: ``fused:<preset>`` on
 ``fused_recurrent_miras`` against ``chunk:<preset>`` and ``torch:<preset>`` (``naive_chunk_miras``), which write
 the pending half chunk again (what a layer would do without the decoding kernel).
-Writes ``miras_<device>.json`` and ``.md`` with the device, versions and git sha. On a CPU (the Triton
-interpreter) only the harness is meaningful.
+Writes ``miras_<device>.json`` and ``.md`` with the device, versions and git sha, again after every row, so
+that a run stopped by a time limit keeps the rows it measured. On a CPU (the Triton interpreter) only the harness
+is meaningful.
 """
 
 from __future__ import annotations
@@ -401,28 +402,21 @@ def targets(results: list[dict]) -> list[dict]:
     return checks
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace, save: Callable[[dict], None] | None = None) -> dict:
+    """Every method at every shape, then every decoder; ``save`` gets the record after each row, so that a run
+    stopped part-way (a time limit) leaves what it measured."""
     from kernels.utils import device_name
 
     device = torch.device(args.device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
-    results = []
-    for s in args.shapes:
-        for method in args.methods:
-            results.append(measure(method, s, dtype, device, args.chunk_size, args.warmup, args.repeats))
-            print(json.dumps(results[-1]), flush=True)
-    decoding = []
-    for s in dict.fromkeys(Shape(s.B, 1, s.H, s.D) for s in args.shapes):
-        for method in args.decoders:
-            decoding.append(measure_decode(method, s, dtype, device, args.chunk_size, args.warmup, args.repeats))
-            print(json.dumps(decoding[-1]), flush=True)
     versions = {"torch": torch.__version__}
     for package in ("triton", "fla", "titans_pytorch"):
         try:
             versions[package] = getattr(__import__(package), "__version__", "unknown")
         except ImportError:
             versions[package] = None
-    return {
+    results, decoding = [], []
+    record = {
         "device": device_name() if device.type == "cpu" else torch.cuda.get_device_name(device),
         "dtype": args.dtype,
         "chunk_size": args.chunk_size,
@@ -431,9 +425,24 @@ def run(args: argparse.Namespace) -> dict:
         "command": "python -m benchmarks.speed " + " ".join(args.argv),
         "flops": FLOPS,
         "results": results,
-        "targets": targets(results),
+        "targets": [],
         "decoding": decoding,
     }
+
+    def add(rows: list, row: dict) -> None:
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        record["targets"] = targets(results)
+        if save is not None:
+            save(record)
+
+    for s in args.shapes:
+        for method in args.methods:
+            add(results, measure(method, s, dtype, device, args.chunk_size, args.warmup, args.repeats))
+    for s in dict.fromkeys(Shape(s.B, 1, s.H, s.D) for s in args.shapes):
+        for method in args.decoders:
+            add(decoding, measure_decode(method, s, dtype, device, args.chunk_size, args.warmup, args.repeats))
+    return record
 
 
 def _cell(x: float | None, fmt: str) -> str:
@@ -511,8 +520,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "benchmarks")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    record = run(args)
     stem = args.out / f"miras_{args.device.split(':')[0]}"
+    record = run(args, save=lambda record: write_record(stem, record, to_markdown(record)))
     write_record(stem, record, to_markdown(record))
     print(f"wrote {stem}.json and {stem}.md")
     return 0

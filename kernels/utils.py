@@ -15,14 +15,24 @@ def is_interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+AUTOTUNE_MODES = ("all", "first")
+"""Values of the ``MIRAS_AUTOTUNE`` environment variable: ``all`` (default) tunes over every config on a GPU;
+``first`` keeps the first, for correctness runs whose time would go to compiling configs that are then dropped."""
+
+
 def autotune(configs: list, key: list[str], **kwargs):
-    """``triton.autotune`` that keeps only the first config under the interpreter.
+    """``triton.autotune`` that keeps only the first config under the interpreter, or where ``MIRAS_AUTOTUNE=first``
+    (read when the kernel module is imported).
 
     With several configs the autotuner benchmarks through the GPU driver, which a CPU machine lacks.
     """
     import triton
 
-    return triton.autotune(configs[:1] if is_interpreting() else configs, key=key, **kwargs)
+    mode = os.environ.get("MIRAS_AUTOTUNE", "all")
+    if mode not in AUTOTUNE_MODES:
+        raise ValueError(f"MIRAS_AUTOTUNE={mode!r}: allowed values are {', '.join(AUTOTUNE_MODES)}")
+    first = is_interpreting() or mode == "first"
+    return triton.autotune(configs[:1] if first else configs, key=key, **kwargs)
 
 
 def signature(kernel, bf16: tuple = (), i32_pointers: tuple = (), i32: tuple = ()) -> dict[str, str]:
@@ -127,7 +137,8 @@ def write_record(stem, record: dict, markdown: str) -> None:
 
 
 def git_state(cwd: str | Path | None = None) -> dict:
-    """``{"sha": ..., "dirty": bool}`` of the checkout holding ``cwd`` (``"unknown"`` outside git)."""
+    """``{"sha": ..., "dirty": bool}`` of the checkout holding ``cwd``. Outside git (a tree copied without ``.git``,
+    e.g. to an offline GPU node) the sha is ``MIRAS_GIT_SHA`` where set, with ``dirty`` unknown, else ``"unknown"``."""
     cwd = cwd or Path(__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True)
@@ -140,7 +151,7 @@ def git_state(cwd: str | Path | None = None) -> dict:
         )
         return {"sha": sha.stdout.strip(), "dirty": bool(status.stdout.strip())}
     except (OSError, subprocess.CalledProcessError):
-        return {"sha": "unknown", "dirty": None}
+        return {"sha": os.environ.get("MIRAS_GIT_SHA") or "unknown", "dirty": None}
 
 
 def device_name() -> str:

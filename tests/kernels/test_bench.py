@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from benchmarks.speed import Shape, main, targets
 
 
@@ -69,3 +71,22 @@ def test_a_method_that_raises_gets_a_failed_row(monkeypatch):
     monkeypatch.setitem(bench.METHODS, "broken", (broken, bench.linear_flops))
     row = bench.measure("broken", Shape(1, 16, 1, 16), None, bench.torch.device("cpu"), 16, 0, 1)
     assert row["status"] == "failed: RuntimeError: out of resources: shared memory"
+
+
+def test_an_interrupted_run_keeps_the_rows_it_measured(tmp_path, monkeypatch):
+    from benchmarks import speed as bench
+
+    measured = bench.measure
+
+    def measure(method, *args):
+        if method == "yaad_linear":
+            raise KeyboardInterrupt  # what a time limit's signal does to the second row
+        return measured(method, *args)
+
+    monkeypatch.setattr(bench, "measure", measure)
+    argv = ["--shapes", "1x20x1x16", "--methods", "sdpa", "yaad_linear", "--decoders", "--warmup", "0"]
+    with pytest.raises(KeyboardInterrupt):
+        main([*argv, "--repeats", "1", "--device", "cpu", "--out", str(tmp_path)])
+    record = json.loads((tmp_path / "miras_cpu.json").read_text())
+    assert [r["method"] for r in record["results"]] == ["sdpa"] and record["results"][0]["status"] == "ok"
+    assert "| sdpa | 1x20x1x16 |" in (tmp_path / "miras_cpu.md").read_text()

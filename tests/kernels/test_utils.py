@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from kernels.utils import assert_close, autotune, is_interpreting, relative_rms
+from kernels.utils import assert_close, autotune, git_state, git_tag, is_interpreting, relative_rms
 
 
 def test_assert_close_can_fail():
@@ -32,3 +32,17 @@ def test_autotune_keeps_one_config_under_the_interpreter(monkeypatch):
     assert autotune(configs, key=["T"])(kernel).configs == configs[:1]
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     assert autotune(configs, key=["T"])(kernel).configs == configs
+    monkeypatch.setenv("MIRAS_AUTOTUNE", "first")
+    assert autotune(configs, key=["T"])(kernel).configs == configs[:1]
+    monkeypatch.setenv("MIRAS_AUTOTUNE", "fastest")
+    with pytest.raises(ValueError, match="MIRAS_AUTOTUNE='fastest': allowed values are all, first"):
+        autotune(configs, key=["T"])
+
+
+def test_git_state_outside_git_takes_the_sha_it_is_given(tmp_path, monkeypatch):
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    monkeypatch.delenv("MIRAS_GIT_SHA", raising=False)
+    assert git_state(tmp_path) == {"sha": "unknown", "dirty": None}
+    monkeypatch.setenv("MIRAS_GIT_SHA", "0123456789abcdef0123")
+    assert git_state(tmp_path) == {"sha": "0123456789abcdef0123", "dirty": None}
+    assert git_tag(tmp_path) == "0123456789ab"

@@ -126,6 +126,7 @@ def test_fla_backend_refuses_cpu_tensors():
 
 
 @pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("name", FLA_MIXERS)
 def test_torch_path_matches_fla_kernels_on_gpu(name):
     """Same parameters on both backends: outputs and every gradient within fla's own test tolerances."""
