@@ -5,15 +5,16 @@
 #   bash benchmarks/gpu_check.sh run LOGDIR     # on the GPU: the gpu-marked tests, then the benchmark
 #
 # `wheels` downloads fla (the Gated DeltaNet and DeltaNet peers) and titans-pytorch with the dependencies that a
-# CUDA image holding torch, triton, transformers, einops, numpy and tqdm lacks; all are pure-Python wheels, so
-# they install on any Python and platform. `run` installs WHEELS (default .whl) into a temporary target where
-# that folder exists; runs every gpu-marked test of tests/kernels and tests/miras with the first autotune config
-# alone (MIRAS_AUTOTUNE=first: the tests check values, and each further config is one more compile); then
-# `python -m benchmarks.speed $BENCH_ARGS` (default: B = 4, T = 4096, H = 16 at D = 64 and 128, the peers first).
-# Each step has its own limit (TEST_TIMEOUT, BENCH_TIMEOUT seconds). The benchmark rewrites its record after
-# every row, so a run stopped by its limit keeps what it measured. Logs, the tests' junit xml and
-# miras_cuda.{md,json} land in LOGDIR: copy the record to reports/benchmarks/ and commit it. A tree copied
-# without .git names its commit in MIRAS_GIT_SHA.
+# CUDA image holding torch, triton, transformers, einops, numpy and tqdm lacks; all are pure-Python wheels, so they
+# install on any Python and platform. `run` installs WHEELS (default .whl) into a temporary target where that folder
+# exists; runs every gpu-marked test of tests/kernels and tests/miras with the first autotune config alone
+# (MIRAS_AUTOTUNE=first: the tests check values, and each further config is one more compile); then `python -m
+# benchmarks.speed $BENCH_ARGS` (default: B = 4, T = 4096, H = 16 at D = 64 and 128, the peers first), also with one
+# config unless BENCH_AUTOTUNE=all (compiling five configs of every kernel takes minutes; the record says which).
+# Each step has its own limit (TEST_TIMEOUT, default 200, and BENCH_TIMEOUT, 330 seconds). The benchmark rewrites
+# its record after every row, so a run stopped by its limit keeps what it measured. Logs, the tests' junit xml and
+# miras_cuda.{md,json} land in LOGDIR: copy the record to reports/benchmarks/ and commit it. A tree copied without
+# .git names its commit in MIRAS_GIT_SHA.
 set -uo pipefail
 
 PYTHON=${PYTHON:-python3}
@@ -70,12 +71,12 @@ run() {
     tests=$(grep -rl "pytest\.mark\.gpu" tests/kernels tests/miras | sort)
     [ -n "$tests" ] || { echo "no gpu-marked tests under tests/kernels and tests/miras" >&2; exit 1; }
     # shellcheck disable=SC2086
-    MIRAS_AUTOTUNE=first timeout "${TEST_TIMEOUT:-240}" "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider \
+    MIRAS_AUTOTUNE=first timeout "${TEST_TIMEOUT:-200}" "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider \
         --junitxml "$logs/gpu_tests.xml" $tests 2>&1 | tee "$logs/gpu_tests.log"
     local tests_rc=${PIPESTATUS[0]}
 
     # shellcheck disable=SC2086
-    timeout "${BENCH_TIMEOUT:-300}" "$PYTHON" -m benchmarks.speed ${BENCH_ARGS:-$DEFAULT_BENCH_ARGS} --out "$logs" \
+    MIRAS_AUTOTUNE=${BENCH_AUTOTUNE:-first} timeout "${BENCH_TIMEOUT:-330}" "$PYTHON" -m benchmarks.speed ${BENCH_ARGS:-$DEFAULT_BENCH_ARGS} --out "$logs" \
         2>&1 | tee "$logs/bench.log"
     local bench_rc=${PIPESTATUS[0]}
     echo "gpu tests: exit $tests_rc; benchmark: exit $bench_rc (124: stopped at its limit)" | tee -a "$logs/env.txt"

@@ -29,6 +29,8 @@ compile for the shape). ``targets`` checks the performance targets at ``T = 4096
 ``--decoders`` times one decoding step at each shape's ``B x H x D``: ``fused:<preset>`` on
 ``fused_recurrent_miras`` against ``chunk:<preset>`` and ``torch:<preset>`` (``naive_chunk_miras``), which write
 the pending half chunk again (what a layer would do without the decoding kernel).
+The Miras kernels run every launch config their autotuner holds unless ``MIRAS_AUTOTUNE=first`` (the record
+says which): then the first alone, and their times bound the tuned ones from above.
 Writes ``miras_<device>.json`` and ``.md`` with the device, versions and git sha, again after every row, so
 that a run stopped by a time limit keeps the rows it measured. On a CPU (the Triton interpreter) only the harness
 is meaningful.
@@ -39,6 +41,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -420,6 +423,7 @@ def run(args: argparse.Namespace, save: Callable[[dict], None] | None = None) ->
         "device": device_name() if device.type == "cpu" else torch.cuda.get_device_name(device),
         "dtype": args.dtype,
         "chunk_size": args.chunk_size,
+        "autotune": os.environ.get("MIRAS_AUTOTUNE", "all"),
         "versions": versions,
         "git": git_tag(REPO),
         "command": "python -m benchmarks.speed " + " ".join(args.argv),
@@ -454,7 +458,8 @@ def to_markdown(record: dict) -> str:
     lines = [
         "# Miras kernels against their peers",
         "",
-        f"Device: {record['device']}; {record['dtype']}; chunk {record['chunk_size']}; {versions}; "
+        f"Device: {record['device']}; {record['dtype']}; chunk {record['chunk_size']}; "
+        f"autotune {record.get('autotune', 'all')}; {versions}; "
         f"git {record['git']}. Command: `{record['command']}`.",
         "",
         "| method | B x T x H x D | fwd ms | fwd+bwd ms | fwd+bwd / GDN | / DeltaNet | / SDPA | peak MiB | "

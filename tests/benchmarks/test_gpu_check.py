@@ -30,6 +30,7 @@ def test_run_leaves_test_results_and_the_benchmark_record(tmp_path):
     assert {"test_chunk", "test_hosa", "test_miras_layer", "test_baselines"} <= files
     record = json.loads((logs / "miras_cpu.json").read_text())
     assert {r["method"]: r["status"] for r in record["results"]} == {"sdpa": "ok", "yaad_linear": "ok"}
+    assert record["autotune"] == "first" and "autotune first" in (logs / "miras_cpu.md").read_text()
 
 
 def test_no_command_prints_the_usage():

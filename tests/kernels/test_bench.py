@@ -18,7 +18,7 @@ def test_bench_writes_rows_statuses_and_targets(tmp_path):
         assert rows[method]["status"] == "ok", rows[method]
         assert rows[method]["fwd_s"] > 0 and rows[method]["tflops_fwd_bwd"] > 0
     assert rows["gated_deltanet"]["status"] == "unavailable: needs CUDA"
-    assert record["git"] and record["versions"]["torch"]
+    assert record["git"] and record["versions"]["torch"] and record["autotune"] == "all"
     markdown = (tmp_path / "miras_cpu.md").read_text()
     assert "| memora | 1x20x1x16 |" in markdown and "unavailable: needs CUDA" in markdown
     assert "| fwd+bwd / GDN | / DeltaNet | / SDPA | peak MiB | peak / GDN |" in markdown
