@@ -71,13 +71,14 @@ run() {
     tests=$(grep -rl "pytest\.mark\.gpu" tests/kernels tests/miras | sort)
     [ -n "$tests" ] || { echo "no gpu-marked tests under tests/kernels and tests/miras" >&2; exit 1; }
     # shellcheck disable=SC2086
-    MIRAS_AUTOTUNE=first timeout "${TEST_TIMEOUT:-200}" "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider \
-        --junitxml "$logs/gpu_tests.xml" $tests 2>&1 | tee "$logs/gpu_tests.log"
+    MIRAS_AUTOTUNE=first timeout -s INT -k 15 "${TEST_TIMEOUT:-200}" \
+        "$PYTHON" -m pytest -v --tb=short -m gpu -p no:cacheprovider --junitxml "$logs/gpu_tests.xml" $tests \
+        2>&1 | tee "$logs/gpu_tests.log"
     local tests_rc=${PIPESTATUS[0]}
 
     # shellcheck disable=SC2086
-    MIRAS_AUTOTUNE=${BENCH_AUTOTUNE:-first} timeout "${BENCH_TIMEOUT:-330}" "$PYTHON" -m benchmarks.speed ${BENCH_ARGS:-$DEFAULT_BENCH_ARGS} --out "$logs" \
-        2>&1 | tee "$logs/bench.log"
+    MIRAS_AUTOTUNE=${BENCH_AUTOTUNE:-first} timeout -s INT -k 15 "${BENCH_TIMEOUT:-330}" \
+        "$PYTHON" -m benchmarks.speed ${BENCH_ARGS:-$DEFAULT_BENCH_ARGS} --out "$logs" 2>&1 | tee "$logs/bench.log"
     local bench_rc=${PIPESTATUS[0]}
     echo "gpu tests: exit $tests_rc; benchmark: exit $bench_rc (124: stopped at its limit)" | tee -a "$logs/env.txt"
     [ "$tests_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ]
