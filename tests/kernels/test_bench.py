@@ -7,7 +7,8 @@ import pytest
 from benchmarks.speed import Shape, main, targets
 
 
-def test_bench_writes_rows_statuses_and_targets(tmp_path):
+def test_bench_writes_rows_statuses_and_targets(tmp_path, monkeypatch):
+    monkeypatch.delenv("MIRAS_AUTOTUNE", raising=False)
     methods = ["yaad_linear", "memora", "naive:memora", "gated_deltanet", "sdpa"]
     argv = ["--shapes", "1x20x1x16", "--methods", *methods, "--decoders", "--warmup", "0", "--repeats", "1"]
     assert main([*argv, "--device", "cpu", "--dtype", "fp32", "--out", str(tmp_path)]) == 0
