@@ -62,8 +62,14 @@ run() {
     {
         date -u
         nvidia-smi || true
-        "$PYTHON" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
-        "$PYTHON" -c "import fla; print('fla', fla.__version__)" || true
+        "$PYTHON" - <<'PY'
+import importlib
+for name in ("torch", "triton", "fla", "titans_pytorch"):
+    try:
+        print(name, getattr(importlib.import_module(name), "__version__", "unknown"))
+    except ImportError as error:
+        print(name, "missing:", error)
+PY
         echo "git ${MIRAS_GIT_SHA:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}"
     } >"$logs/env.txt" 2>&1
 
