@@ -64,13 +64,16 @@ run() {
         nvidia-smi || true
         "$PYTHON" - <<'PY'
 import importlib
+
+from kernels.utils import git_tag
+
 for name in ("torch", "triton", "fla", "titans_pytorch"):
     try:
         print(name, getattr(importlib.import_module(name), "__version__", "unknown"))
     except ImportError as error:
         print(name, "missing:", error)
+print("git", git_tag("."))
 PY
-        echo "git ${MIRAS_GIT_SHA:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}"
     } >"$logs/env.txt" 2>&1
 
     local tests

@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -50,7 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from kernels.miras import PRESETS, MemorySpec, naive_chunk_miras, weight_shapes
-from kernels.utils import git_tag, timed, write_record
+from kernels.utils import autotune_mode, git_tag, timed, write_record
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPES = ("4x4096x16x64", "8x2048x16x64", "1x16384x16x64", "4x4096x16x128")
@@ -423,7 +422,7 @@ def run(args: argparse.Namespace, save: Callable[[dict], None] | None = None) ->
         "device": device_name() if device.type == "cpu" else torch.cuda.get_device_name(device),
         "dtype": args.dtype,
         "chunk_size": args.chunk_size,
-        "autotune": os.environ.get("MIRAS_AUTOTUNE", "all"),
+        "autotune": autotune_mode(),
         "versions": versions,
         "git": git_tag(REPO),
         "command": "python -m benchmarks.speed " + " ".join(args.argv),

@@ -28,11 +28,16 @@ def autotune(configs: list, key: list[str], **kwargs):
     """
     import triton
 
+    first = is_interpreting() or autotune_mode() == "first"
+    return triton.autotune(configs[:1] if first else configs, key=key, **kwargs)
+
+
+def autotune_mode() -> str:
+    """The ``MIRAS_AUTOTUNE`` mode in force (one of :data:`AUTOTUNE_MODES`; ``all`` where unset)."""
     mode = os.environ.get("MIRAS_AUTOTUNE", "all")
     if mode not in AUTOTUNE_MODES:
         raise ValueError(f"MIRAS_AUTOTUNE={mode!r}: allowed values are {', '.join(AUTOTUNE_MODES)}")
-    first = is_interpreting() or mode == "first"
-    return triton.autotune(configs[:1] if first else configs, key=key, **kwargs)
+    return mode
 
 
 def signature(kernel, bf16: tuple = (), i32_pointers: tuple = (), i32: tuple = ()) -> dict[str, str]:
