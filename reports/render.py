@@ -26,7 +26,7 @@ from pathlib import Path
 from miras.config import config_hash
 from miras.experiment import Table, experiment_files, load_experiment
 from miras.scales import SCALES
-from reports import plots, scoring
+from reports import noise, plots, scoring
 
 REPO = Path(__file__).resolve().parent.parent
 REPORTS = REPO / "reports"
@@ -59,10 +59,31 @@ def harvest(runs_dir: Path, reports_dir: Path = REPORTS) -> list[Path]:
 
 
 def load_summaries(reports_dir: Path, table: Table, scale: str) -> list[dict]:
+    """The table's harvested summaries at ``scale``, and for each (run, seed) with no summary of the declared
+    config in them, a summary of that same config (same config hash) from another table of the paper, marked
+    ``borrowed`` with where it comes from (Table 4's full Yaad is Table 2's Yaad 340M, trained once)."""
     folder = summaries_dir(reports_dir, table, scale)
     names = {run.name for run in table.runs}
-    summaries = (json.loads(p.read_text()) for p in sorted(folder.glob("*.json")))
-    return [s for s in summaries if s["run"] in names]
+    own = [s for s in (json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))) if s["run"] in names]
+    others = {}
+    for path in sorted((reports_dir / table.paper).glob(f"*/summaries/{scale}/*.json")):
+        if path.parent != folder:
+            s = json.loads(path.read_text())
+            others.setdefault(s["config_hash"], s)
+    if not others:
+        return own
+    have = {(s["run"], s["seed"], s["config_hash"]) for s in own}
+    seeds = sorted({s["seed"] for s in others.values()})
+    borrowed = []
+    for run in table.runs:
+        if run.scale not in (None, scale):
+            continue
+        for seed in seeds:
+            chash = config_hash(run.config(scale, seed=seed))
+            if chash in others and (run.name, seed, chash) not in have:
+                source = others[chash]
+                borrowed.append({**source, "run": run.name, "borrowed": f"{source['table']}/{source['run']}"})
+    return own + borrowed
 
 
 def default_scale(reports_dir: Path, table: Table) -> str:
@@ -85,6 +106,14 @@ class Cell:
     """Computed on the offline fixtures or on too few examples: a pipeline check, not a result."""
     best: str | None = None
     """The run a sweep's cell comes from."""
+    values: tuple[float, ...] = ()
+    """Every seed's value (scaled as the column prints it), in the order of ``seeds``."""
+    seeds: tuple[int, ...] = ()
+
+    @property
+    def sd(self) -> float | None:
+        """Sample standard deviation over the seeds (None for one seed)."""
+        return noise.sample_sd(self.values)
 
     @property
     def result(self) -> float | None:
@@ -120,14 +149,16 @@ def cells(table: Table, summaries: list[dict], scale: str) -> dict[tuple[str, st
             (fresh if s["config_hash"] == config_hash(run.config(scale, seed=s["seed"])) else stale).append(s)
         for col in table.columns:
             paper = table.paper_numbers.get((run.name, col.key))
-            measured = [s for s in fresh if metric(s, col.key) is not None]
-            values = [metric(s, col.key) * col.scale for s in measured]
+            measured = sorted((s for s in fresh if metric(s, col.key) is not None), key=lambda s: s["seed"])
+            values = tuple(metric(s, col.key) * col.scale for s in measured)
             if values:
                 counts = [scoring.eval_examples(s, col.key) for s in measured]
                 examples = [n for n, _ in counts if n is not None]
                 fewest = min(examples) if examples else None
                 pipeline = any(scoring.is_pipeline_check(n, fixtures) for n, fixtures in counts)
-                out[run.name, col.key] = Cell(sum(values) / len(values), paper, "ok", len(values), fewest, pipeline)
+                seeds = tuple(s["seed"] for s in measured)
+                mean = sum(values) / len(values)
+                out[run.name, col.key] = Cell(mean, paper, "ok", len(values), fewest, pipeline, None, values, seeds)
             elif any(metric(s, col.key) is not None for s in stale):
                 out[run.name, col.key] = Cell(None, paper, "stale", 0)
             else:
@@ -158,31 +189,50 @@ def _fmt_ratio(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
+def verdict_counts(verdicts: Sequence[scoring.Verdict]) -> dict[str, int]:
+    """How many of ``verdicts`` reach each of :data:`reports.scoring.VERDICTS`."""
+    return {status: sum(v.status == status for v in verdicts) for status in scoring.VERDICTS}
+
+
 def _claims_section(table: Table, grid: dict) -> list[str]:
     if not table.claims:
         return []
     verdicts = [scoring.check_claim(table, claim, grid) for claim in table.claims]
-    held = sum(v.status == "holds" for v in verdicts)
-    checked = sum(v.status != "not measured" for v in verdicts)
-    lines = ["## The paper's claims on our numbers", "", f"{held} of {checked} checked claims hold.", ""]
+    counts = ", ".join(f"{n} {status}" for status, n in verdict_counts(verdicts).items())
+    lines = ["## The paper's claims on our numbers", "", f"Claims: {len(verdicts)}; {counts}.", ""]
     for v in verdicts:
         detail = f"; {v.detail}" if v.detail else ""
         lines.append(f"- **{v.status}**: {v.claim.text} ({v.claim.source}{detail})")
-    return lines + [""]
+    return lines + ["", f"The rule: {noise.RULE}.", ""]
+
+
+def _noise_line(table: Table, grid: dict) -> list[str]:
+    floor = scoring.noise_floor(table, grid)
+    if not floor:
+        return ["Seed spread: not measured (no row has results from several seeds).", ""]
+    titles = {c.key: c.title for c in table.columns}
+    parts = []
+    for key, group, r, rows, runs in floor:
+        size = f"{rows} rows x {runs // rows} seeds" if runs % rows == 0 else f"{rows} rows, {runs} runs"
+        parts.append(f"{titles[key]} {100 * r:.1f} % ({group}, {size})")
+    return ["Seed spread (pooled relative standard deviation over seeds): " + "; ".join(parts) + ".", ""]
 
 
 def _agreement_line(table: Table, grid: dict) -> list[str]:
     agreement = scoring.column_agreement(table, grid)
-    parts = [
-        f"{c.title} {a.share:.2f} (tau {'-' if a.tau is None else f'{a.tau:+.2f}'}, {a.pairs} pairs)"
-        for c in table.columns
-        if (a := agreement[c.key]).share is not None
-    ]
+    titles = {c.key: c.title for c in table.columns}
+    parts = []
+    for c in table.columns:
+        if (a := agreement[c.key]).share is None:
+            continue
+        name = c.title if a.proxy is None else f"{c.title} on our {titles[a.proxy]} (a proxy)"
+        tau = "-" if a.tau is None else f"{a.tau:+.2f}"
+        parts.append(f"{name} {a.share:.2f} (tau {tau}, {a.pairs} pairs, {a.ties} ties within noise)")
     if not parts:
         return ["Order agreement with the paper: not measured (no column has two rows with both values).", ""]
     mean = scoring.mean_agreement(agreement)
-    return [f"Order agreement with the paper (share of row pairs ordered alike): {'; '.join(parts)}; mean {mean:.2f}.",
-            ""]  # fmt: skip
+    return [f"Order agreement with the paper (share of row pairs ordered alike; pairs of ours within seed noise are "
+            f"ties, counted in neither): {'; '.join(parts)}; mean {mean:.2f}.", ""]  # fmt: skip
 
 
 def _fmt(x: float | None, digits: int = 2) -> str:
@@ -196,8 +246,14 @@ def _row(table: Table, grid: dict, name: str, extra: Sequence[str] = ()) -> str:
     for col in table.columns:
         cell = grid[name, col.key]
         ours = "stale" if cell.status == "stale" else _fmt(cell.ours, col.digits)
+        notes = []
+        if cell.n > 1:
+            ours += f" ± {_fmt(cell.sd, col.digits)}"
+            notes.append(f"{cell.n} seeds")
         if cell.pipeline:
-            ours += f" [n={cell.examples if cell.examples is not None else '?'}]"
+            notes.append(f"n={cell.examples if cell.examples is not None else '?'}")
+        if notes:
+            ours += f" [{', '.join(notes)}]"
         row.append(ours if cell.paper is None else f"{ours} ({_fmt(cell.paper, col.digits)})")
     return "| " + " | ".join([*row, *extra]) + " |"
 
@@ -208,8 +264,9 @@ def render_markdown(table: Table, summaries: list[dict], scale: str, figures: Se
     lines = [
         f"# {table.title}",
         "",
-        f"Source: {table.source}. Scale: **{scale}**. Cells: {table.reduce}, with the paper's value in brackets "
-        "where it reports one; the differences are in the CSV.",
+        f"Source: {table.source}. Scale: **{scale}**. Cells: {table.reduce} (± their standard deviation and "
+        "`[k seeds]` where there are several), with the paper's value in brackets where it reports one; the "
+        "differences and every seed's value are in the CSV.",
         "",
     ]
     header = ["Model"] + [f"{c.title} {'↑' if c.higher_is_better else '↓'}" for c in table.columns]
@@ -243,15 +300,19 @@ def render_markdown(table: Table, summaries: list[dict], scale: str, figures: Se
             "",
         ]
     lines += _claims_section(table, grid)
+    lines += _noise_line(table, grid)
     lines += _agreement_line(table, grid)
     if figures:
         lines += ["## Figures", ""] + [line for caption, src in figures for line in (f"![{caption}]({src})", "")]
+    borrowed = [f"{s['run']} seed {s['seed']} as {s['borrowed']}" for s in summaries if "borrowed" in s]
     shas = sorted({f"{s['git']['sha'][:10]}{'+dirty' if s['git'].get('dirty') else ''}" for s in summaries})
     devices = sorted({s["device"] for s in summaries})
     lines += [
         "## Provenance",
         "",
-        f"- summaries: {len(summaries)} (from `reports/{table.paper}/{table.runs_key}/summaries/{scale}/`)",
+        f"- summaries: {len(summaries) - len(borrowed)} "
+        f"(from `reports/{table.paper}/{table.runs_key}/summaries/{scale}/`)",
+        *([f"- the same configs trained for other tables: {', '.join(borrowed)}"] if borrowed else []),
         f"- git: {', '.join(shas) or '-'}",
         f"- devices: {', '.join(devices) or '-'}",
         f"- tokens per run: {', '.join(sorted({str(s['tokens']) for s in summaries})) or '-'}",
@@ -300,6 +361,9 @@ def render_csv(table: Table, summaries: list[dict], scale: str) -> str:
             "ratio_paper",
             "order_agreement",
             "kendall_tau",
+            "agreement_proxy",
+            "std",
+            "per_seed",
         ]
     )
     ratio = scoring.ratios(table, grid)
@@ -330,6 +394,9 @@ def render_csv(table: Table, summaries: list[dict], scale: str) -> str:
                     "" if r_paper is None else f"{r_paper:.4f}",
                     "" if a.share is None else f"{a.share:.4f}",
                     "" if a.tau is None else f"{a.tau:.4f}",
+                    a.proxy or "",
+                    "" if c.sd is None else f"{c.sd:.4f}",
+                    ";".join(f"seed{k}={v:.4f}" for k, v in zip(c.seeds, c.values, strict=True)),
                 ]
             )
     return buf.getvalue()
@@ -365,19 +432,19 @@ def render(table: Table, reports_dir: Path = REPORTS, scale: str | None = None) 
 
 
 def scorecard_row(table: Table, reports_dir: Path) -> list[str]:
-    """``[report, scale, claims holding / checked, mean order agreement, command]`` of ``table``'s tracked report."""
+    """``[report, scale, claims per verdict (holds, fails, within noise, one seed, not measured), mean order
+    agreement, command]`` of ``table``'s tracked report."""
     scale = default_scale(reports_dir, table)
     table = table.at(scale)
     grid = cells(table, load_summaries(reports_dir, table, scale), scale)
     verdicts = [scoring.check_claim(table, claim, grid) for claim in table.claims]
-    checked = [v for v in verdicts if v.status != "not measured"]
-    claims = f"{sum(v.status == 'holds' for v in checked)} / {len(checked)} (of {len(verdicts)})" if verdicts else "-"
+    claims = [str(n) if verdicts else "-" for n in verdict_counts(verdicts).values()]
     mean = scoring.mean_agreement(scoring.column_agreement(table, grid))
     verb = "eval" if table.trained_in else "train"
     runs = "" if table.trained_in else " --all"
     command = f"`python -m miras {verb} experiments/{table.paper}/{table.key}.py{runs} --scale {scale}`"
     link = f"[{table.paper}/{table.key}]({table.paper}/{table.key}.md)"
-    return [link, scale, claims, "-" if mean is None else f"{mean:.2f}", command]
+    return [link, scale, *claims, "-" if mean is None else f"{mean:.2f}", command]
 
 
 FIGURE_COMMANDS = {"ttr/fig2": "`python -m experiments.ttr.fig2_online_regression`"}
@@ -397,7 +464,8 @@ def figure_rows(reports_dir: Path) -> list[list[str]]:
         scale = record.get("scale", "-")
         command = FIGURE_COMMANDS.get(key, "-").format(scale=scale)
         held = sum(bool(v) for v in ordering.values())
-        rows.append([f"[{key}]({key}.md)", scale, f"{held} / {len(ordering)} (of {len(ordering)})", "-", command])
+        claims = [str(held), str(len(ordering) - held), "0", "0", "0"]
+        rows.append([f"[{key}]({key}.md)", scale, *claims, "-", command])
     return rows
 
 
@@ -413,12 +481,14 @@ def render_index(reports_dir: Path = REPORTS, tables: Sequence[Table] | None = N
         "",
         "## Scorecard",
         "",
-        "How close each table is to the paper at the scale it is tracked: the paper's claims that hold on our "
-        "numbers, of those our results can check (a row missing, or only a pipeline check, is not checked), and "
-        "the mean share of row pairs ordered as the paper orders them.",
+        "How close each table is to the paper at the scale it is tracked: how many of the paper's claims hold on "
+        "our numbers beyond seed noise, fail beyond it, are within it, rest on single seeds with no noise estimate, "
+        "or are not measured (a row missing, or only a pipeline check); and the mean share of row pairs ordered "
+        f"as the paper orders them. The rule: {noise.RULE}.",
         "",
-        "| report | scale | claims holding / checked | order agreement | reproduce (then `make eval`, `make report`) |",
-        "|---|---|---|---|---|",
+        "| report | scale | holds | fails | within noise | one seed | not measured | order agreement "
+        "| reproduce (then `make eval`, `make report`) |",
+        "|---|---|---|---|---|---|---|---|---|",
         *("| " + " | ".join(scorecard_row(t, reports_dir)) + " |" for t in tables),
         *("| " + " | ".join(row) + " |" for row in figure_rows(reports_dir)),
         "",

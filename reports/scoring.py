@@ -3,9 +3,12 @@
 A tiny or partial run cannot be compared with the paper cell by cell; what it can show is whether the paper's
 conclusions hold on our numbers. Three measures, each over the cells that count as results:
 
-- **claims** (``Table.claims``): holds / fails / not measured (a run missing, stale or only a pipeline check);
+- **claims** (``Table.claims``): holds / fails / within noise / one seed (the rule is ``reports.noise.RULE``), or
+  not measured (a run missing, stale or only a pipeline check);
 - **order agreement**: per column, the share of row pairs that ours and the paper order the same way, over the
-  rows that have both values, with Kendall's tau (``scipy.stats.kendalltau``);
+  rows that have both values, with Kendall's tau-b; pairs of ours within seed noise of each other are ties, and
+  a column with no results of ours is compared on the proxy a claim checks in its place (our held-out perplexity
+  for the paper's Wiki ppl), marked as such;
 - **ratios**: each row divided by its group's reference row (``Table.references``), beside the paper's ratio.
 
 An evaluation cell computed on the offline fixtures or on fewer than :data:`MIN_EXAMPLES` examples is a pipeline
@@ -14,13 +17,14 @@ check: it renders with its example count and stays out of deltas, claims and agr
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import combinations
 
-from scipy.stats import kendalltau
-
 from miras.experiment import Claim, Table
+from reports import noise
 
 MIN_EXAMPLES = 100
 """Fewest examples behind an evaluation metric for it to count as a result."""
@@ -50,11 +54,14 @@ def is_pipeline_check(examples: int | None, fixtures: bool) -> bool:
     return fixtures or (examples is not None and examples < MIN_EXAMPLES)
 
 
+VERDICTS = ("holds", "fails", "within noise", "one seed", "not measured")
+
+
 @dataclass(frozen=True)
 class Verdict:
     claim: Claim
     status: str
-    """``holds``, ``fails`` or ``not measured``."""
+    """One of :data:`VERDICTS`."""
     detail: str
 
 
@@ -62,22 +69,64 @@ def _beats(a: float, b: float, higher_is_better: bool) -> bool:
     return a > b if higher_is_better else a < b
 
 
+def spreads(table: Table, grid: dict, key: str) -> dict[str, noise.Spread]:
+    """``row -> Spread`` on column ``key`` for the rows (runs and sweeps) whose cell is a result; a one-seed row
+    borrows the pooled relative seed spread of the runs of its group (``reports.noise``)."""
+    by_group: dict[str, list] = {}
+    for run in table.runs:
+        cell = grid[run.name, key]
+        if cell.result is not None:
+            by_group.setdefault(run.group, []).append(cell.values)
+    pooled = {group: noise.pooled_relative_sd(rows) for group, rows in by_group.items()}
+    rows = [r.name for r in table.runs] + list(table.sweeps())
+    return {
+        name: noise.spread(grid[name, key].values, pooled.get(table.run(name).group))
+        for name in rows
+        if grid[name, key].result is not None
+    }
+
+
+def _pair(table: Table, a: str, b: str, spread: dict) -> str:
+    gap = spread[a].mean / spread[b].mean - 1 if spread[b].mean else math.nan
+    p = noise.p_value(spread[a], spread[b])
+    tail = "no noise estimate" if p is None else f"p = {p:.2g}"
+    return f"{table.run(a).label} vs {table.run(b).label}: {100 * gap:+.1f} %, {tail}"
+
+
 def check_claim(table: Table, claim: Claim, grid: dict) -> Verdict:
-    """The claim on our cells (``grid``: ``(run, column key) -> Cell`` with ``result`` set where a cell counts)."""
+    """The claim on our cells (``grid``: ``(run, column key) -> Cell`` with ``result`` set where a cell counts),
+    each pair of a better and a worse row compared beyond seed noise (``reports.noise``): the claim holds when
+    every pair is better, fails when any is worse, and is otherwise within noise, or one seed where a pair has no
+    noise estimate. The detail names the deciding pair (the least certain one of a claim that holds)."""
     unmeasured: list[str] = []
     for key in (claim.metric, claim.proxy):
         if key is None:
             continue
         runs = (*claim.better, *claim.worse)
-        values = {r: grid[r, key].result for r in runs}
-        missing = [r for r, v in values.items() if v is None]
+        missing = [r for r in runs if grid[r, key].result is None]
         if missing:
             unmeasured = missing
             continue
         column = next(c for c in table.columns if c.key == key)
-        holds = all(_beats(values[b], values[w], column.higher_is_better) for b in claim.better for w in claim.worse)
-        detail = "" if key == claim.metric else f"on {column.title}, standing in for the paper's metric"
-        return Verdict(claim, "holds" if holds else "fails", detail)
+        spread = spreads(table, grid, key)
+        pairs = [(b, w) for b in claim.better for w in claim.worse]
+        outcome = {pair: noise.compare(spread[pair[0]], spread[pair[1]], column.higher_is_better) for pair in pairs}
+
+        def p(pair, spread=spread):
+            return noise.p_value(spread[pair[0]], spread[pair[1]])
+
+        if worse := [pair for pair in pairs if outcome[pair] == "worse"]:
+            status, decisive = "fails", min(worse, key=p)
+        elif all(outcome[pair] == "better" for pair in pairs):
+            status, decisive = "holds", max(pairs, key=p)
+        elif lone := [pair for pair in pairs if outcome[pair] == "one seed"]:
+            status, decisive = "one seed", lone[0]
+        else:
+            within = [pair for pair in pairs if outcome[pair] == "within noise"]
+            status, decisive = "within noise", max(within, key=p)
+        parts = [] if key == claim.metric else [f"on {column.title}, standing in for the paper's metric"]
+        parts.append(_pair(table, *decisive, spread))
+        return Verdict(claim, status, "; ".join(parts))
     labels = ", ".join(table.run(r).label for r in unmeasured)
     return Verdict(claim, "not measured", f"no result for {labels}")
 
@@ -98,39 +147,83 @@ def paper_verdict(table: Table, claim: Claim) -> str:
 @dataclass(frozen=True)
 class Agreement:
     pairs: int
+    """Row pairs ordered on both sides (neither tied)."""
     share: float | None
     tau: float | None
+    ties: int = 0
+    """Row pairs tied on our side: within seed noise of each other (or equal)."""
+    proxy: str | None = None
+    """Key of our column compared with the paper's, where it is not the paper's own metric."""
 
 
-def order_agreement(ours: dict[str, float], paper: dict[str, float]) -> Agreement:
-    """Over the rows with both values: the share of row pairs ordered alike (pairs tied on either side are left
-    out) and Kendall's tau-b."""
+def _sign(x: float) -> int:
+    return (x > 0) - (x < 0)
+
+
+def order_agreement(
+    ours: dict[str, float], paper: dict[str, float], tie: Callable[[str, str], bool] | None = None
+) -> Agreement:
+    """Over the rows with both values: the share of row pairs ordered alike, and Kendall's tau-b. A pair is tied on
+    our side when its values are equal or ``tie(a, b)`` says they are within noise; tied pairs on either side are
+    left out of the share and count as ties in tau-b, ``(C - D) / sqrt((N - T_ours) (N - T_paper))``."""
     rows = sorted(set(ours) & set(paper))
     if len(rows) < 2:
         return Agreement(0, None, None)
-    same = counted = 0
+    same = counted = ties = concordance = tied_paper = total = 0
     for a, b in combinations(rows, 2):
-        d_ours, d_paper = ours[a] - ours[b], paper[a] - paper[b]
-        if d_ours == 0 or d_paper == 0:
-            continue
-        counted += 1
-        same += (d_ours > 0) == (d_paper > 0)
-    tau = kendalltau([ours[r] for r in rows], [paper[r] for r in rows]).statistic
-    return Agreement(
-        counted, same / counted if counted else None, None if tau is None or math.isnan(tau) else float(tau)
-    )
+        total += 1
+        s_ours = 0 if tie is not None and tie(a, b) else _sign(ours[a] - ours[b])
+        s_paper = _sign(paper[a] - paper[b])
+        ties += s_ours == 0
+        tied_paper += s_paper == 0
+        concordance += s_ours * s_paper
+        if s_ours and s_paper:
+            counted += 1
+            same += s_ours == s_paper
+    denom = math.sqrt((total - ties) * (total - tied_paper))
+    return Agreement(counted, same / counted if counted else None, concordance / denom if denom else None, ties)
+
+
+def proxy_of(table: Table, key: str) -> str | None:
+    """The column a claim checks in place of column ``key`` (the first such claim's ``proxy``), or None."""
+    return next((c.proxy for c in table.claims if c.metric == key and c.proxy), None)
 
 
 def column_agreement(table: Table, grid: dict) -> dict[str, Agreement]:
-    """Order agreement of every column over the whole table (runs and sweeps)."""
+    """Order agreement of every column over the whole table (runs and sweeps), pairs within seed noise tied; a
+    column with fewer than two results of ours beside the paper's is compared on its proxy (:func:`proxy_of`),
+    with our values negated where the proxy improves the other way."""
     out = {}
     rows = [r.name for r in table.runs] + list(table.sweeps())
+    columns = {c.key: c for c in table.columns}
     for col in table.columns:
-        ours = {r: grid[r, col.key].result for r in rows}
-        paper = {r: grid[r, col.key].paper for r in rows}
-        out[col.key] = order_agreement(
-            {k: v for k, v in ours.items() if v is not None}, {k: v for k, v in paper.items() if v is not None}
-        )
+        paper = {r: grid[r, col.key].paper for r in rows if grid[r, col.key].paper is not None}
+        key = col.key
+        if sum(grid[r, key].result is not None for r in paper) < 2 and proxy_of(table, key):
+            key = proxy_of(table, key)
+        sign = 1 if columns[key].higher_is_better == col.higher_is_better else -1
+        ours = {r: sign * grid[r, key].result for r in rows if grid[r, key].result is not None}
+        spread = spreads(table, grid, key)
+
+        def tie(a, b, spread=spread, col=columns[key]):
+            return noise.compare(spread[a], spread[b], col.higher_is_better) == "within noise"
+
+        found = order_agreement(ours, paper, tie)
+        out[col.key] = found if key == col.key else dataclasses.replace(found, proxy=key)
+    return out
+
+
+def noise_floor(table: Table, grid: dict) -> list[tuple[str, str, float, int, int]]:
+    """``(column key, group, pooled relative seed spread, rows, runs)`` of every group and column whose result
+    rows include some with several seeds."""
+    out = []
+    for col in table.columns:
+        for group in dict.fromkeys(r.group for r in table.runs):
+            cells = [grid[r.name, col.key] for r in table.runs if r.group == group]
+            seeded = [c.values for c in cells if c.result is not None and len(c.values) > 1]
+            pooled = noise.pooled_relative_sd(seeded)
+            if pooled is not None:
+                out.append((col.key, group, pooled[0], len(seeded), sum(map(len, seeded))))
     return out
 
 

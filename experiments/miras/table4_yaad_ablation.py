@@ -45,7 +45,10 @@ TABLE = Table(
         Column("eval/avg/acc", "Avg. LM", scale=100),
         Column("val/ppl", "Val ppl", higher_is_better=False),
     ),
-    runs=tuple(Run(name, label, GROUP, "yaad-340m", overrides) for name, (label, overrides) in ABLATIONS.items()),
+    runs=tuple(
+        Run(name, label, GROUP, "yaad-340m", overrides, seeds=(0, 1, 2))
+        for name, (label, overrides) in ABLATIONS.items()
+    ),
     paper_numbers={(name, "eval/avg/acc"): value for name, value in PAPER.items()},
     claims=CLAIMS,
     references=("yaad",),

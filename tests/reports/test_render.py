@@ -60,7 +60,7 @@ def test_render_reduces_marks_missing_and_stale(tmp_path, monkeypatch):
     md = md_path.read_text()
     assert "Scale: **tiny**" in md
     assert "| Model | Val ppl ↓ | PIQA ↑ |" in md
-    assert "| Transformer++ | 11.00 | 62.00 (62.98) |" in md
+    assert "| Transformer++ | 11.00 ± 1.41 [2 seeds] | 62.00 ± 2.83 [2 seeds] (62.98) |" in md
     assert "| RLS (unavailable) | - | - (63.99) |" in md
     assert "| SWA | stale | - |" in md
     assert "abc1234567" in md and "summaries: 3" in md

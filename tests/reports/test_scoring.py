@@ -14,7 +14,7 @@ PAPER = {"transformer-340m": 30.0, "gated_deltanet-340m": 27.0, "moneta-340m": 2
 
 
 def table() -> Table:
-    runs = tuple(Run(name, name.split("-")[0], "340M", name) for name in PAPER)
+    runs = tuple(Run(name, name.split("-")[0], "340M", name, seeds=(0, 1, 2)) for name in PAPER)
     return Table(
         paper="demo",
         key="claims",
@@ -37,10 +37,12 @@ def table() -> Table:
 
 
 def write_set(reports_dir, t, values, data="Hub", examples=500):
+    """Three seeds a row, 1 % apart around ``values``."""
     for name, value in values.items():
-        s = summary(t, name, 0, {"eval/wikitext/word_perplexity": value})
-        s["eval"] = {"lm_eval": {"data": data, "lm_eval": "0.4.13", "n_samples": {"wikitext": examples}}}
-        write(reports_dir, t, s)
+        for seed, jitter in enumerate((1.0, 1.01, 0.99)):
+            s = summary(t, name, seed, {"eval/wikitext/word_perplexity": value * jitter})
+            s["eval"] = {"lm_eval": {"data": data, "lm_eval": "0.4.13", "n_samples": {"wikitext": examples}}}
+            write(reports_dir, t, s)
 
 
 def score(reports_dir, t):
@@ -81,7 +83,7 @@ def test_pipeline_checks_stay_out_of_claims_agreement_and_ratios(tmp_path, data,
     assert verdict.status == "not measured" and order.share is None
     assert all(o is None for o, _ in ratios(t, grid).values())
     md_path, csv_path = render(t, reports_dir=tmp_path)
-    assert f"250.00 [n={examples}] (26.00)" in md_path.read_text()
+    assert f"250.00 ± 2.50 [3 seeds, n={examples}] (26.00)" in md_path.read_text()
     rows = list(csv.DictReader(csv_path.read_text().splitlines()))
     assert {r["pipeline_check"] for r in rows} == {"1"} and {r["delta"] for r in rows} == {""}
 
@@ -91,7 +93,7 @@ def test_the_scorecard_counts_claims_and_agreement(tmp_path):
     write_set(tmp_path, t, {"transformer-340m": 300.0, "gated_deltanet-340m": 270.0, "moneta-340m": 250.0})
     render(t, reports_dir=tmp_path)
     index = render_index(tmp_path, tables=[t]).read_text()
-    assert "| [demo/claims](demo/claims.md) | tiny | 1 / 1 (of 1) | 1.00 |" in index
+    assert "| [demo/claims](demo/claims.md) | tiny | 1 | 0 | 0 | 0 | 0 | 1.00 |" in index
 
 
 def test_every_declared_claim_holds_on_the_papers_own_numbers():
