@@ -31,7 +31,8 @@ def _check_choice(owner: str, name: str, value: Any, allowed: Iterable[Any]) -> 
 
 
 def _check_positive(owner: str, name: str, value: float, *, zero_ok: bool = False) -> None:
-    if value < 0 or (value == 0 and not zero_ok):
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not number or value < 0 or (value == 0 and not zero_ok):
         bound = ">= 0" if zero_ok else "> 0"
         raise ConfigError(f"{owner}.{name}={value!r} is invalid; allowed values: a number {bound}")
 
@@ -378,7 +379,10 @@ class TrainConfig:
     val_every: int = 1000
     """Validate every this many optimizer steps (and at the end)."""
     ckpt_every: int = 1000
-    """Save a checkpoint every this many optimizer steps (``last.ckpt`` is kept for resume)."""
+    """Save a checkpoint every this many optimizer steps (``checkpoints/last.ckpt``, the newest, for resume)."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept: ``last.ckpt`` and the ``keep_checkpoints - 1`` it replaced (``last-1.ckpt``, ...), so
+    that a checkpoint torn by a dying node or a full disk costs one interval of training, not the run."""
     log_every: int = 10
     """Log training metrics every this many optimizer steps."""
     seed: int = 0
@@ -391,7 +395,7 @@ class TrainConfig:
         _check_choice("train", "precision", self.precision, PRECISIONS)
         if self.early_stop is not None and not 0 < self.early_stop <= 1:
             raise ConfigError(f"train.early_stop={self.early_stop!r} is invalid; allowed values: None or (0, 1]")
-        for name in ("tokens", "batch_tokens", "val_every", "ckpt_every", "log_every"):
+        for name in ("tokens", "batch_tokens", "val_every", "ckpt_every", "log_every", "keep_checkpoints"):
             _check_positive("train", name, getattr(self, name))
         _check_positive("train", "seed", self.seed, zero_ok=True)
 
@@ -443,6 +447,7 @@ ADDED_FIELDS: dict[str, Any] = {
     "model.mixer.memory_ln_gain": None,
     "model.mixer.memory_rope": True,
     "model.mixer.memory.kl_read": "linear",
+    "train.keep_checkpoints": 2,
 }
 
 
@@ -489,38 +494,115 @@ def _dataclass_in(hint: Any) -> type | None:
 
 
 def override(config: Any, assignments: Iterable[str]) -> Any:
-    """Apply ``section.field=value`` overrides (values parsed as Python literals, else kept as strings).
+    """Apply ``section.field=value`` overrides, each value parsed by its field's declared type, then validate the
+    result once, so the order of the assignments never changes the outcome (a repeated key: the last one wins).
 
     >>> override(RunConfig(), ["model.d_model=64", "optim.lr=1e-3"]).model.d_model
     64
     """
-    import ast
-
+    parsed = []
     for assignment in assignments:
         key, sep, raw = assignment.partition("=")
         if not sep:
             raise ConfigError(f"override {assignment!r} is invalid; allowed values: 'section.field=value'")
-        try:
-            value = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            value = raw
-        config = _replace_path(config, key.strip().split("."), value)
-    return config
-
-
-def _replace_path(config: Any, path: list[str], value: Any) -> Any:
-    names = [f.name for f in fields(config)]
-    head = path[0]
-    if head not in names:
-        raise ConfigError(f"{type(config).__name__} has no field {head!r}; allowed values: {', '.join(names)}")
-    if len(path) > 1:
-        inner = getattr(config, head)
-        if not dataclasses.is_dataclass(inner):
-            raise ConfigError(f"{type(config).__name__}.{head} is {inner!r}, so {'.'.join(path)} cannot be set")
-        value = _replace_path(inner, path[1:], value)
+        path = key.strip().split(".")
+        parsed.append((path, parse_value(".".join(path), _field_type(type(config), path), raw.strip())))
+    if not parsed:
+        return config
+    data = to_dict(config)
+    # a whole sub-config first, then its fields, whatever the order given
+    for path, value in sorted(parsed, key=lambda item: len(item[0])):
+        node = data
+        for depth, name in enumerate(path[:-1]):
+            if not isinstance(node.get(name), dict):
+                owner = ".".join(path[: depth + 1])
+                raise ConfigError(f"{owner} is {node.get(name)!r}, so {'.'.join(path)} cannot be set")
+            node = node[name]
+        node[path[-1]] = value
     try:
-        return dataclasses.replace(config, **{head: value})
+        return from_dict(type(config), data)
     except ConfigError:
         raise
     except (ValueError, TypeError) as err:  # validation of a dataclass outside miras.config (MemorySpec)
         raise ConfigError(str(err)) from err
+
+
+def _field_type(cls: type, path: list[str]) -> Any:
+    """The declared type of the field at ``path`` below dataclass ``cls``; unknown names are one-line errors."""
+    hint: Any = cls
+    for depth, name in enumerate(path):
+        owner = _dataclass_in(hint)
+        if owner is None:
+            raise ConfigError(f"{'.'.join(path[:depth])} is not a section, so {'.'.join(path)} cannot be set")
+        hints = typing.get_type_hints(owner)
+        if name not in hints:
+            names = ", ".join(f.name for f in fields(owner))
+            raise ConfigError(f"{owner.__name__} has no field {name!r}; allowed values: {names}")
+        hint = hints[name]
+    return hint
+
+
+def parse_value(key: str, hint: Any, raw: str) -> Any:
+    """``raw`` (command-line text) as a value of type ``hint``: int, float (finite), bool, str, a tuple, a
+    ``Literal``, a dataclass (a dict literal) or any of them ``| None``. A one-line :class:`ConfigError` names
+    ``key``, the value and the allowed values when it does not parse."""
+    value, allowed = _parse(hint, raw)
+    if value is _INVALID:
+        raise ConfigError(f"{key}={raw!r} is invalid; allowed values: {allowed}")
+    return value
+
+
+_INVALID = object()
+
+
+def _literal(raw: str) -> Any:
+    import ast
+
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return _INVALID
+
+
+_BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def _parse(hint: Any, raw: Any) -> tuple[Any, str]:
+    """``(value or _INVALID, what is allowed)``; ``raw`` is text, or an element of a parsed tuple literal."""
+    args = typing.get_args(hint)
+    literal = _literal(raw) if isinstance(raw, str) else raw
+    if type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        if literal is None:
+            return None, ""
+        value, allowed = _parse(rest[0] if len(rest) == 1 else Any, raw)
+        return value, f"None or {allowed}"
+    if typing.get_origin(hint) is typing.Literal:
+        matches = [choice for choice in args if _parse(type(choice), raw)[0] == choice]
+        return (matches[0] if matches else _INVALID), ", ".join(map(repr, args))
+    if dataclasses.is_dataclass(hint):
+        return (literal if isinstance(literal, dict) else _INVALID), f"a dict of {hint.__name__} fields"
+    if hint is bool:
+        return _BOOLS.get(str(raw).lower(), _INVALID), "True or False"
+    if hint is int:
+        if isinstance(literal, float) and literal.is_integer():
+            literal = int(literal)
+        ok = isinstance(literal, int) and not isinstance(literal, bool)
+        return (literal if ok else _INVALID), "an integer"
+    if hint is float:
+        if literal is _INVALID and raw in ("nan", "inf", "-inf", "NaN", "Infinity", "-Infinity"):
+            literal = float(raw)  # named in the error below, with the allowed values
+        # an int stays an int (a float field takes one), so that configs and their hashes keep their values
+        ok = isinstance(literal, (int, float)) and not isinstance(literal, bool) and math.isfinite(literal)
+        return (literal if ok else _INVALID), "a finite number"
+    if hint is str:
+        return (literal if isinstance(literal, str) else str(raw)), "a string"
+    if typing.get_origin(hint) is tuple:
+        if isinstance(literal, (tuple, list)):
+            kinds = args[:1] * len(literal) if len(args) == 2 and args[1] is Ellipsis else args
+            if len(kinds) == len(literal):
+                items = [_parse(kind, item)[0] for kind, item in zip(kinds, literal, strict=True)]
+                if _INVALID not in items:
+                    return tuple(items), ""
+        return _INVALID, f"a tuple of {', '.join(getattr(t, '__name__', str(t)) for t in args)}"
+    return (raw if literal is _INVALID else literal), ""

@@ -82,8 +82,8 @@ class Run:
             raise ConfigError(f"run {self.name} is declared at scale {self.scale!r}, not {scale!r}")
         else:
             config = override(self.base, self.overrides) if self.base else preset(self.preset, self.overrides)
-        config = override(config, extra)
-        return config if seed is None else override(config, [f"train.seed={seed}"])
+        # the command line's overrides and the seed are applied together and validated once, on the final config
+        return override(config, [*extra, *([] if seed is None else [f"train.seed={seed}"])])
 
     def unavailable(self) -> str | None:
         """Why the run cannot be built yet, or None when it can."""

@@ -99,3 +99,76 @@ def test_fields_added_later_leave_old_hashes_alone_until_they_are_changed():
     assert config_hash(config) == old_hash
     assert config_hash(override(config, ["data.packing=varlen"])) != old_hash
     assert config_hash(override(config, ["data.name=sample-10BT"])) != old_hash
+
+
+@pytest.mark.parametrize(
+    "assignment, message",
+    [
+        ("model.n_layer=abc", "model.n_layer='abc' is invalid; allowed values: an integer"),
+        ("model.n_layer=2.5", "model.n_layer='2.5' is invalid; allowed values: an integer"),
+        ("optim.lr=nan", "optim.lr='nan' is invalid; allowed values: a finite number"),
+        ("optim.lr=inf", "optim.lr='inf' is invalid; allowed values: a finite number"),
+        ("train.early_stop=nan", "train.early_stop='nan' is invalid; allowed values: None or a finite number"),
+        ("data.streaming=maybe", "data.streaming='maybe' is invalid; allowed values: True or False"),
+        ("model.mixer.window=wide", "model.mixer.window='wide' is invalid; allowed values: None or an integer"),
+        ("data.mqar=8", "data.mqar='8' is invalid; allowed values: None or a dict of MQARConfig fields"),
+        ("model.n_layer.depth=2", "model.n_layer is not a section, so model.n_layer.depth cannot be set"),
+    ],
+)
+def test_an_override_that_does_not_parse_names_field_value_and_allowed_values(assignment, message):
+    with pytest.raises(ConfigError) as err:
+        override(RunConfig(), ["data.path=x", assignment])
+    assert str(err.value) == message
+
+
+def test_overrides_are_parsed_by_the_declared_type():
+    config = override(
+        RunConfig(),
+        ["train.tokens=1e6", "data.streaming=false", "model.tie_embeddings=yes", "data.name=10", "optim.lr=1"],
+    )
+    assert config.train.tokens == 1_000_000 and isinstance(config.train.tokens, int)
+    assert config.data.streaming is False and config.model.tie_embeddings is True and config.data.name == "10"
+    # a float field keeps an int as given, so a config (and its hash) is what it was before overrides were typed
+    assert config.optim.lr == 1 and isinstance(config.optim.lr, int)
+    mqar = override(RunConfig(), ["data.mqar={'pairs': 4}", "data.dataset=mqar", "data.seq_len=64"]).data.mqar
+    assert mqar.pairs == 4 and mqar.seed == 123
+
+
+@pytest.mark.parametrize(
+    "assignments",
+    [
+        ["data.dataset=memmap", "data.path=shards"],
+        ["model.d_model=99", "model.mixer.n_head=3"],
+        ["data.dataset=mqar", "data.mqar={'pairs': 2}", "data.seq_len=16"],
+    ],
+)
+def test_overrides_are_validated_together_in_any_order(assignments):
+    # the first assignment alone is invalid: applied one at a time, it failed whatever came after it
+    with pytest.raises(ConfigError):
+        override(RunConfig(), assignments[:1])
+    forward, backward = override(RunConfig(), assignments), override(RunConfig(), assignments[::-1])
+    assert forward == backward
+
+
+def test_bad_overrides_fail_the_same_way_in_both_orders():
+    for assignments in (["model.n_layer=abc", "optim.lr=nan"], ["optim.lr=nan", "model.n_layer=abc"]):
+        with pytest.raises(ConfigError, match="=.* is invalid; allowed values: "):
+            override(RunConfig(), assignments)
+    wrong = ["data.dataset=memmap", "model.d_model=100"]
+    messages = set()
+    for assignments in (wrong, wrong[::-1]):
+        with pytest.raises(ConfigError) as err:
+            override(RunConfig(), assignments)
+        messages.add(str(err.value))
+    assert len(messages) == 1
+
+
+def test_a_run_validates_its_command_line_overrides_once(tmp_path):
+    from miras.experiment import Run
+
+    run = Run("r", "R", "g", "transformer-340m")
+    sets = ("data.dataset=memmap", f"data.path={tmp_path}")
+    assert run.config("smoke", sets, seed=3) == run.config("smoke", sets[::-1], seed=3)
+    assert run.config("smoke", sets, seed=3).train.seed == 3
+    with pytest.raises(ConfigError, match="train.seed='x' is invalid; allowed values: an integer"):
+        run.config("smoke", ("train.seed=x",))
