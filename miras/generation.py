@@ -1,4 +1,4 @@
-"""Text from a trained run: the checkpoint loader, one sampler, and decoding with the mixers' states carried.
+"""Text from a trained run: one sampler, and decoding with the mixers' states carried.
 
 ``python -m miras generate RUN_DIR --prompt TEXT`` streams a continuation to the terminal. The prompt is read
 once; then every new token goes in alone with the states of the previous step (KV caches for attention,
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from miras.config import RunConfig, from_dict
+from miras.checkpoint import load_checkpoint, tokenizer_spec
 from miras.models import LanguageModel
 
 
@@ -80,47 +80,6 @@ def decode(
             logits, states = model(token[:, None], states=states)
 
 
-def load_checkpoint(path: str | Path) -> tuple[LanguageModel, RunConfig, Path]:
-    """The model of a training run, its config and the checkpoint file: ``path`` is the run folder or its
-    ``checkpoints/last.ckpt``. Errors are one line naming the missing or broken file."""
-    file = Path(path)
-    if file.is_dir():
-        file = file / "checkpoints" / "last.ckpt"
-    if not file.is_file():
-        raise FileNotFoundError(f"no checkpoint at {file}; expected a run folder or its checkpoints/last.ckpt")
-    checkpoint = torch.load(file, map_location="cpu", weights_only=True)
-    saved = checkpoint.get("hyper_parameters", {}).get("config")
-    if saved is None or "state_dict" not in checkpoint:
-        raise ValueError(f"{file} is not a miras training checkpoint (no hyper_parameters.config or state_dict)")
-    try:
-        config = from_dict(RunConfig, saved)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{file}: its saved config does not load: {err}") from err
-    model = LanguageModel(config.model)
-    weights = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
-    check_weights(file, model.state_dict(), weights)
-    model.load_state_dict(weights)
-    return model.eval(), config, file
-
-
-def check_weights(file: Path, expected: dict, weights: dict) -> None:
-    """One-line ValueError when ``weights`` are not a state dict of the model ``expected`` comes from."""
-    missing = sorted(expected.keys() - weights.keys())
-    unexpected = sorted(weights.keys() - expected.keys())
-    reshaped = sorted(
-        f"{k} {tuple(weights[k].shape)} != {tuple(expected[k].shape)}"
-        for k in expected.keys() & weights.keys()
-        if weights[k].shape != expected[k].shape
-    )
-    problems = [
-        f"{label}: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''} ({len(names)})"
-        for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", reshaped))
-        if names
-    ]
-    if problems:
-        raise ValueError(f"{file}: weights do not match the model its saved config describes; {'; '.join(problems)}")
-
-
 def prompt_ids(tokenizer, text: str, context: int, max_new: int, eos: int) -> list[int]:
     """The prompt's tokens, keeping its last ``context - max_new`` (as the lm-eval adapter keeps a context's
     end); EOS alone for an empty prompt. Nothing is prepended: the models trained without BOS."""
@@ -141,7 +100,6 @@ def generate_cli(
     """Stream the continuation of ``prompt`` to ``out`` (stdout); return the token counts and rates it prints last."""
     out = out or sys.stdout
     from data.tokenizer import eos_id, load_tokenizer
-    from miras.evaluation.adapter import tokenizer_spec
 
     model, config, _ = load_checkpoint(run)
     model = model.to(device)

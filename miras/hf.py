@@ -141,12 +141,12 @@ AutoModelForCausalLM.register(MirasConfig, MirasForCausalLM, exist_ok=True)
 
 
 def export(run: str | Path, out: str | Path) -> Path:
-    """Write the Hugging Face folder of a run's last checkpoint to ``out`` (which must be absent or empty)."""
+    """Write the Hugging Face folder of a run's newest checkpoint that loads (or of one checkpoint file) to ``out``
+    (which must be absent or empty)."""
     from transformers import PreTrainedTokenizerFast
 
     from data.tokenizer import eos_id, load_tokenizer
-    from miras.evaluation.adapter import tokenizer_spec
-    from miras.generation import load_checkpoint
+    from miras.checkpoint import load_checkpoint, tokenizer_spec
 
     model, config, file = load_checkpoint(run)
     out = Path(out)
@@ -174,7 +174,9 @@ def export(run: str | Path, out: str | Path) -> Path:
 
 def model_card(checkpoint: Path, config) -> str:
     """What the folder holds: the run's config, data and metrics (from its ``summary.json`` when it has one)."""
-    run = checkpoint.parent.parent
+    from miras.checkpoint import run_of
+
+    run = run_of(checkpoint)
     summary_path = run / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     metrics = summary.get("metrics", {})

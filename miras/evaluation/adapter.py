@@ -16,8 +16,8 @@ from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window, simple_parse_args_string
 from tqdm import tqdm
 
-from miras.config import RunConfig
-from miras.generation import decode, load_checkpoint
+from miras.checkpoint import load_checkpoint, tokenizer_spec
+from miras.generation import decode
 from miras.models import LanguageModel
 
 DEFAULT_MAX_GEN_TOKS = 256
@@ -71,14 +71,16 @@ class MirasLM(TemplateLM):
         device: str | torch.device = "cpu",
         max_length: int | None = None,
     ) -> MirasLM:
-        """The model of a training run: ``path`` is its ``checkpoints/last.ckpt`` or its run folder.
+        """The model of a training run: ``path`` is its run folder (its newest checkpoint that loads) or a checkpoint
+        file (:func:`miras.checkpoint.load_checkpoint`).
 
         The config saved in the checkpoint rebuilds the model and names the tokenizer (it is kept as
-        ``run_config``); ``max_length`` defaults to the training context ``data.seq_len``.
+        ``run_config``, the file as ``checkpoint``); ``max_length`` defaults to the training context
+        ``data.seq_len``.
         """
         from data.tokenizer import load_tokenizer
 
-        model, config, _ = load_checkpoint(path)
+        model, config, file = load_checkpoint(path)
         lm = cls(
             model,
             load_tokenizer(tokenizer_spec(config)),
@@ -86,7 +88,7 @@ class MirasLM(TemplateLM):
             batch_size=batch_size,
             device=device,
         )
-        lm.run_config = config
+        lm.run_config, lm.checkpoint = config, file
         return lm
 
     @classmethod
@@ -239,17 +241,3 @@ def cut(text: str, until: list[str]) -> str:
         if stop:
             text = text.split(stop)[0]
     return text
-
-
-def tokenizer_spec(config: RunConfig) -> str:
-    """The tokenizer a run trained with: ``data.tokenizer``, the one its token shards record, or the offline
-    corpus tokenizer."""
-    if config.data.tokenizer:
-        return config.data.tokenizer
-    if config.data.dataset == "memmap":
-        from data.memmap import read_manifest
-
-        return read_manifest(config.data.path)["tokenizer"]["spec"]
-    from data.corpus import DEFAULT_OUT
-
-    return str(DEFAULT_OUT / "tokenizer.json")

@@ -69,11 +69,12 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def checkpoint_of(target: str | Path) -> tuple[Path, Path]:
-    """``(run folder, checkpoint)`` of a run folder or a checkpoint file inside ``<run>/checkpoints/``."""
+    """``(run folder, what to load)`` of a run folder (the folder itself: its newest checkpoint that loads, see
+    :func:`miras.checkpoint.find_checkpoint`) or of one of its checkpoint files (that file)."""
+    from miras.checkpoint import run_of
+
     target = Path(target)
-    if target.is_dir():
-        return target, target / "checkpoints" / "last.ckpt"
-    return target.parent.parent, target
+    return (target, target) if target.is_dir() else (run_of(target), target)
 
 
 def check_run_config(run: Path, checkpoint: Path, config) -> None:
@@ -118,7 +119,7 @@ def evaluate_run(
     """Evaluate the run at ``target`` on ``tasks`` and merge the metrics into its ``summary.json``.
 
     Args:
-        target: a run folder or its ``checkpoints/last.ckpt``.
+        target: a run folder (its newest checkpoint that loads) or one of its checkpoint files.
         tasks: lm-eval task names (:data:`~miras.evaluation.tasks.TASK_YAMLS`) and/or RULER ``niah_single_*``
             (``niah`` for all three), the latter at :data:`NIAH_LENGTHS`.
         niah: S-NIAH tasks with their context lengths, added to those of ``tasks``.
@@ -130,9 +131,9 @@ def evaluate_run(
 
     Returns the merged metrics (``eval/<task>/<metric>``; S-NIAH: ``eval/<task>/<length>``).
     """
-    run, checkpoint = checkpoint_of(target)
-    lm = MirasLM.from_checkpoint(checkpoint, batch_size=batch_size, device=device)
-    check_run_config(run, checkpoint, lm.run_config)
+    run, source = checkpoint_of(target)
+    lm = MirasLM.from_checkpoint(source, batch_size=batch_size, device=device)
+    check_run_config(run, lm.checkpoint, lm.run_config)
     tasks = resolve_tasks(tasks)
     harness = [t for t in tasks if t in TASK_YAMLS]
     niah = {**{t: list(NIAH_LENGTHS) for t in tasks if t in NIAH_TASKS}, **dict(niah or {})}
