@@ -50,9 +50,12 @@ def sweep_runs(
     labels: dict[str, str],
     lrs: Iterable[float],
     base: Callable[[str, int, int], RunConfig],
+    seeded: Iterable[str] = (),
 ) -> tuple[Run, ...]:
     """One run per (P, T) of ``cells``, model of ``labels`` (name -> row label) and learning rate, on the config
-    ``base(model, P, T)``; the runs of one (model, P, T) are a sweep, grouped by (P, T)."""
+    ``base(model, P, T)``; the runs of one (model, P, T) are a sweep, grouped by (P, T). The runs of the models
+    in ``seeded`` train seeds 0, 1 and 2, the others seed 0."""
+    seeded = set(seeded)
     return tuple(
         Run(
             f"{sweep_name(model, pairs, seq_len)}-lr{lr:g}",
@@ -63,6 +66,7 @@ def sweep_runs(
             scale=scale,
             base=base(model, pairs, seq_len),
             sweep=sweep_name(model, pairs, seq_len),
+            seeds=(0, 1, 2) if model in seeded else (0,),
         )
         for pairs, seq_len in cells
         for model, label in labels.items()

@@ -38,6 +38,8 @@ class Column:
     """Multiply our metric by this before comparing (lm-eval accuracies are fractions, papers print %)."""
     digits: int = 2
     """Decimals printed in the report."""
+    only_at: tuple[str, ...] | None = None
+    """The scales whose tables have this column (None: every scale); Table 3's S-NIAH lengths differ at tiny."""
 
 
 @dataclass(frozen=True)
@@ -67,12 +69,22 @@ class Run:
     sweep: str | None = None
     """Runs sharing a sweep name are the points of one hyperparameter sweep (zoology's learning rates): the report
     adds one row per sweep, the sweep's best run on the table's first column, and claims may name the sweep."""
+    only_at: tuple[str, ...] | None = None
+    """The scales that train this paper-scale run (None: every scale): a figure's grid thinned for a CPU keeps
+    its paper-scale configs, so a run of the thinned grid is the same run as at paper scale, resized."""
 
     def __post_init__(self) -> None:
         if self.scale is not None and self.scale not in SCALES:
             raise ValueError(f"run {self.name}: scale={self.scale!r} is invalid; allowed values: {', '.join(SCALES)}")
         if self.base is not None and self.scale is None:
             raise ValueError(f"run {self.name}: a base config needs the scale it is declared at (Run.scale)")
+        _check_scales(f"run {self.name}", self.only_at)
+        if self.only_at is not None and self.scale is not None:
+            raise ValueError(f"run {self.name}: give either scale or only_at, not both")
+
+    def at(self, scale: str) -> bool:
+        """Whether a command at ``scale`` sees this run."""
+        return self.scale in (None, scale) and (self.only_at is None or scale in self.only_at)
 
     def config(self, scale: str = "paper", extra: tuple[str, ...] = (), seed: int | None = None) -> RunConfig:
         """The resolved config at ``scale``, with ``extra`` overrides applied after scaling and ``train.seed``."""
@@ -96,10 +108,30 @@ class Run:
         return None
 
 
+def _check_scales(what: str, scales: tuple[str, ...] | None) -> None:
+    if scales is not None and (not scales or set(scales) - set(SCALES)):
+        raise ValueError(f"{what}: only_at={scales!r} is invalid; allowed values: non-empty subsets of {SCALES}")
+
+
+@dataclass(frozen=True)
+class Drop:
+    """A derived row of a claim: the relative drop of the claim's column from run ``start`` to run ``end``,
+    ``1 - end / start`` (how much perplexity falls as the context grows from ``start``'s to ``end``'s); the
+    larger drop is the better one whatever the column's direction."""
+
+    name: str
+    """Unique among the table's runs and drops; claims name it in ``better`` and ``worse``."""
+    label: str
+    """As printed, e.g. ``Moneta, 2K to 16K``."""
+    start: str
+    end: str
+
+
 @dataclass(frozen=True)
 class Claim:
     """A conclusion the paper draws from its numbers, checked on ours: every run of ``better`` beats every run
-    of ``worse`` on ``metric`` (in the direction of that column)."""
+    of ``worse`` on ``metric`` (in the direction of that column), or every :class:`Drop` of ``better`` falls
+    further than every one of ``worse``."""
 
     text: str
     """The claim in words, e.g. ``at 340M Moneta has the lowest Wiki ppl of all models``."""
@@ -115,6 +147,19 @@ class Claim:
     from_text: bool = False
     """The paper states it in words over a figure whose values are not recoverable, so its own numbers cannot be
     checked against it (every other claim must hold on the paper's numbers, which a test checks)."""
+    drops: tuple[Drop, ...] = ()
+    """The derived rows ``better`` and ``worse`` name (a claim about slopes); empty: they name runs and sweeps."""
+    only_at: tuple[str, ...] | None = None
+    """The scales whose tables check this claim (None: every scale whose runs it names)."""
+
+    def __post_init__(self) -> None:
+        _check_scales(f"claim {self.text!r}", self.only_at)
+
+    def row_names(self) -> tuple[str, ...]:
+        """The runs and sweeps the claim reads: those of its drops, or ``better`` and ``worse``."""
+        if self.drops:
+            return tuple(dict.fromkeys(n for d in self.drops for n in (d.start, d.end)))
+        return (*self.better, *self.worse)
 
 
 @dataclass(frozen=True)
@@ -153,7 +198,7 @@ class Table:
 
     def __post_init__(self) -> None:
         for scale in SCALES:
-            names = [r.name for r in self.runs if r.scale in (None, scale)]
+            names = [r.name for r in self.runs if r.at(scale)]
             if len(names) != len(set(names)):
                 raise ValueError(f"{self.paper}/{self.key}: duplicate run names at scale {scale}")
         names = [r.name for r in self.runs] + list(self.sweeps())
@@ -165,7 +210,7 @@ class Table:
         for scale in SCALES:
             points: dict[str, set] = {}
             for r in self.runs:
-                if r.sweep and r.scale in (None, scale):
+                if r.sweep and r.at(scale):
                     points.setdefault(r.sweep, set()).add((r.label, r.group))
             for sweep, kinds in points.items():
                 if len(kinds) > 1:
@@ -175,7 +220,9 @@ class Table:
         if self.reduce not in REDUCTIONS:
             raise ValueError(f"reduce={self.reduce!r} is invalid; allowed values: {REDUCTIONS}")
         for claim in self.claims:
-            missing = [r for r in (*claim.better, *claim.worse) if r not in names]
+            drops = {d.name for d in claim.drops}
+            missing = [r for r in claim.row_names() if r not in names]
+            missing += [r for r in (*claim.better, *claim.worse) if r not in (drops or names)]
             unknown_keys = [k for k in (claim.metric, claim.proxy) if k is not None and k not in keys]
             if missing or unknown_keys or not claim.better or not claim.worse:
                 raise ValueError(
@@ -207,15 +254,24 @@ class Table:
     def at(self, scale: str) -> Table:
         """The table as a command at ``scale`` sees it: the runs declared for every scale or for this one, and the
         claims, references and paper numbers of those runs and sweeps."""
-        if all(r.scale is None for r in self.runs):
+        everywhere = (*self.runs, *self.columns, *self.claims)
+        if all(r.scale is None for r in self.runs) and all(x.only_at is None for x in everywhere):
             return self
-        runs = tuple(r for r in self.runs if r.scale in (None, scale))
-        names = {r.name for r in runs} | {r.sweep for r in runs if r.sweep}
+        runs = tuple(r for r in self.runs if r.at(scale))
+        columns = tuple(c for c in self.columns if c.only_at is None or scale in c.only_at)
+        names, keys = {r.name for r in runs} | {r.sweep for r in runs if r.sweep}, {c.key for c in columns}
         return dataclasses.replace(
             self,
             runs=runs,
-            paper_numbers={k: v for k, v in self.paper_numbers.items() if k[0] in names},
-            claims=tuple(c for c in self.claims if set(c.better) | set(c.worse) <= names),
+            columns=columns,
+            paper_numbers={k: v for k, v in self.paper_numbers.items() if k[0] in names and k[1] in keys},
+            claims=tuple(
+                c
+                for c in self.claims
+                if (c.only_at is None or scale in c.only_at)
+                and set(c.row_names()) <= names
+                and {c.metric, c.proxy} - {None} <= keys
+            ),
             references=tuple(r for r in self.references if r in names),
         )
 

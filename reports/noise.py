@@ -104,3 +104,17 @@ def compare(a: Spread, b: Spread, higher_is_better: bool) -> str:
     if p >= ALPHA:
         return "within noise"
     return "better" if (a.mean > b.mean) == higher_is_better else "worse"
+
+
+def drop(start: Spread, end: Spread) -> Spread:
+    """The relative drop ``1 - end / start`` of two rows' means, with its standard error by the delta method,
+    ``(m_e / m_s) sqrt(s_e^2 / (n_e m_e^2) + s_s^2 / (n_s m_s^2))``, and Welch-Satterthwaite degrees of freedom;
+    no estimate when a side has none. As a :class:`Spread` of one "seed" whose ``sd`` is that standard error, it
+    enters :func:`p_value` like a row."""
+    ratio = end.mean / start.mean
+    if start.sd is None or end.sd is None:
+        return Spread(1 - ratio, 1, None, 0)
+    parts = [(end.sd / end.mean) ** 2 / end.n, (start.sd / start.mean) ** 2 / start.n]
+    total = sum(parts)
+    df = total**2 / sum(v**2 / d for v, d in zip(parts, (end.df, start.df), strict=True) if v) if total else 1
+    return Spread(1 - ratio, 1, abs(ratio) * math.sqrt(total), df, pooled=start.pooled or end.pooled)

@@ -76,7 +76,7 @@ def load_summaries(reports_dir: Path, table: Table, scale: str) -> list[dict]:
     seeds = sorted({s["seed"] for s in others.values()})
     borrowed = []
     for run in table.runs:
-        if run.scale not in (None, scale):
+        if not run.at(scale):
             continue
         for seed in seeds:
             chash = config_hash(run.config(scale, seed=seed))

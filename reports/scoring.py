@@ -86,31 +86,38 @@ def spreads(table: Table, grid: dict, key: str) -> dict[str, noise.Spread]:
     }
 
 
-def _pair(table: Table, a: str, b: str, spread: dict) -> str:
-    gap = spread[a].mean / spread[b].mean - 1 if spread[b].mean else math.nan
+def _pair(a: str, b: str, spread: dict, labels: dict, drops: bool) -> str:
     p = noise.p_value(spread[a], spread[b])
     tail = "no noise estimate" if p is None else f"p = {p:.2g}"
-    return f"{table.run(a).label} vs {table.run(b).label}: {100 * gap:+.1f} %, {tail}"
+    if drops:
+        drop_a, drop_b = 100 * spread[a].mean, 100 * spread[b].mean
+        return f"{labels[a]} vs {labels[b]}: drops of {drop_a:.1f} % and {drop_b:.1f} %, {tail}"
+    gap = spread[a].mean / spread[b].mean - 1 if spread[b].mean else math.nan
+    return f"{labels[a]} vs {labels[b]}: {100 * gap:+.1f} %, {tail}"
 
 
 def check_claim(table: Table, claim: Claim, grid: dict) -> Verdict:
     """The claim on our cells (``grid``: ``(run, column key) -> Cell`` with ``result`` set where a cell counts),
     each pair of a better and a worse row compared beyond seed noise (``reports.noise``): the claim holds when
     every pair is better, fails when any is worse, and is otherwise within noise, or one seed where a pair has no
-    noise estimate. The detail names the deciding pair (the least certain one of a claim that holds)."""
+    noise estimate. The rows of a claim with drops are those drops (``noise.drop``; the larger one is better).
+    The detail names the deciding pair (the least certain one of a claim that holds)."""
     unmeasured: list[str] = []
     for key in (claim.metric, claim.proxy):
         if key is None:
             continue
-        runs = (*claim.better, *claim.worse)
-        missing = [r for r in runs if grid[r, key].result is None]
+        missing = [r for r in claim.row_names() if grid[r, key].result is None]
         if missing:
             unmeasured = missing
             continue
         column = next(c for c in table.columns if c.key == key)
-        spread = spreads(table, grid, key)
+        spread, higher = spreads(table, grid, key), column.higher_is_better
+        labels = {r: table.run(r).label for r in claim.row_names()}
+        if claim.drops:
+            spread = {d.name: noise.drop(spread[d.start], spread[d.end]) for d in claim.drops}
+            labels, higher = {d.name: d.label for d in claim.drops}, True
         pairs = [(b, w) for b in claim.better for w in claim.worse]
-        outcome = {pair: noise.compare(spread[pair[0]], spread[pair[1]], column.higher_is_better) for pair in pairs}
+        outcome = {pair: noise.compare(spread[pair[0]], spread[pair[1]], higher) for pair in pairs}
 
         def p(pair, spread=spread):
             return noise.p_value(spread[pair[0]], spread[pair[1]])
@@ -125,7 +132,7 @@ def check_claim(table: Table, claim: Claim, grid: dict) -> Verdict:
             within = [pair for pair in pairs if outcome[pair] == "within noise"]
             status, decisive = "within noise", max(within, key=p)
         parts = [] if key == claim.metric else [f"on {column.title}, standing in for the paper's metric"]
-        parts.append(_pair(table, *decisive, spread))
+        parts.append(_pair(*decisive, spread, labels, bool(claim.drops)))
         return Verdict(claim, status, "; ".join(parts))
     labels = ", ".join(table.run(r).label for r in unmeasured)
     return Verdict(claim, "not measured", f"no result for {labels}")
@@ -133,15 +140,13 @@ def check_claim(table: Table, claim: Claim, grid: dict) -> Verdict:
 
 def paper_verdict(table: Table, claim: Claim) -> str:
     """The claim on the paper's own numbers (``holds``, ``fails``, or ``not measured`` where a value is missing)."""
-    values = {r: table.paper_numbers.get((r, claim.metric)) for r in (*claim.better, *claim.worse)}
+    values = {r: table.paper_numbers.get((r, claim.metric)) for r in claim.row_names()}
     if any(v is None for v in values.values()):
         return "not measured"
-    column = next(c for c in table.columns if c.key == claim.metric)
-    return (
-        "holds"
-        if all(_beats(values[b], values[w], column.higher_is_better) for b in claim.better for w in claim.worse)
-        else "fails"
-    )
+    higher = next(c for c in table.columns if c.key == claim.metric).higher_is_better
+    if claim.drops:
+        values, higher = {d.name: 1 - values[d.end] / values[d.start] for d in claim.drops}, True
+    return "holds" if all(_beats(values[b], values[w], higher) for b in claim.better for w in claim.worse) else "fails"
 
 
 @dataclass(frozen=True)

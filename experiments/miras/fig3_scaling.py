@@ -11,9 +11,17 @@ context panels add 2K, 8K, 16K and 32K at 340M and 760M (their 4K point is the s
 logged; the report's plot estimates them as 6 x parameters x tokens. Every run reads C4 (``en``) at paper
 scale; tiny and smoke read the offline corpus, and the scale rules shrink contexts in proportion, so the
 sweep stays a sweep at every scale.
+
+At tiny (and smoke) the grid is thinned to what a CPU trains in hours (``Run.only_at``): the whole size panel, and
+the context panel at 340M alone with 2K and 16K beside the 4K point (tiny contexts 128, 256 and 1024). A tiny run
+whose config is a Table 2 run's (the 340M and 760M presets at 4K: C4 becomes the offline corpus at tiny) is that
+run, trained once (``python -m miras train --skip-done`` skips it, the report reads its summaries). Rows are
+grouped by model size, so a single-seed row takes the seed spread of the seeded Table 2 rows of its size.
+"Scale better with context" is checked as a slope: the relative drop in perplexity from the shortest to the
+longest context of the panel (``Drop``), each Miras model's against each baseline's.
 """
 
-from miras.experiment import Claim, Column, Run, Table
+from miras.experiment import Claim, Column, Drop, Run, Table
 
 MODELS = {
     "moneta": "Moneta",
@@ -23,40 +31,79 @@ MODELS = {
     "mamba2": "Mamba2",
     "gated_deltanet": "Gated DeltaNet",
 }
+MIRAS = ("moneta", "yaad", "memora")
 SIZES = {"170m": "120M", "340m": "340M", "780m": "760M"}
 """Preset size -> the size the paper's text names."""
-CONTEXT_SIZES = ("340m", "780m")
 BASE_CONTEXT = 4096
-CONTEXTS = (2048, 8192, 16384, 32768)
+CONTEXTS = {"340m": (2048, 8192, 16384, 32768), "780m": (2048, 8192, 16384, 32768)}
+"""The context panels: size -> contexts beside the 4K point."""
+THIN = {"340m": (2048, 16384)}
+"""The context panels of the thinned grid (tiny and smoke)."""
+THINNED = ("tiny", "smoke")
 C4 = ("data.dataset=c4", "data.name=en")
 
-SIZE_GROUP = "Model size (4K context)"
+
+def _name(model: str, size: str, context: int) -> str:
+    return f"{model}-{SIZES[size].lower()}-ctx{context // 1024}k"
 
 
-def _run(model: str, size: str, context: int, group: str) -> Run:
+def _run(model: str, size: str, context: int, only_at: tuple[str, ...] | None = None) -> Run:
     return Run(
-        f"{model}-{SIZES[size].lower()}-ctx{context // 1024}k",
+        _name(model, size, context),
         f"{MODELS[model]} {SIZES[size]}, {context // 1024}K",
-        group,
+        SIZES[size],
         f"{model}-{size}",
         (*C4, f"data.seq_len={context}"),
+        only_at=only_at,
     )
 
 
-RUNS = tuple(_run(m, s, BASE_CONTEXT, SIZE_GROUP) for s in SIZES for m in MODELS) + tuple(
-    _run(m, s, c, f"Training context ({SIZES[s]})") for s in CONTEXT_SIZES for m in MODELS for c in CONTEXTS
+def _everywhere(size: str, context: int) -> tuple[str, ...] | None:
+    """Where a context-panel run is trained: every scale if the thinned grid keeps it, else the full grids."""
+    return None if context in THIN.get(size, ()) else ("paper", "small")
+
+
+RUNS = tuple(
+    run
+    for size in SIZES
+    for model in MODELS
+    for run in (
+        _run(model, size, c, None if c == BASE_CONTEXT else _everywhere(size, c))
+        for c in sorted((BASE_CONTEXT, *CONTEXTS.get(size, ())))
+    )
 )
 
-MIRAS = ("moneta", "yaad", "memora")
+
+def _context_claim(size: str, first: int, last: int, only_at: tuple[str, ...]) -> Claim:
+    def drop(model: str) -> Drop:
+        return Drop(f"{model}-{SIZES[size].lower()}-drop", f"{MODELS[model]} {SIZES[size]}, {first // 1024}K to "
+                    f"{last // 1024}K", _name(model, size, first), _name(model, size, last))  # fmt: skip
+
+    drops = tuple(drop(m) for m in MODELS)
+    return Claim(
+        f"at {SIZES[size]}, the perplexity of Moneta, Yaad and Memora each falls more from the {first // 1024}K to "
+        f"the {last // 1024}K context than every baseline's",
+        "Figure 3 (middle, right), section 6",
+        "val/ppl",
+        tuple(d.name for d, m in zip(drops, MODELS, strict=True) if m in MIRAS),
+        tuple(d.name for d, m in zip(drops, MODELS, strict=True) if m not in MIRAS),
+        from_text=True,
+        drops=drops,
+        only_at=only_at,
+    )
+
+
 CLAIMS = tuple(
     Claim(f"at {SIZES[s]} (4K context) Moneta, Yaad and Memora each have lower perplexity than every baseline",
           "Figure 3 (left), section 6", "val/ppl",
-          tuple(_run(m, s, BASE_CONTEXT, SIZE_GROUP).name for m in MIRAS),
-          tuple(_run(m, s, BASE_CONTEXT, SIZE_GROUP).name for m in MODELS if m not in MIRAS), from_text=True)
+          tuple(_name(m, s, BASE_CONTEXT) for m in MIRAS),
+          tuple(_name(m, s, BASE_CONTEXT) for m in MODELS if m not in MIRAS), from_text=True)
     for s in SIZES
-)  # fmt: skip
-"""The size panel's claim, per size; "scale better with context" is a statement about slopes, which a pairwise
-claim cannot state, so the context panels carry none."""
+) + tuple(
+    _context_claim(size, min(contexts), max(contexts), ("paper", "small")) for size, contexts in CONTEXTS.items()
+) + tuple(_context_claim(size, min(contexts), max(contexts), THINNED) for size, contexts in THIN.items())  # fmt: skip
+"""The size panel's claim per size, and "scale better with context" as a slope per context panel: the relative
+drop in perplexity from its shortest to its longest context."""
 
 TABLE = Table(
     paper="miras",
@@ -73,6 +120,9 @@ TABLE = Table(
         "The model sizes, token budgets and (for the context panels) the tokens per run are not stated; we use "
         "the 170M (the text's 120M), 340M and 760M presets with their Table 2 budgets, at every context.",
         "FLOPs in the plot are 6 x parameters x tokens, which ignores the attention and memory-update terms.",
-        "Each context panel's 4K point is the size panel's run at that size.",
+        "Each context panel's 4K point is the size panel's run at that size; at tiny and smoke the context panel "
+        "is 340M at 2K, 4K and 16K.",
+        "A drop is 1 - (val ppl at the longest context) / (val ppl at the shortest); its noise is the two runs' seed "
+        "noise by the delta method.",
     ),
 )

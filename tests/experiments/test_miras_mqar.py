@@ -9,14 +9,19 @@ from reports.render import harvest, render
 EXPERIMENT = Path(__file__).resolve().parents[2] / "experiments" / "miras" / "mqar.py"
 
 
-def test_paper_and_small_are_zoology_sized_grids_and_tiny_is_one_cell_with_every_mixer():
+def test_paper_and_small_are_zoology_sized_grids_and_tiny_two_cells_with_every_mixer():
     for scale in ("paper", "small"):
         grid = GRIDS[scale]
         assert 64 <= grid.d_model <= 256 and grid.lrs == (1e-4, 4.6e-4, 2.2e-3, 1e-2)
         assert all(4 <= p <= 64 and 64 <= t <= 512 and 4 * p <= t for p, t in grid.cells())
     tiny = TABLE.at("tiny")
-    assert GRIDS["tiny"].cells() == [(4, 32)] and {r.group for r in tiny.runs} == {"P=4, T=32"}
-    assert set(tiny.sweeps()) == {f"{m}-P4-T32" for m in MIXERS} and len(tiny.runs) == 2 * len(MIXERS)
+    assert GRIDS["tiny"].cells() == [(4, 32), (8, 32)] and {r.group for r in tiny.runs} == {"P=4, T=32", "P=8, T=32"}
+    assert set(tiny.sweeps()) == {f"{m}-P{p}-T32" for m in MIXERS for p in (4, 8)}
+    assert len(tiny.runs) == 2 * 2 * len(MIXERS)
+    seeds = {r.name.split("-")[0]: r.seeds for r in tiny.runs}
+    assert seeds == {m: (0, 1, 2) if m in GRIDS["tiny"].seeded else (0,) for m in MIXERS}
+    assert [c.better for c in tiny.claims] == [("moneta-P8-T32", "yaad-P8-T32", "memora-P8-T32")]
+    assert TABLE.at("paper").claims == ()
     assert len(TABLE.at("paper").runs) == len(GRIDS["paper"].cells()) * len(MIXERS) * 4
 
 

@@ -105,4 +105,6 @@ def test_every_declared_claim_holds_on_the_papers_own_numbers():
     claims = [(t, c) for t in map(load_experiment, experiment_files(root)) for c in t.claims]
     assert claims
     for t, claim in claims:
+        if claim.only_at is not None and "paper" not in claim.only_at:
+            continue  # a paper claim restated on columns or runs of a smaller scale, which the paper does not have
         assert paper_verdict(t, claim) == ("not measured" if claim.from_text else "holds"), f"{t.key}: {claim.text}"
