@@ -16,7 +16,7 @@ SCALE := paper
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install corpus test test-gpu test-all lint train dry-run reproduce-table2 reproduce-table3 reproduce-table4 reproduce-iclr-ablation reproduce-fig3 reproduce-fig4 reproduce-mqar reproduce-all eval reproduce-ttr-fig2 reproduce-ttr-fig3 submit test-slurm harvest report tensorboard bench gpu-wheels gpu-check recall clean
+.PHONY: help install corpus test test-faults test-gpu test-all lint train dry-run reproduce-table2 reproduce-table3 reproduce-table4 reproduce-iclr-ablation reproduce-fig3 reproduce-fig4 reproduce-mqar reproduce-all eval reproduce-ttr-fig2 reproduce-ttr-fig3 submit test-slurm harvest report tensorboard bench gpu-wheels gpu-check recall clean
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ corpus: | $(VENV)/.installed ## prepare the offline corpus and BPE tokenizer und
 
 test: ## fast CPU test suite (no slow, gpu or slurm tests)
 	$(PY) -m pytest -q -m "not slow and not gpu and not slurm" $(PYTEST_ARGS)
+
+test-faults: ## the slow fault tests: `miras train` processes killed (-9, SIGTERM), launched twice, short of disk (~3 min)
+	$(PY) -m pytest -q -m slow tests/miras/test_faults.py $(PYTEST_ARGS)
 
 test-gpu: ## gpu-marked tests (needs CUDA)
 	$(PY) -m pytest -q -m gpu $(PYTEST_ARGS)

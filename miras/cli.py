@@ -8,8 +8,10 @@ import json
 import sys
 from pathlib import Path
 
+from miras.checkpoint import CheckpointWriteError, checkpoint_files
 from miras.config import ConfigError, config_hash
 from miras.experiment import Table, experiment_files, load_experiment, run_dir
+from miras.runlock import RunLocked
 from miras.scales import SCALES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,6 +61,10 @@ def _stale(out: Path, chash: str) -> bool:
 
 
 def _cmd_train(args) -> int:
+    import signal
+
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
     from miras.train import train
 
     table = load_experiment(args.experiment).at(args.scale)
@@ -91,18 +97,28 @@ def _cmd_train(args) -> int:
                 force = True
             meta = {"paper": table.paper, "table": table.key, "run": run.name, "seed": seed, "scale": args.scale}
             print(f"train {run.name} seed{seed} at scale {args.scale} -> {out}")
-            result = train(
-                seeded,
-                out,
-                meta,
-                resume=args.resume or (args.all and (out / "checkpoints/last.ckpt").exists()),
-                force=force,
-                accelerator=args.accelerator,
-                devices=args.devices,
-                num_nodes=args.num_nodes,
-                strategy=args.strategy,
-                progress=sys.stdout.isatty(),
-            )
+            try:
+                result = train(
+                    seeded,
+                    out,
+                    meta,
+                    resume=args.resume or (args.all and bool(checkpoint_files(out))),
+                    force=force,
+                    accelerator=args.accelerator,
+                    devices=args.devices,
+                    num_nodes=args.num_nodes,
+                    strategy=args.strategy,
+                    progress=sys.stdout.isatty(),
+                )
+            except RunLocked as err:
+                if not (args.all or args.skip_done):
+                    raise
+                # a sweep leaves a run that another trainer holds to that trainer
+                print(f"skip {run.name} seed{seed}: {err}")
+                continue
+            except SIGTERMException:  # Lightning stops at the next step after a SIGTERM (SLURM's requeue sends one)
+                print(f"train: {out} stopped by SIGTERM; continue it with --resume", file=sys.stderr)
+                return 128 + signal.SIGTERM
             if not result:
                 failures += 1
             else:
@@ -239,12 +255,13 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--all",
         action="store_true",
-        help="every available run of the table (a killed run resumes from its last checkpoint)",
+        help="every available run of the table (a killed run resumes from its last checkpoint; a run that another "
+        "trainer holds is skipped)",
     )
     tr.add_argument("--scale", choices=SCALES, default="tiny")
     tr.add_argument("--seed", dest="seeds", type=int, action="append", help="seed(s); default: the run's")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
-    tr.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    tr.add_argument("--resume", action="store_true", help="continue from the run folder's newest checkpoint that loads")
     tr.add_argument("--force", action="store_true", help="delete the run folder and start over")
     tr.add_argument(
         "--skip-done",
@@ -259,7 +276,9 @@ def parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=_cmd_train)
 
     ev = sub.add_parser("eval", help="lm-eval and S-NIAH of trained runs; metrics merged into their summary.json")
-    ev.add_argument("target", type=Path, help="a run folder, its last.ckpt, or an experiment file (its trained runs)")
+    ev.add_argument(
+        "target", type=Path, help="a run folder, one of its checkpoint files, or an experiment file (its trained runs)"
+    )
     ev.add_argument(
         "--tasks",
         help="comma list of lm-eval tasks and niah_single_1/2/3; default: the tasks of the run's table columns",
@@ -281,8 +300,10 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--runs-dir", default=str(REPO / "runs"))
     ev.set_defaults(func=_cmd_eval)
 
-    gen = sub.add_parser("generate", help="stream text from a trained run (its last checkpoint and tokenizer)")
-    gen.add_argument("run", type=Path, help="a run folder or its checkpoints/last.ckpt")
+    gen = sub.add_parser(
+        "generate", help="stream text from a trained run (its newest checkpoint that loads, and its tokenizer)"
+    )
+    gen.add_argument("run", type=Path, help="a run folder (its newest checkpoint that loads) or one checkpoint file")
     gen.add_argument("--prompt", help="the text to continue")
     gen.add_argument("--prompt-file", type=Path, help="read the prompt from this file")
     gen.add_argument("--max-new-tokens", type=int, default=128)
@@ -294,7 +315,7 @@ def parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=_cmd_generate)
 
     ex = sub.add_parser("export", help="a Hugging Face model folder (config, safetensors, tokenizer, model card)")
-    ex.add_argument("run", type=Path, help="a run folder or its checkpoints/last.ckpt")
+    ex.add_argument("run", type=Path, help="a run folder (its newest checkpoint that loads) or one checkpoint file")
     ex.add_argument("out", type=Path, help="the folder to write (absent or empty)")
     ex.set_defaults(func=_cmd_export)
 
@@ -326,6 +347,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, FileExistsError, KeyError, NotImplementedError, ValueError) as err:
+    except (
+        ConfigError,
+        FileNotFoundError,
+        FileExistsError,
+        KeyError,
+        NotImplementedError,
+        ValueError,
+        RunLocked,
+        CheckpointWriteError,
+    ) as err:
         print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
         return 2

@@ -3,9 +3,10 @@
 ``submit`` renders ``slurm/job.sbatch.tmpl`` into ``<run folder>/slurm/job.sbatch`` and hands it to ``sbatch``.
 The job runs ``srun python -m miras train ... --resume`` with one task per GPU (one per node on CPU); Lightning's
 ``SLURMEnvironment`` takes the ranks from srun. 90 s before the time limit SLURM sends ``USR1`` to the batch
-shell, which requeues the job; the requeued job resumes from the run folder's ``last.ckpt`` (``slurm/README.md``
-says why Lightning's own SIGUSR1 requeue is not used). Cluster settings come from the untracked
-``slurm/cluster.toml`` (see ``slurm/cluster.example.toml``).
+shell, which requeues the job; the requeued job takes over the run folder's lock and resumes from its newest
+checkpoint that loads, ``last.ckpt`` or the one before (``slurm/README.md`` says why Lightning's own SIGUSR1
+requeue is not used). Cluster settings come from the untracked ``slurm/cluster.toml`` (see
+``slurm/cluster.example.toml``).
 """
 
 from __future__ import annotations
