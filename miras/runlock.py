@@ -179,15 +179,18 @@ class RunLock:
         if reason:
             self.warn(f"{self.path}: took over the lock of {describe(holder)}: {reason}")
         self._fd, self._me = fd, me
-        self._write()
-        if state == "unsupported":
-            # no file lock to arbitrate two simultaneous takers: the one whose name stays in the file wins
-            time.sleep(0.5)
-            now_named = _read(fd)
-            if (now_named.get("host"), now_named.get("pid")) != (me["host"], me["pid"]):
-                self._fd = None
-                os.close(fd)
-                raise RunLocked(f"{self.run} was taken by {describe(now_named)} at the same time (lock {self.path})")
+        try:
+            self._write()
+            if state == "unsupported":
+                # no file lock to arbitrate two simultaneous takers: the one whose name stays in the file wins
+                time.sleep(0.5)
+                named = _read(fd)
+                if (named.get("host"), named.get("pid")) != (me["host"], me["pid"]):
+                    raise RunLocked(f"{self.run} was taken by {describe(named)} at the same time (lock {self.path})")
+        except BaseException:
+            self._fd = None
+            os.close(fd)
+            raise
         self._stop.clear()
         self._beat = threading.Thread(target=self._renew, name="miras-run-lock", daemon=True)
         self._beat.start()

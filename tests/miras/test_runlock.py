@@ -107,3 +107,20 @@ def test_only_the_launching_rank_locks(monkeypatch, env, rank):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert launcher_rank() == rank
+
+
+def test_without_file_locks_the_lease_decides(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with RunLock(tmp_path / "run"):
+        with pytest.raises(RunLocked, match=r"renewed \d+ s ago"):
+            RunLock(tmp_path / "run").acquire()
+    plant(tmp_path / "run", holder(renewed=time.time()))  # a dead pid of this host
+    warnings = []
+    with RunLock(tmp_path / "run", warn=warnings.append):
+        assert "its process is gone" in warnings[0]
