@@ -1,53 +1,76 @@
-"""Seed noise: when a gap between two rows of a table is a result and when it is a coin flip.
+"""Seed noise: when a gap between rows of a table is a result and when it is a coin flip.
 
-A row's cell is the mean of its seeds' values. Its noise is the sample standard deviation over those seeds; a
-row trained with one seed borrows the **pooled relative seed spread** of the rows of its group (same table,
-scale and column) that have several seeds::
+Rows trained with the same seed read the same documents in the same order, and at the tiny scale that order moves
+every row's perplexity alike (by several percent from one seed to the next), so seeds are blocks. Within a group of
+rows (same table, scale and column), the value of row ``i`` at seed ``s`` is modelled as
 
-    r = sqrt( sum_i (n_i - 1) (s_i / m_i)^2 / sum_i (n_i - 1) )      (degrees of freedom: sum_i (n_i - 1))
+    log y_is = a_i + b_s + e_is,        e_is ~ N(0, sigma^2)
 
-so its standard deviation is ``r`` times its value. Two rows differ beyond noise when Welch's t-test on their
-means rejects equality at :data:`ALPHA` (two-sided): ``t = (m_a - m_b) / sqrt(s_a^2 / n_a + s_b^2 / n_b)`` with
-Welch-Satterthwaite degrees of freedom, each side counting ``n - 1`` of its own or the pooled degrees of freedom
-of the spread it borrows. Between two rows with several seeds each this is ``scipy.stats.ttest_ind(a, b,
-equal_var=False)``. A pair with a side that has neither several seeds nor a pooled spread has no noise estimate:
-``one seed``, never a difference nor a tie.
+(``b_s``: what seed ``s`` does to every row alike; on the raw values instead of their logs where a value is not
+positive). ``sigma`` is fitted by least squares over every value of the group, with ``values - rank`` residual
+degrees of freedom: only rows with several seeds inform it, and a row with one seed is compared through it.
+
+A comparison is a contrast ``sum_r c_r log y_rs`` (``log y_a - log y_b`` for two rows; ``(log y_a,start - log y_a,end)
+- (log y_b,start - log y_b,end)`` for two drops along a context) averaged over the seeds its rows share, ``k`` of
+them: the seed effects cancel, its variance is ``sum_r c_r^2 sigma_r^2 / k`` and it is tested with Student's t at
+the residual degrees of freedom (Welch-Satterthwaite when its rows come from groups of different noise). Between two
+rows of a group that are its only rows, this is the paired t-test on the logs.
+Two-sided p < :data:`ALPHA` is a difference beyond noise. A comparison with no shared seed, or whose group has no
+residual degrees of freedom (no row with two seeds), has no noise estimate: ``one seed``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from scipy.stats import t as student_t
 
 ALPHA = 0.05
-"""Two-sided significance level of the pair test."""
+"""Two-sided significance level of a comparison."""
 
 RULE = (
-    "a claim **holds** when every pair of its rows differs in the claimed direction beyond seed noise (Welch's "
-    f"t-test on the per-seed values, two-sided p < {ALPHA}; a row with one seed takes the pooled relative seed "
-    "spread of the rows of its group that have several), **fails** when some pair differs beyond noise the other "
-    "way, is **within noise** when neither, and **one seed** when some pair has no noise estimate (one seed and "
-    "no seeded row in its group)"
+    "a claim **holds** when every pair of its rows differs in the claimed direction beyond seed noise, **fails** "
+    "when some pair differs beyond noise the other way, is **within noise** when neither, and **one seed** when "
+    "some pair has no noise estimate; a pair is compared on the seeds both rows trained, each seed's shared effect "
+    "cancelled, by a t-test (two-sided p < "
+    f"{ALPHA}) against the noise that is left, fitted over the rows of the group that have several seeds "
+    "(`reports/noise.py`)"
 )
 """The verdict rule in words, printed under every table with claims."""
 
 
 @dataclass(frozen=True)
-class Spread:
-    """A row's value and its seed noise on one column."""
+class Noise:
+    """The fitted noise of a group of rows on one column."""
 
-    mean: float
-    n: int
-    """Seeds behind ``mean``."""
-    sd: float | None
-    """Sample standard deviation over the seeds, or the pooled spread times ``mean`` for a one-seed row; None
-    when there is no estimate."""
+    sigma: float
+    """Residual standard deviation (of the logs: a relative spread)."""
     df: int
-    """Degrees of freedom behind ``sd`` (``n - 1``, or the pooled ones)."""
-    pooled: bool = False
+    log: bool
+    """Fitted on log values (else raw values)."""
+
+
+@dataclass(frozen=True)
+class Term:
+    """A row's share in a comparison: ``coef`` times its per-seed values, with the noise of its group."""
+
+    coef: float
+    values: Mapping[int, float]
+    """Seed -> value."""
+    noise: Noise | None
+
+
+@dataclass(frozen=True)
+class Test:
+    estimate: float
+    """Mean of the contrast over the shared seeds (in logs where the noise is)."""
+    seeds: int
+    """Seeds shared by every row of the comparison."""
+    p: float | None
+    """Two-sided p-value; None without a noise estimate."""
 
 
 def sample_sd(values: Sequence[float]) -> float | None:
@@ -58,9 +81,9 @@ def sample_sd(values: Sequence[float]) -> float | None:
     return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-def pooled_relative_sd(rows: Iterable[Sequence[float]]) -> tuple[float, int] | None:
-    """``(r, degrees of freedom)`` of the rows with two or more values (module docstring); None when there are
-    none, or a mean is 0."""
+def pooled_relative_sd(rows: Sequence[Sequence[float]]) -> float | None:
+    """``sqrt(sum_i (n_i - 1) (s_i / m_i)^2 / sum_i (n_i - 1))`` over the rows with two or more values: the raw seed
+    spread, seed effects included; None when no row has two values or a mean is 0."""
     num = df = 0
     for values in rows:
         if len(values) < 2:
@@ -70,51 +93,57 @@ def pooled_relative_sd(rows: Iterable[Sequence[float]]) -> tuple[float, int] | N
             return None
         num += (len(values) - 1) * (sample_sd(values) / mean) ** 2
         df += len(values) - 1
-    return (math.sqrt(num / df), df) if df else None
+    return math.sqrt(num / df) if df else None
 
 
-def spread(values: Sequence[float], pooled: tuple[float, int] | None) -> Spread:
-    """The :class:`Spread` of a row with per-seed ``values``, borrowing ``pooled`` when it has one seed."""
-    mean = sum(values) / len(values)
-    if len(values) >= 2:
-        return Spread(mean, len(values), sample_sd(values), len(values) - 1)
-    if pooled is None:
-        return Spread(mean, 1, None, 0)
-    return Spread(mean, 1, pooled[0] * abs(mean), pooled[1], pooled=True)
-
-
-def p_value(a: Spread, b: Spread) -> float | None:
-    """Two-sided p-value of Welch's t-test that ``a`` and ``b`` have the same mean; None without an estimate."""
-    if a.sd is None or b.sd is None:
+def fit(rows: Mapping[str, Mapping[int, float]]) -> Noise | None:
+    """The residual noise of the additive row + seed model over ``rows`` (name -> seed -> value); None without
+    residual degrees of freedom."""
+    cells = [(r, s, v) for r, values in rows.items() for s, v in values.items()]
+    log = all(v > 0 for _, _, v in cells)
+    names, seeds = sorted(rows), sorted({s for _, s, _ in cells})
+    design = np.zeros((len(cells), len(names) + len(seeds)))
+    for i, (r, s, _) in enumerate(cells):
+        design[i, names.index(r)] = design[i, len(names) + seeds.index(s)] = 1.0
+    y = np.array([math.log(v) if log else v for _, _, v in cells])
+    rank = np.linalg.matrix_rank(design) if cells else 0
+    df = len(cells) - int(rank)
+    if df <= 0:
         return None
-    va, vb = a.sd**2 / a.n, b.sd**2 / b.n
-    diff = a.mean - b.mean
-    if va + vb == 0:
-        return 1.0 if diff == 0 else 0.0
-    df = (va + vb) ** 2 / ((va**2 / a.df if va else 0.0) + (vb**2 / b.df if vb else 0.0))
-    return float(2 * student_t.sf(abs(diff) / math.sqrt(va + vb), df))
+    coef = np.linalg.lstsq(design, y, rcond=None)[0]
+    return Noise(math.sqrt(float(np.sum((y - design @ coef) ** 2)) / df), df, log)
 
 
-def compare(a: Spread, b: Spread, higher_is_better: bool) -> str:
-    """``better`` or ``worse`` when ``a`` differs from ``b`` beyond noise in that direction, ``within noise``,
-    or ``one seed`` when a side has no noise estimate."""
-    p = p_value(a, b)
-    if p is None:
+def test(terms: Sequence[Term]) -> Test:
+    """The contrast ``sum coef * value`` (logs where every term's noise is on logs) over the seeds every term
+    shares, and its two-sided p-value."""
+    shared = sorted(set.intersection(*(set(t.values) for t in terms)))
+    noises = [t.noise for t in terms]
+    log = all(n is not None and n.log for n in noises) or all(v > 0 for t in terms for v in t.values.values())
+    if not shared:
+        return Test(math.nan, 0, None)
+
+    def value(v: float) -> float:
+        return math.log(v) if log else v
+
+    estimate = sum(sum(t.coef * value(t.values[s]) for t in terms) for s in shared) / len(shared)
+    if any(n is None or n.log != log for n in noises):
+        return Test(estimate, len(shared), None)
+    groups: dict[int, list] = {}  # the terms of one group share one estimate of sigma: their variances add first
+    for t in terms:
+        groups.setdefault(id(t.noise), [0.0, t.noise.df])[0] += t.coef**2 * t.noise.sigma**2 / len(shared)
+    var = sum(v for v, _ in groups.values())
+    if var == 0:
+        return Test(estimate, len(shared), 1.0 if estimate == 0 else 0.0)
+    df = var**2 / sum(v**2 / d for v, d in groups.values() if v)
+    return Test(estimate, len(shared), float(2 * student_t.sf(abs(estimate) / math.sqrt(var), df)))
+
+
+def verdict(found: Test, higher_is_better: bool) -> str:
+    """``better`` or ``worse`` when the contrast differs from 0 beyond noise in that direction (positive: the
+    first row is higher), ``within noise``, or ``one seed`` without a noise estimate."""
+    if found.p is None:
         return "one seed"
-    if p >= ALPHA:
+    if found.p >= ALPHA:
         return "within noise"
-    return "better" if (a.mean > b.mean) == higher_is_better else "worse"
-
-
-def drop(start: Spread, end: Spread) -> Spread:
-    """The relative drop ``1 - end / start`` of two rows' means, with its standard error by the delta method,
-    ``(m_e / m_s) sqrt(s_e^2 / (n_e m_e^2) + s_s^2 / (n_s m_s^2))``, and Welch-Satterthwaite degrees of freedom;
-    no estimate when a side has none. As a :class:`Spread` of one "seed" whose ``sd`` is that standard error, it
-    enters :func:`p_value` like a row."""
-    ratio = end.mean / start.mean
-    if start.sd is None or end.sd is None:
-        return Spread(1 - ratio, 1, None, 0)
-    parts = [(end.sd / end.mean) ** 2 / end.n, (start.sd / start.mean) ** 2 / start.n]
-    total = sum(parts)
-    df = total**2 / sum(v**2 / d for v, d in zip(parts, (end.df, start.df), strict=True) if v) if total else 1
-    return Spread(1 - ratio, 1, abs(ratio) * math.sqrt(total), df, pooled=start.pooled or end.pooled)
+    return "better" if (found.estimate > 0) == higher_is_better else "worse"

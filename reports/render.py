@@ -212,10 +212,12 @@ def _noise_line(table: Table, grid: dict) -> list[str]:
         return ["Seed spread: not measured (no row has results from several seeds).", ""]
     titles = {c.key: c.title for c in table.columns}
     parts = []
-    for key, group, r, rows, runs in floor:
+    for key, group, raw, fitted, rows, runs in floor:
         size = f"{rows} rows x {runs // rows} seeds" if runs % rows == 0 else f"{rows} rows, {runs} runs"
-        parts.append(f"{titles[key]} {100 * r:.1f} % ({group}, {size})")
-    return ["Seed spread (pooled relative standard deviation over seeds): " + "; ".join(parts) + ".", ""]
+        left = "-" if fitted is None else f"{100 * fitted.sigma:.1f} %" if fitted.log else f"{fitted.sigma:.3g}"
+        parts.append(f"{titles[key]} {100 * raw:.1f} %, {left} once each seed's shared effect is taken out "
+                     f"({group}, {size})")  # fmt: skip
+    return ["Seed spread (relative standard deviation over seeds): " + "; ".join(parts) + ".", ""]
 
 
 def _agreement_line(table: Table, grid: dict) -> list[str]:

@@ -69,39 +69,48 @@ def _beats(a: float, b: float, higher_is_better: bool) -> bool:
     return a > b if higher_is_better else a < b
 
 
-def spreads(table: Table, grid: dict, key: str) -> dict[str, noise.Spread]:
-    """``row -> Spread`` on column ``key`` for the rows (runs and sweeps) whose cell is a result; a one-seed row
-    borrows the pooled relative seed spread of the runs of its group (``reports.noise``)."""
-    by_group: dict[str, list] = {}
+def group_noise(table: Table, grid: dict, key: str) -> dict[str, noise.Noise | None]:
+    """``group -> Noise`` on column ``key``, fitted over the runs of the group whose cell is a result."""
+    by_group: dict[str, dict] = {}
     for run in table.runs:
         cell = grid[run.name, key]
         if cell.result is not None:
-            by_group.setdefault(run.group, []).append(cell.values)
-    pooled = {group: noise.pooled_relative_sd(rows) for group, rows in by_group.items()}
-    rows = [r.name for r in table.runs] + list(table.sweeps())
-    return {
-        name: noise.spread(grid[name, key].values, pooled.get(table.run(name).group))
-        for name in rows
-        if grid[name, key].result is not None
-    }
+            by_group.setdefault(run.group, {})[run.name] = dict(zip(cell.seeds, cell.values, strict=True))
+    return {group: noise.fit(rows) for group, rows in by_group.items()}
 
 
-def _pair(a: str, b: str, spread: dict, labels: dict, drops: bool) -> str:
-    p = noise.p_value(spread[a], spread[b])
-    tail = "no noise estimate" if p is None else f"p = {p:.2g}"
+def term(table: Table, grid: dict, key: str, name: str, coef: float, fits: dict) -> noise.Term:
+    """Row (run or sweep) ``name``'s share ``coef`` in a comparison on column ``key``."""
+    cell = grid[name, key]
+    return noise.Term(coef, dict(zip(cell.seeds, cell.values, strict=True)), fits.get(table.run(name).group))
+
+
+def compare(table: Table, grid: dict, key: str, a: str, b: str, fits: dict) -> noise.Test:
+    """Row ``a`` against row ``b`` on column ``key`` (``reports.noise``; the estimate is positive where ``a`` is
+    higher)."""
+    return noise.test([term(table, grid, key, a, 1.0, fits), term(table, grid, key, b, -1.0, fits)])
+
+
+def _drop_test(table: Table, grid: dict, key: str, fits: dict, a, b) -> noise.Test:
+    """Drop ``a`` against drop ``b``: ``log(start / end)`` of ``a`` less that of ``b``."""
+    terms = ((a.start, 1.0), (a.end, -1.0), (b.start, -1.0), (b.end, 1.0))
+    return noise.test([term(table, grid, key, name, coef, fits) for name, coef in terms])
+
+
+def _describe(a: str, b: str, found: noise.Test, labels: dict, drops: bool) -> str:
+    tail = "no noise estimate" if found.p is None else f"p = {found.p:.2g}"
+    seeds = f"{found.seeds} shared seed{'s' if found.seeds != 1 else ''}"
     if drops:
-        drop_a, drop_b = 100 * spread[a].mean, 100 * spread[b].mean
-        return f"{labels[a]} vs {labels[b]}: drops of {drop_a:.1f} % and {drop_b:.1f} %, {tail}"
-    gap = spread[a].mean / spread[b].mean - 1 if spread[b].mean else math.nan
-    return f"{labels[a]} vs {labels[b]}: {100 * gap:+.1f} %, {tail}"
+        return f"{labels[a]} vs {labels[b]}: log drops differ by {found.estimate:+.3f} ({seeds}), {tail}"
+    return f"{labels[a]} vs {labels[b]}: {100 * math.expm1(found.estimate):+.1f} % ({seeds}), {tail}"
 
 
 def check_claim(table: Table, claim: Claim, grid: dict) -> Verdict:
     """The claim on our cells (``grid``: ``(run, column key) -> Cell`` with ``result`` set where a cell counts),
     each pair of a better and a worse row compared beyond seed noise (``reports.noise``): the claim holds when
     every pair is better, fails when any is worse, and is otherwise within noise, or one seed where a pair has no
-    noise estimate. The rows of a claim with drops are those drops (``noise.drop``; the larger one is better).
-    The detail names the deciding pair (the least certain one of a claim that holds)."""
+    noise estimate. The rows of a claim with drops are those drops, compared on ``log(start / end)`` (the larger
+    drop is better). The detail names the deciding pair (the least certain one of a claim that holds)."""
     unmeasured: list[str] = []
     for key in (claim.metric, claim.proxy):
         if key is None:
@@ -111,16 +120,19 @@ def check_claim(table: Table, claim: Claim, grid: dict) -> Verdict:
             unmeasured = missing
             continue
         column = next(c for c in table.columns if c.key == key)
-        spread, higher = spreads(table, grid, key), column.higher_is_better
+        fits, higher = group_noise(table, grid, key), column.higher_is_better
         labels = {r: table.run(r).label for r in claim.row_names()}
-        if claim.drops:
-            spread = {d.name: noise.drop(spread[d.start], spread[d.end]) for d in claim.drops}
-            labels, higher = {d.name: d.label for d in claim.drops}, True
         pairs = [(b, w) for b in claim.better for w in claim.worse]
-        outcome = {pair: noise.compare(spread[pair[0]], spread[pair[1]], higher) for pair in pairs}
+        if claim.drops:
+            drop = {d.name: d for d in claim.drops}
+            labels, higher = {d.name: d.label for d in claim.drops}, True
+            found = {pair: _drop_test(table, grid, key, fits, drop[pair[0]], drop[pair[1]]) for pair in pairs}
+        else:
+            found = {pair: compare(table, grid, key, *pair, fits) for pair in pairs}
+        outcome = {pair: noise.verdict(found[pair], higher) for pair in pairs}
 
-        def p(pair, spread=spread):
-            return noise.p_value(spread[pair[0]], spread[pair[1]])
+        def p(pair, found=found):
+            return found[pair].p
 
         if worse := [pair for pair in pairs if outcome[pair] == "worse"]:
             status, decisive = "fails", min(worse, key=p)
@@ -132,7 +144,7 @@ def check_claim(table: Table, claim: Claim, grid: dict) -> Verdict:
             within = [pair for pair in pairs if outcome[pair] == "within noise"]
             status, decisive = "within noise", max(within, key=p)
         parts = [] if key == claim.metric else [f"on {column.title}, standing in for the paper's metric"]
-        parts.append(_pair(*decisive, spread, labels, bool(claim.drops)))
+        parts.append(_describe(*decisive, found[decisive], labels, bool(claim.drops)))
         return Verdict(claim, status, "; ".join(parts))
     labels = ", ".join(table.run(r).label for r in unmeasured)
     return Verdict(claim, "not measured", f"no result for {labels}")
@@ -208,27 +220,28 @@ def column_agreement(table: Table, grid: dict) -> dict[str, Agreement]:
             key = proxy_of(table, key)
         sign = 1 if columns[key].higher_is_better == col.higher_is_better else -1
         ours = {r: sign * grid[r, key].result for r in rows if grid[r, key].result is not None}
-        spread = spreads(table, grid, key)
+        fits = group_noise(table, grid, key)
 
-        def tie(a, b, spread=spread, col=columns[key]):
-            return noise.compare(spread[a], spread[b], col.higher_is_better) == "within noise"
+        def tie(a, b, key=key, fits=fits):
+            return noise.verdict(compare(table, grid, key, a, b, fits), True) == "within noise"
 
         found = order_agreement(ours, paper, tie)
         out[col.key] = found if key == col.key else dataclasses.replace(found, proxy=key)
     return out
 
 
-def noise_floor(table: Table, grid: dict) -> list[tuple[str, str, float, int, int]]:
-    """``(column key, group, pooled relative seed spread, rows, runs)`` of every group and column whose result
-    rows include some with several seeds."""
+def noise_floor(table: Table, grid: dict) -> list[tuple[str, str, float, noise.Noise | None, int, int]]:
+    """``(column key, group, raw relative seed spread, fitted noise, rows, runs)`` of every group and column whose
+    result rows include some with several seeds."""
     out = []
     for col in table.columns:
+        fits = group_noise(table, grid, col.key)
         for group in dict.fromkeys(r.group for r in table.runs):
             cells = [grid[r.name, col.key] for r in table.runs if r.group == group]
             seeded = [c.values for c in cells if c.result is not None and len(c.values) > 1]
-            pooled = noise.pooled_relative_sd(seeded)
-            if pooled is not None:
-                out.append((col.key, group, pooled[0], len(seeded), sum(map(len, seeded))))
+            raw = noise.pooled_relative_sd(seeded)
+            if raw is not None:
+                out.append((col.key, group, raw, fits.get(group), len(seeded), sum(map(len, seeded))))
     return out
 
 
