@@ -136,7 +136,7 @@ def test_bad_choices_name_the_field():
         override(preset("moneta-340m"), ["model.mixer.memory.retention=l3"])
     with pytest.raises(ConfigError, match="mixer.backend='fla' is invalid for mixer.name='moneta'"):
         layer("moneta", backend="fla")
-    with pytest.raises(ConfigError, match="MixerConfig.memory is None"):
+    with pytest.raises(ConfigError, match="model.mixer.memory is None, so model.mixer.memory.p cannot be set"):
         override(preset("transformer-340m"), ["model.mixer.memory.p=2"])
     with pytest.raises(ConfigError, match="mixer.backend='triton' is invalid for mixer.name='miras'.*'momentum'"):
         layer("miras", memory=MemorySpec(algorithm="momentum"), backend="triton", chunk_size=16)
