@@ -60,6 +60,18 @@ def _stale(out: Path, chash: str) -> bool:
     return saved.exists() and json.loads(saved.read_text()).get("config_hash") != chash
 
 
+def _finished(runs_dir: Path, scale: str, paper: str) -> dict[tuple[str, int], Path]:
+    """``(config hash, seed) -> summary`` of every run of ``paper`` at ``scale`` finished under ``runs_dir`` or
+    harvested into ``reports/`` (whatever table it was trained for)."""
+    found = {}
+    paths = [*Path(runs_dir).glob(f"{scale}/{paper}/*/*/seed*/summary.json"),
+             *(REPO / "reports" / paper).glob(f"*/summaries/{scale}/*.json")]  # fmt: skip
+    for path in sorted(paths):
+        summary = json.loads(path.read_text())
+        found.setdefault((summary.get("config_hash"), summary.get("seed")), path)
+    return found
+
+
 def _cmd_train(args) -> int:
     import signal
 
@@ -75,6 +87,7 @@ def _cmd_train(args) -> int:
         raise SystemExit("train: give either --run NAME (repeatable, globs allowed) or --all")
     runs = table.select(args.run)
     failures = 0
+    finished = _finished(args.runs_dir, args.scale, table.paper) if args.skip_done else {}
     for run in runs:
         reason = run.unavailable()
         if reason:
@@ -92,6 +105,11 @@ def _cmd_train(args) -> int:
                 if json.loads(summary.read_text()).get("config_hash") == config_hash(seeded):
                     print(f"skip {run.name} seed{seed}: done ({summary})")
                     continue
+            elsewhere = finished.get((config_hash(seeded), seed))
+            if elsewhere is not None and not summary.exists():
+                # the same config trained for another table (Table 2's rows in Figure 3): the reports read that one
+                print(f"skip {run.name} seed{seed}: the same config is done ({elsewhere})")
+                continue
             if args.skip_done and _stale(out, config_hash(seeded)):
                 print(f"restart {run.name} seed{seed}: {out} was trained with another config than the declaration's")
                 force = True
@@ -226,8 +244,9 @@ def _cmd_submit(args) -> int:
 
 
 def _table_of(summary: dict) -> Table | None:
+    """The table a run summary was trained for, as its scale sees it."""
     path = REPO / "experiments" / str(summary.get("paper")) / f"{summary.get('table')}.py"
-    return load_experiment(path) if path.exists() else None
+    return load_experiment(path).at(summary.get("scale", "paper")) if path.exists() else None
 
 
 def _devices(value: str) -> int | str:

@@ -63,3 +63,21 @@ def test_only_at_limits_runs_columns_and_claims_and_is_checked():
         Run("c", "C", "g", "transformer-340m", only_at=("huge",))
     with pytest.raises(ValueError, match="only_at=.* is invalid"):
         Claim("x", "s", "val/ppl", ("a",), ("b",), only_at=())
+
+
+def test_skip_done_leaves_a_run_whose_config_another_table_has_trained(tmp_path, capsys, monkeypatch):
+    """Figure 3's Transformer++ 340M at 4K is Table 2's row: its tracked summary counts, nothing is trained."""
+    import miras.train
+    from miras.cli import main
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("trained a run whose config is done")
+
+    monkeypatch.setattr(miras.train, "train", refuse)
+    tracked = ROOT.parents[1] / "reports/miras/table2/summaries/tiny/transformer-340m.seed0.json"
+    assert tracked.exists()
+    args = ["train", str(ROOT / "fig3_scaling.py"), "--run", "transformer-340m-ctx4k", "--scale", "tiny",
+            "--runs-dir", str(tmp_path), "--skip-done", "--seed", "0"]  # fmt: skip
+    assert main(args) == 0
+    assert f"skip transformer-340m-ctx4k seed0: the same config is done ({tracked})" in capsys.readouterr().out
+    assert not any(tmp_path.iterdir())
