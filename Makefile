@@ -94,7 +94,7 @@ reproduce-iclr-ablation: ## the ICLR version's Moneta/Memora ablation: train + l
 reproduce-fig3: ## Miras Figure 3 (scaling over size and context 2K-32K) at SCALE: train, harvest, render with plots
 	$(call reproduce,experiments/miras/fig3_scaling.py)
 
-reproduce-mqar: ## MQAR with the LM mixers (zoology's setup) at SCALE (tiny: one cell, ~45 min on a CPU core): train, harvest, render
+reproduce-mqar: ## MQAR with the LM mixers (zoology's setup) at SCALE (tiny: two cells, ~2 h on a CPU core): train, harvest, render
 	$(call reproduce,experiments/miras/mqar.py)
 
 reproduce-fig4: ## Miras Figure 4 (p and q of Moneta over context) at SCALE: train, harvest, render with plots
