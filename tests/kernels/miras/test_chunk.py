@@ -193,7 +193,8 @@ def test_half_inputs(preset):
 @pytest.mark.parametrize(
     "spec",
     [linear(), pytest.param(linear("huber", huber_mode="coordinate"), marks=pytest.mark.slow),
-     pytest.param(linear("l1", "elastic", elastic_threshold=0.02), marks=pytest.mark.slow), PRESETS["memora_linear"],
+     pytest.param(linear("l1", "elastic", elastic_threshold=0.02), marks=pytest.mark.slow),
+     pytest.param(PRESETS["memora_linear"], marks=pytest.mark.slow),
      PRESETS["memora_linear"].replace(kl_read="tangent")],
     ids=["l2", "huber-coordinate", "l1-elastic", "memora-linear", "memora-linear-tangent"],
 )  # fmt: skip

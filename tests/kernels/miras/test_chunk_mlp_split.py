@@ -37,7 +37,7 @@ SPECS = {
         ("memora", 1, 64, True, 12),
         ("memora-tangent", 1, 64, True, 12),
         ("memora-tangent", 19, 16, False, 12),
-        ("memora-tangent", 65, 64, True, 12),
+        pytest.param("memora-tangent", 65, 64, True, 12, marks=pytest.mark.slow),
         pytest.param("memora", 65, 64, False, 12, marks=pytest.mark.slow),
         pytest.param("yaad", 65, 64, False, 12, marks=pytest.mark.slow),
         pytest.param("moneta", 65, 64, True, 12, marks=pytest.mark.slow),
